@@ -1,0 +1,222 @@
+"""Commands of ``eat`` that belong to the library: ``train``, ``eval``, ``speed``.
+
+The console script lives in :mod:`app.cli`, which adds the ``index`` and ``app`` commands.
+
+Flags of ``eat train`` are generated from :class:`~eat_models.train.TrainConfig`, so each
+default lives in one place and every flag carries its help text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+import typing
+from pathlib import Path
+
+log = logging.getLogger("eat")
+
+
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()
+) -> None:
+    """One ``--flag`` per dataclass field, with its default and ``metadata['help']``."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "") + " (default: %(default)s)"
+        hint = hints[f.name]
+        if hint is bool:
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text
+            )
+            continue
+        args = typing.get_args(hint)
+        kind = next((a for a in args if a is not type(None)), hint) if args else hint
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=f.default,
+            help=help_text,
+            dest=f.name,
+            choices=f.metadata.get("choices"),
+        )
+
+
+def dataclass_from_args(cls, args: argparse.Namespace):
+    return cls(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    config = dataclass_from_args(TrainConfig, args)
+    out = train(config, progress=not args.quiet)
+    print(f"checkpoint written to {out}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import load_model
+    from .data import load_dataset
+    from .evaluate import evaluate_model, format_metrics_table
+
+    torch.set_num_threads(args.threads)
+    model = load_model(args.checkpoint)
+    meta = model.meta
+    dataset = args.dataset or meta.get("dataset", "fashion-mnist")
+    split = args.split or meta.get("split", "standard")
+    started = time.perf_counter()
+    _, test = load_dataset(
+        dataset,
+        split,
+        args.data_dir,
+        args.download,
+        image_size=meta["input_size"],
+        channels=meta["channels"],
+    )
+    if args.max_test and args.max_test < len(test):
+        from .train import stratified_slice
+
+        test = stratified_slice(test, args.max_test, seed=0)
+    metrics = evaluate_model(
+        model, test, batch_size=args.batch_size, progress=not args.quiet, seed=args.seed
+    )
+    record = {
+        "checkpoint": str(args.checkpoint),
+        "fingerprint": meta["fingerprint"],
+        "dataset": dataset,
+        "split": split,
+        "test_images": len(test),
+        "metrics": metrics,
+        "eval_wall_s": round(time.perf_counter() - started, 2),
+        "command": " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    out = Path(args.out) if args.out else Path(args.checkpoint) / "eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
+    print(format_metrics_table({Path(args.checkpoint).name: metrics}))
+    print(f"\nmetrics written to {out}")
+    return 0
+
+
+def _cmd_speed(args: argparse.Namespace) -> int:
+    from .speed import run_speed_benchmark
+
+    record = run_speed_benchmark(
+        args.checkpoint,
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+        threads=args.threads,
+        out=args.out,
+    )
+    print(json.dumps(record["results"], indent=2))
+    if args.out:
+        print(f"\nwritten to {args.out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``train``, ``eval`` and ``speed`` to the ``eat`` command's subparsers."""
+    from .train import TrainConfig
+
+    p = sub.add_parser(
+        "train",
+        help="train an embedding model (or ensemble) and save a checkpoint",
+        description="Train a DML model with a defense and save safetensors + JSON config.",
+    )
+    add_dataclass_arguments(p, TrainConfig)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="retrieval and clustering metrics of a checkpoint on its test set",
+        description="Embed the test set (query = gallery, query excluded) and report "
+        "Recall@1/2/4/8, mAP@R, and NMI / pairwise F1 / ARI of k-means "
+        "with K = number of classes.",
+    )
+    p.add_argument("checkpoint", help="checkpoint directory written by 'eat train'")
+    p.add_argument("--dataset", default=None, help="override the dataset stored in the checkpoint")
+    p.add_argument("--split", default=None, help="override the split stored in the checkpoint")
+    p.add_argument("--data-dir", default=None, help="where the data is (see 'eat train --help')")
+    p.add_argument(
+        "--download", action="store_true", help="allow downloading Fashion-MNIST if not found"
+    )
+    p.add_argument(
+        "--max-test", type=int, default=None, help="evaluate on a stratified slice of this size"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=512, help="embedding batch size (default: 512)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="k-means seed (default: 0)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--out", default=None, help="metrics JSON path (default: CHECKPOINT/eval.json)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "speed",
+        help="embedding throughput benchmark (images/s, median of repeats)",
+        description="Measure embedding throughput of a checkpoint on random inputs of "
+        "its input shape; for an ensemble also each member alone.",
+    )
+    p.add_argument("checkpoint", help="checkpoint directory")
+    p.add_argument(
+        "--batch-size", type=int, default=256, help="images per forward pass (default: 256)"
+    )
+    p.add_argument("--repeats", type=int, default=30, help="timed forward passes (default: 30)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--out", default=None, help="write the result JSON here")
+    p.set_defaults(func=_cmd_speed)
+
+
+def build_parser(registrars=()) -> argparse.ArgumentParser:
+    """The ``eat`` parser: this package's commands plus those of ``registrars``.
+
+    Packages downstream of ``eat_models`` (``index``, ``app``) pass their own
+    ``register(sub)`` functions here, so dependencies point one way.
+    """
+    parser = argparse.ArgumentParser(
+        prog="eat",
+        description="Adversarially robust deep metric learning with EAT "
+        "(Ensemble Adversarial Training).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register(sub)
+    for extra in registrars:
+        extra(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None, registrars=()) -> int:
+    """Parse ``argv`` and run the chosen command; known user errors exit 2 with one message."""
+    parser = build_parser(registrars)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from .checkpoint import CheckpointError
+    from .data import DatasetNotFoundError
+
+    try:
+        return args.func(args)
+    except (DatasetNotFoundError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

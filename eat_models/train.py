@@ -1,0 +1,221 @@
+"""The one training loop every defense shares.
+
+``train(TrainConfig(...))`` loads the data, builds the members, draws class-balanced
+batches for each member from the rows its defense assigns it, asks the defense for the
+step's loss, and saves a checkpoint (safetensors weights + JSON config).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import save_checkpoint
+from .data import (
+    SPLIT_KINDS,
+    ClassBalancedBatchSampler,
+    ImageDataset,
+    load_dataset,
+    stratified_split,
+)
+from .defenses import Batch, build_defense
+from .losses import LOSSES, MetricLoss
+from .networks import NetworkConfig, build_network, default_network_config
+
+log = logging.getLogger(__name__)
+
+
+def _flag(help_text: str, choices: tuple | None = None, **kwargs):
+    return field(metadata={"help": help_text, "choices": choices}, **kwargs)
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run; the CLI's flags are made from these fields."""
+
+    dataset: str = _flag(
+        "dataset: 'fashion-mnist' or 'folder' (an image folder root/class/*.jpg)",
+        default="fashion-mnist",
+    )
+    data_dir: str | None = _flag(
+        "where the data is (Fashion-MNIST IDX files, or the image-folder root); "
+        "default: $EAT_DATA_DIR, then /usr/share/datasets/fashion-mnist",
+        default=None,
+    )
+    download: bool = _flag(
+        "allow downloading Fashion-MNIST into the torchvision cache if not found", default=False
+    )
+    split: str = _flag(
+        "'standard' (60k/10k, all classes) or 'class-disjoint' (unseen test classes)",
+        default="standard",
+        choices=SPLIT_KINDS,
+    )
+    loss: str = _flag(
+        "metric loss: 'proxy-anchor' (the paper's) or 'triplet' (margin 0.2, semi-hard miner)",
+        default="proxy-anchor",
+        choices=LOSSES,
+    )
+    defense: str = _flag("training defense (vanilla; more in later versions)", default="vanilla")
+    members: int = _flag("number of ensemble members K (defenses that train ensembles)", default=1)
+    epochs: int = _flag("passes over the training set", default=8)
+    classes_per_batch: int = _flag("P: classes in each batch", default=10)
+    samples_per_class: int = _flag("M: images per class in each batch (batch = P×M)", default=16)
+    lr: float = _flag("Adam learning rate of the networks (proxies get ×100)", default=1e-3)
+    weight_decay: float = _flag("AdamW weight decay", default=1e-4)
+    arch: str = _flag(
+        "network: 'small-cnn' (28×28) or 'resnet18' (larger images)", default="small-cnn"
+    )
+    width: int = _flag("small-cnn base width (channels of the first conv)", default=32)
+    embedding_dim: int = _flag("embedding size D", default=128)
+    image_size: int = _flag("side length images of an image folder are resized to", default=224)
+    imagenet_weights: str | None = _flag(
+        "resnet18 only: 'imagenet' (torchvision download) or a local "
+        ".pth state dict; default random init",
+        default=None,
+    )
+    max_train: int | None = _flag(
+        "use a stratified slice of this many training images (smoke runs)", default=None
+    )
+    seed: int = _flag("random seed (data order, init); member k uses seed + k", default=0)
+    threads: int = _flag("torch CPU threads", default=2)
+    out: str = _flag("output checkpoint directory", default="runs/model")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def stratified_slice(dataset: ImageDataset, size: int | None, seed: int) -> ImageDataset:
+    """A class-stratified subset of about ``size`` items (the whole set if ``size`` is None)."""
+    if size is None or size >= len(dataset):
+        return dataset
+    parts = max(1, len(dataset) // size)
+    rows = (
+        stratified_split(dataset.labels, parts, seed=seed)[0]
+        if parts > 1
+        else np.arange(len(dataset))
+    )
+    return dataset.subset(rows[:size])
+
+
+def network_config_for(config: TrainConfig, dataset: ImageDataset) -> NetworkConfig:
+    return default_network_config(
+        config.arch,
+        channels=dataset.channels,
+        image_size=dataset.image_size,
+        width=config.width,
+        embedding_dim=config.embedding_dim,
+        imagenet_weights=config.imagenet_weights,
+    )
+
+
+def train(config: TrainConfig, progress: bool = True) -> Path:
+    """Train per ``config`` and save the checkpoint to ``config.out``; returns its path."""
+    torch.set_num_threads(config.threads)
+    seed_everything(config.seed)
+    train_set, _ = load_dataset(
+        config.dataset, config.split, config.data_dir, config.download, image_size=config.image_size
+    )
+    train_set = stratified_slice(train_set, config.max_train, config.seed)
+    num_classes = len(np.unique(train_set.labels))
+    defense = build_defense(config.defense, config)
+    net_config = network_config_for(config, train_set)
+
+    members, losses = [], []
+    for k in range(defense.num_members):
+        torch.manual_seed(config.seed + k)
+        members.append(build_network(net_config))
+        losses.append(
+            MetricLoss(config.loss, int(train_set.labels.max()) + 1, config.embedding_dim)
+        )
+    groups = [{"params": [p for m in members for p in m.parameters()], "lr": config.lr}]
+    for loss in losses:
+        groups += loss.parameter_groups(config.lr)
+    optimiser = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+    p = min(config.classes_per_batch, num_classes)
+    batch_size = p * config.samples_per_class
+    member_rows = defense.member_rows(train_set.labels)
+    samplers = [
+        ClassBalancedBatchSampler(
+            train_set.labels[rows],
+            p,
+            config.samples_per_class,
+            num_batches=max(1, len(train_set) // batch_size),
+            seed=config.seed + 1000 * k,
+        )
+        for k, rows in enumerate(member_rows)
+    ]
+    steps_per_epoch = len(samplers[0])
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=[g["lr"] for g in groups], total_steps=total_steps, pct_start=0.1
+    )
+    labels_tensor = torch.as_tensor(train_set.labels)
+    log.info(
+        "training %s × %d on %d images (%d classes), %d steps",
+        config.defense,
+        len(members),
+        len(train_set),
+        num_classes,
+        total_steps,
+    )
+
+    started = time.perf_counter()
+    history = []
+    bar = tqdm(total=total_steps, desc=f"train {config.defense}", disable=not progress, unit="step")
+    for epoch in range(config.epochs):
+        for s in samplers:
+            s.set_epoch(epoch)
+        for m in members:
+            m.train()
+        running: dict[str, float] = {}
+        for step_batches in zip(*samplers, strict=True):
+            batches = []
+            for rows, local in zip(member_rows, step_batches, strict=True):
+                idx = rows[np.asarray(local)]
+                batches.append(Batch(train_set.batch(idx), labels_tensor[idx]))
+            loss, logs = defense.training_loss(members, losses, batches)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            for key, value in logs.items():
+                running[key] = 0.9 * running.get(key, value) + 0.1 * value
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()} | {"epoch": epoch + 1})
+        history.append({"epoch": epoch + 1, **running})
+    bar.close()
+    wall = time.perf_counter() - started
+
+    for m in members:
+        m.eval()
+    meta = {
+        "dataset": train_set.name.split("/")[0],
+        "split": config.split,
+        "class_names": list(train_set.class_names),
+        "train_classes": sorted(int(c) for c in np.unique(train_set.labels)),
+    }
+    train_record = {
+        **config.to_dict(),
+        "train_wall_s": round(wall, 2),
+        "history": history,
+        "train_images": len(train_set),
+        "steps": total_steps,
+        "threads": config.threads,
+    }
+    out = save_checkpoint(config.out, members, [net_config] * len(members), meta, train_record)
+    log.info("saved %s after %.1f s", out, wall)
+    return out
