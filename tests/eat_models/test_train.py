@@ -1,0 +1,129 @@
+"""A 1-epoch training smoke run, the CLI, and its help texts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from app.cli import main
+from eat_models import load_model
+from eat_models.train import TrainConfig, train
+
+
+@pytest.mark.parametrize("loss", ["proxy-anchor", "triplet"])
+def test_one_epoch_smoke_run_on_a_slice(tmp_path, loss):
+    out = train(
+        TrainConfig(
+            loss=loss, epochs=1, max_train=800, width=8, embedding_dim=32, out=str(tmp_path / loss)
+        ),
+        progress=False,
+    )
+    model = load_model(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["loss"] == loss and config["train"]["train_images"] == 800
+    assert config["train"]["train_wall_s"] > 0 and len(config["train"]["history"]) == 1
+    emb = model(torch.rand(3, 1, 28, 28))
+    assert emb.shape == (3, 32)
+
+
+def test_training_is_reproducible(tmp_path):
+    outs = [
+        train(
+            TrainConfig(
+                epochs=1, max_train=400, width=8, embedding_dim=16, out=str(tmp_path / f"r{i}")
+            ),
+            progress=False,
+        )
+        for i in range(2)
+    ]
+    x = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(load_model(outs[0])(x), load_model(outs[1])(x))
+
+
+def test_trained_model_beats_chance(vanilla_model, fmnist_small):
+    from eat_models.evaluate import evaluate_model
+
+    metrics = evaluate_model(vanilla_model, fmnist_small[1])
+    assert metrics["recall@1"] > 0.6 and metrics["nmi"] > 0.45
+
+
+def test_cli_train_then_eval(tmp_path, capsys):
+    ckpt = tmp_path / "cli"
+    assert (
+        main(
+            [
+                "train",
+                "--epochs",
+                "1",
+                "--max-train",
+                "500",
+                "--width",
+                "8",
+                "--out",
+                str(ckpt),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert main(["eval", str(ckpt), "--max-test", "500", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "| recall@1 |" in printed
+    record = json.loads((ckpt / "eval.json").read_text())
+    assert record["test_images"] == 500
+    assert set(record["metrics"]) >= {"recall@1", "recall@8", "map@r", "nmi", "f1", "ari"}
+    assert np.isfinite(list(record["metrics"].values())).all()
+
+
+def test_cli_reports_missing_data_clearly(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "train",
+                "--data-dir",
+                str(tmp_path / "none"),
+                "--dataset",
+                "folder",
+                "--out",
+                str(tmp_path / "x"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "missing")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+def _subparsers(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action.choices.items()
+
+
+def test_every_flag_of_every_command_has_help():
+    from app.cli import _registrars
+    from eat_models.cli import build_parser
+
+    stack = list(_subparsers(build_parser(_registrars())))
+    seen = set()
+    while stack:
+        name, sub = stack.pop()
+        seen.add(name)
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help and len(action.help) > 10, f"eat {name} {action.option_strings}"
+        stack.extend(_subparsers(sub))
+    assert {"train", "eval", "speed"} <= seen
+
+
+def test_help_runs(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--defense" in capsys.readouterr().out
