@@ -159,7 +159,10 @@ def test_stratified_split_disjoint_covering_and_balanced():
     for part in parts:
         counts = np.bincount(labels[part], minlength=10)
         assert counts.min() >= 10 and counts.max() <= 11
-    assert all(np.array_equal(a, b) for a, b in zip(parts, stratified_split(labels, 3, seed=1)))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(parts, stratified_split(labels, 3, seed=1), strict=True)
+    )
     with pytest.raises(ValueError, match="fewer than k"):
         stratified_split(np.array([0, 0, 1]), 3)
 
