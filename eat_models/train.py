@@ -25,7 +25,7 @@ from .data import (
     load_dataset,
     stratified_split,
 )
-from .defenses import Batch, build_defense
+from .defenses import DEFENSES, ENSEMBLE_OBJECTIVES, MEMBER_SPLITS, Batch, build_defense
 from .losses import LOSSES, MetricLoss
 from .networks import NetworkConfig, build_network, default_network_config
 
@@ -62,8 +62,19 @@ class TrainConfig:
         default="proxy-anchor",
         choices=LOSSES,
     )
-    defense: str = _flag("training defense (vanilla; more in later versions)", default="vanilla")
-    members: int = _flag("number of ensemble members K (defenses that train ensembles)", default=1)
+    defense: str = _flag(
+        "training defense: vanilla (no defense), pgd-at (Madry AT on the metric loss), "
+        "trades (clean loss + beta * embedding shift), est / act (RobRank's embedding-shifted "
+        "and anti-collapse triplet), at-ensemble (K independent PGD-AT members), "
+        "eat (Ensemble Adversarial Training)",
+        default="vanilla",
+        choices=tuple(DEFENSES),
+    )
+    members: int | None = _flag(
+        "number of ensemble members K; default: the defense's own (3 for at-ensemble and eat, "
+        "1 otherwise; vanilla with K > 1 is a plain ensemble)",
+        default=None,
+    )
     epochs: int = _flag("passes over the training set", default=8)
     classes_per_batch: int = _flag("P: classes in each batch", default=10)
     samples_per_class: int = _flag("M: images per class in each batch (batch = P×M)", default=16)
@@ -82,6 +93,46 @@ class TrainConfig:
     )
     max_train: int | None = _flag(
         "use a stratified slice of this many training images (smoke runs)", default=None
+    )
+    train_eps: float = _flag(
+        "adversarial defenses: L-inf budget of the examples crafted during training "
+        "(pixels in [0, 1])",
+        default=0.1,
+    )
+    train_steps: int = _flag("adversarial defenses: PGD steps per crafted batch", default=5)
+    train_step_size: float | None = _flag(
+        "adversarial defenses: PGD step size; default max(eps/8, 2.5*eps/steps)", default=None
+    )
+    clean_weight: float = _flag(
+        "pgd-at, at-ensemble, est, eat: weight of the clean batch's metric loss added to the "
+        "adversarial one (0: adversarial batch only)",
+        default=0.0,
+    )
+    trades_beta: float = _flag(
+        "trades: weight beta of the squared embedding shift ||f(x) - f(x_adv)||^2", default=6.0
+    )
+    member_split: str = _flag(
+        "eat: how members' home data is split: 'stratified' (K parts, every class in each), "
+        "'class-disjoint' (K parts, disjoint classes) or 'none' (all data for everyone)",
+        default="stratified",
+        choices=MEMBER_SPLITS,
+    )
+    lambda_transfer: float = _flag(
+        "eat: weight of self-transfer, each member training on the examples crafted against "
+        "the other members in the same step (0: off)",
+        default=1.0,
+    )
+    lambda_ensemble: float = _flag(
+        "eat: weight of the examples crafted against the averaged embedding F (0: off, and "
+        "no PGD through F is run)",
+        default=1.0,
+    )
+    ensemble_objective: str = _flag(
+        "eat: what PGD through F maximises: 'shift' (embedding shift ||F(x_adv) - F(x)||) or "
+        "'cluster' (clustering attack inside the batch: away from the own class centroid "
+        "toward a random other one)",
+        default="shift",
+        choices=ENSEMBLE_OBJECTIVES,
     )
     seed: int = _flag("random seed (data order, init); member k uses seed + k", default=0)
     threads: int = _flag("torch CPU threads", default=2)
@@ -148,16 +199,20 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     p = min(config.classes_per_batch, num_classes)
     batch_size = p * config.samples_per_class
     member_rows = defense.member_rows(train_set.labels)
-    samplers = [
-        ClassBalancedBatchSampler(
-            train_set.labels[rows],
-            p,
-            config.samples_per_class,
-            num_batches=max(1, len(train_set) // batch_size),
-            seed=config.seed + 1000 * k,
+    samplers = []
+    for k, rows in enumerate(member_rows):
+        # A member whose rows hold fewer than P classes (class-disjoint parts) takes more
+        # images per class, so every member's batch has the same size.
+        p_k = min(p, len(np.unique(train_set.labels[rows])))
+        samplers.append(
+            ClassBalancedBatchSampler(
+                train_set.labels[rows],
+                p_k,
+                batch_size // p_k,
+                num_batches=max(1, len(train_set) // batch_size),
+                seed=config.seed + 1000 * k,
+            )
         )
-        for k, rows in enumerate(member_rows)
-    ]
     steps_per_epoch = len(samplers[0])
     total_steps = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -210,6 +265,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     }
     train_record = {
         **config.to_dict(),
+        "members": len(members),
         "train_wall_s": round(wall, 2),
         "history": history,
         "train_images": len(train_set),

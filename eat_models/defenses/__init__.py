@@ -1,11 +1,30 @@
-"""Defenses, one file each, sharing :class:`~eat_models.defenses.base.Defense`."""
+"""Defenses, one file each, sharing :class:`~eat_models.defenses.base.Defense`.
+
+=============  ==================================================================
+vanilla        clean metric loss (with ``members`` > 1: a plain ensemble)
+pgd-at         Madry PGD adversarial training on the metric loss
+trades         clean metric loss + β·‖f(x) − f(x̃)‖², x̃ maximising the shift
+est            RobRank's embedding-shifted triplet: metric loss on ES examples
+act            RobRank's anti-collapse triplet: collapse (p, n), learn to separate
+at-ensemble    K independent PGD-AT members (default K = 3)
+eat            Ensemble Adversarial Training: split + own AT + self-transfer + F term
+=============  ==================================================================
+"""
 
 from __future__ import annotations
 
-from .base import Batch, Defense
+from .act import ACT
+from .at_ensemble import ATEnsemble
+from .base import AdversarialDefense, Batch, Defense, LossPart
+from .eat import EAT, ENSEMBLE_OBJECTIVES, MEMBER_SPLITS
+from .est import EST
+from .pgd_at import PGDAT
+from .trades import TRADES
 from .vanilla import Vanilla
 
-DEFENSES: dict[str, type[Defense]] = {"vanilla": Vanilla}
+DEFENSES: dict[str, type[Defense]] = {
+    cls.name: cls for cls in (Vanilla, PGDAT, TRADES, EST, ACT, ATEnsemble, EAT)
+}
 
 
 def build_defense(name: str, config) -> Defense:
@@ -16,4 +35,13 @@ def build_defense(name: str, config) -> Defense:
         raise ValueError(f"unknown defense {name!r}; choose one of {sorted(DEFENSES)}") from None
 
 
-__all__ = ["DEFENSES", "Batch", "Defense", "build_defense"]
+__all__ = [
+    "DEFENSES",
+    "ENSEMBLE_OBJECTIVES",
+    "MEMBER_SPLITS",
+    "AdversarialDefense",
+    "Batch",
+    "Defense",
+    "LossPart",
+    "build_defense",
+]

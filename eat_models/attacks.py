@@ -1,0 +1,516 @@
+"""Adversarial attacks on embedding models: one PGD core driven by objective functions.
+
+Threat model (DESIGN.md §3): white-box, the attacker knows the deployed embedding
+function — for an ensemble the averaged embedding F, never a single member — and adds an
+L∞-bounded perturbation ‖x̃ − x‖∞ ≤ ε to input pixels in [0, 1]. Any normalisation lives
+inside the model, so the attack works in pixel space.
+
+One PGD loop (:func:`pgd`) serves every attack; an attack is an *objective*: a callable
+that maps the embeddings of the perturbed batch ``[B, D]`` to the value the attacker
+maximises, either per sample ``[B]`` or one scalar for the whole batch (a metric loss).
+
+* :func:`embedding_shift_attack` (ES): maximise ‖F(x̃) − F(x)‖.
+* :func:`query_attack` (QA−): push each query away from its clean same-class top-k
+  gallery neighbours.
+* :func:`clustering_attack` (CA): move each image away from its own k-means centroid
+  toward a random other one.
+* :func:`evaluate_attack`: embed a dataset, attack it (optionally crafting on a
+  surrogate: transfer mode), and report clean vs attacked retrieval or clustering metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .evaluate import (
+    RECALL_KS,
+    clustering_scores,
+    embed,
+    kmeans_assign,
+    retrieval_metrics,
+)
+
+log = logging.getLogger(__name__)
+
+ATTACKS = ("es", "qa", "ca")
+QUERY_NEIGHBOURS = 5
+
+Objective = Callable[[torch.Tensor], torch.Tensor]
+"""``objective(embeddings [B, D]) -> [B]`` (per sample) or a scalar (whole batch)."""
+
+
+# --------------------------------------------------------------------------- PGD core
+
+
+def default_step_size(eps: float, steps: int) -> float:
+    """``max(ε/8, 2.5·ε/steps)``: ε/8 for ≥ 20 steps, Madry's 2.5·ε/steps for few steps."""
+    return max(eps / 8, 2.5 * eps / max(steps, 1))
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode and restore each one's own mode afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    objective: Objective,
+    eps: float,
+    steps: int,
+    step_size: float | None = None,
+    restarts: int = 1,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """L∞ projected gradient ascent on ``objective(model(x̃))`` (Madry et al., 2018).
+
+    Threat model: white-box, ‖x̃ − x‖∞ ≤ ``eps``, pixels in [0, 1].
+
+    Each restart starts at ``x`` plus uniform noise in [−ε, ε] (``random_start``), then
+    repeats ``steps`` times: gradient of the objective w.r.t. the input only
+    (``torch.autograd.grad``), a signed step of ``step_size``, projection onto the ε-ball
+    around ``x``, clamp to [0, 1], detach. The best iterate by objective is returned —
+    per sample for a ``[B]`` objective, for the whole batch for a scalar one — over all
+    iterates of all restarts, so more restarts never lower the objective. The model runs
+    in eval mode; each submodule's mode is restored afterwards.
+
+    Args:
+        model: maps ``[B, C, H, W]`` in [0, 1] to embeddings ``[B, D]``.
+        x: clean images ``[B, C, H, W]`` in [0, 1].
+        objective: ``embeddings [B, D] -> [B]`` or scalar, the value to maximise.
+        eps: L∞ radius ε (e.g. 0.1 for Fashion-MNIST).
+        steps: gradient steps per restart (≥ 20 for evaluation, 5 for training).
+        step_size: step α; default :func:`default_step_size` ``max(ε/8, 2.5·ε/steps)``.
+        restarts: independent random starts (default 1).
+        random_start: start from a uniform random point of the ball (default True).
+        generator: torch generator for the random starts (default: the global RNG).
+
+    Returns:
+        ``x̃`` ``[B, C, H, W]``, detached, with ``‖x̃ − x‖∞ ≤ ε`` and pixels in [0, 1].
+
+    Example:
+        >>> clean = model(x).detach()
+        >>> x_adv = pgd(model, x, lambda e: (e - clean).pow(2).sum(1), eps=0.1, steps=20)
+    """
+    if eps < 0 or steps < 0 or restarts < 1:
+        raise ValueError(f"need eps ≥ 0, steps ≥ 0, restarts ≥ 1 (got {eps}, {steps}, {restarts})")
+    x = x.detach()
+    if eps == 0:
+        return x.clone()
+    alpha = default_step_size(eps, steps) if step_size is None else float(step_size)
+    lower, upper = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+    best_x, best_value = x.clone(), None
+
+    def keep_best(candidate: torch.Tensor, value: torch.Tensor) -> None:
+        nonlocal best_x, best_value
+        value = value.detach()
+        if best_value is None:
+            best_x, best_value = candidate.clone(), value.clone()
+            return
+        better = value > best_value
+        if value.dim() == 0:
+            if better:
+                best_x, best_value = candidate.clone(), value.clone()
+            return
+        best_x[better] = candidate[better]
+        best_value = torch.where(better, value, best_value)
+
+    with eval_mode(model):
+        for _ in range(restarts):
+            adv = x.clone()
+            if random_start:
+                noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+                adv = torch.min(torch.max(x + noise, lower), upper)
+            for _ in range(steps):
+                adv.requires_grad_(True)
+                value = objective(model(adv))
+                if value.requires_grad:
+                    (grad,) = torch.autograd.grad(value.sum(), adv)
+                else:  # an objective constant in x (e.g. a loss with nothing to mine)
+                    grad = torch.zeros_like(adv)
+                adv = adv.detach()
+                keep_best(adv, value)
+                adv = torch.min(torch.max(adv + alpha * grad.sign(), lower), upper)
+            with torch.no_grad():
+                keep_best(adv, objective(model(adv)))
+    return best_x
+
+
+# --------------------------------------------------------------------------- objectives
+
+
+def embedding_shift_objective(clean_embeddings: torch.Tensor) -> Objective:
+    """Per-sample ``‖e − e_clean‖²`` (same maximiser and gradient sign as ‖e − e_clean‖)."""
+    clean = clean_embeddings.detach()
+    return lambda embeddings: (embeddings - clean).pow(2).sum(dim=1)
+
+
+def query_objective(neighbours: torch.Tensor, valid: torch.Tensor | None = None) -> Objective:
+    """Per-sample minus the mean similarity to the query's neighbours ``[B, k, D]``.
+
+    On the unit sphere ``‖e − g‖² = 2 − 2⟨e, g⟩``, so this maximises the mean distance.
+    ``valid [B, k]`` masks padding (queries with fewer than k same-class neighbours).
+    """
+    neighbours = neighbours.detach()
+    if valid is None:
+        valid = torch.ones(neighbours.shape[:2], dtype=torch.bool)
+    weights = valid.float() / valid.float().sum(dim=1, keepdim=True).clamp(min=1)
+    return lambda embeddings: -(torch.einsum("bd,bkd->bk", embeddings, neighbours) * weights).sum(1)
+
+
+def clustering_objective(own_centroids: torch.Tensor, target_centroids: torch.Tensor) -> Objective:
+    """Per-sample ``d(e, c_own) − d(e, c_target)`` with Euclidean distance d."""
+    own, target = own_centroids.detach(), target_centroids.detach()
+    return lambda embeddings: (
+        torch.linalg.vector_norm(embeddings - own, dim=1)
+        - torch.linalg.vector_norm(embeddings - target, dim=1)
+    )
+
+
+# --------------------------------------------------------------------------- attacks
+
+
+def _clean_embeddings(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad(), eval_mode(model):
+        return model(x.detach())
+
+
+def embedding_shift_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    eps: float,
+    steps: int,
+    step_size: float | None = None,
+    restarts: int = 1,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Embedding-shift attack (ES): maximise ‖F(x̃) − F(x)‖ within the L∞ ε-ball.
+
+    Untargeted and label-free: it moves each embedding as far as it can from where it
+    was. Args as in :func:`pgd`; ``x`` ``[B, C, H, W]`` in [0, 1] → ``x̃`` of the same shape.
+
+    Example:
+        >>> x_adv = embedding_shift_attack(model, x, eps=0.1, steps=20)
+        >>> shift = (model(x_adv) - model(x)).norm(dim=1)
+    """
+    objective = embedding_shift_objective(_clean_embeddings(model, x))
+    return pgd(model, x, objective, eps, steps, step_size, restarts, random_start, generator)
+
+
+def query_neighbours(
+    query_embeddings: torch.Tensor,
+    query_labels: torch.Tensor,
+    gallery_embeddings: torch.Tensor,
+    gallery_labels: torch.Tensor,
+    k: int = QUERY_NEIGHBOURS,
+    exclude_index: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``[B, k]`` of each query's k most similar same-class gallery items.
+
+    ``exclude_index [B]`` names each query's own gallery row (−1 or None: none). Returns
+    ``(indices, valid)``; ``valid`` is False where a query has fewer than k such items.
+    """
+    sims = query_embeddings @ gallery_embeddings.T
+    sims = sims.masked_fill(query_labels[:, None] != gallery_labels[None, :], -float("inf"))
+    if exclude_index is not None:
+        rows = torch.nonzero(exclude_index >= 0).squeeze(1)
+        sims[rows, exclude_index[rows]] = -float("inf")
+    k = min(k, gallery_embeddings.shape[0])
+    top = sims.topk(k, dim=1)
+    return top.indices, torch.isfinite(top.values)
+
+
+def query_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    gallery_embeddings: torch.Tensor,
+    gallery_labels: torch.Tensor,
+    *,
+    eps: float,
+    steps: int,
+    k: int = QUERY_NEIGHBOURS,
+    exclude_index: torch.Tensor | None = None,
+    step_size: float | None = None,
+    restarts: int = 1,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Retrieval query attack (QA−): push each query away from its same-class neighbours.
+
+    The neighbours are the query's ``k`` (default 5) nearest same-class items of the
+    *clean* gallery under ``model``; the attack maximises the query's mean distance to
+    them, so true matches fall down the ranking (scored by Recall@1 of the attacked
+    queries against the clean gallery).
+
+    Args:
+        x: queries ``[B, C, H, W]`` in [0, 1]; ``labels`` ``[B]``.
+        gallery_embeddings: clean gallery ``[N, D]`` (L2-normalised); ``gallery_labels [N]``.
+        exclude_index: ``[B]`` gallery row of each query itself (−1: not in the gallery).
+        eps, steps, step_size, restarts, random_start, generator: as in :func:`pgd`.
+
+    Returns:
+        ``x̃`` ``[B, C, H, W]``.
+
+    Example:
+        >>> g = model(gallery_images).detach()
+        >>> x_adv = query_attack(model, g_x[:8], y[:8], g, y, eps=0.1, steps=20,
+        ...                      exclude_index=torch.arange(8))
+    """
+    clean = _clean_embeddings(model, x)
+    gallery_embeddings = torch.as_tensor(gallery_embeddings).to(clean)
+    indices, valid = query_neighbours(
+        clean,
+        torch.as_tensor(labels),
+        gallery_embeddings,
+        torch.as_tensor(gallery_labels),
+        k,
+        None if exclude_index is None else torch.as_tensor(exclude_index),
+    )
+    objective = query_objective(gallery_embeddings[indices], valid)
+    return pgd(model, x, objective, eps, steps, step_size, restarts, random_start, generator)
+
+
+def random_other_clusters(
+    assignments: np.ndarray, n_clusters: int, rng: np.random.Generator
+) -> np.ndarray:
+    """For each item a cluster id drawn uniformly among the ``n_clusters − 1`` others."""
+    assignments = np.asarray(assignments)
+    if n_clusters < 2:
+        raise ValueError("the clustering attack needs at least two clusters")
+    offsets = rng.integers(1, n_clusters, size=len(assignments))
+    return (assignments + offsets) % n_clusters
+
+
+def clustering_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    own_centroids: torch.Tensor,
+    target_centroids: torch.Tensor,
+    eps: float,
+    steps: int,
+    step_size: float | None = None,
+    restarts: int = 1,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Clustering attack (CA): maximise d(F(x̃), c_own) − d(F(x̃), c_target).
+
+    ``own_centroids`` and ``target_centroids`` ``[B, D]`` are, per image, the centroid of
+    its clean k-means cluster and of a target cluster (drawn at random among the others
+    by :func:`random_other_clusters` — a shared nearest target would only relocate a
+    cluster, which NMI does not see). Other args as in :func:`pgd`.
+
+    Example:
+        >>> assign, centroids = kmeans_assign(clean_embeddings, 10)
+        >>> target = random_other_clusters(assign, 10, np.random.default_rng(0))
+        >>> x_adv = clustering_attack(model, x, torch.from_numpy(centroids[assign]),
+        ...                           torch.from_numpy(centroids[target]), eps=0.1, steps=20)
+    """
+    objective = clustering_objective(own_centroids, target_centroids)
+    return pgd(model, x, objective, eps, steps, step_size, restarts, random_start, generator)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def gallery_retrieval_metrics(
+    query_embeddings: np.ndarray | torch.Tensor,
+    query_labels: np.ndarray,
+    gallery_embeddings: np.ndarray | torch.Tensor,
+    gallery_labels: np.ndarray,
+    exclude_index: np.ndarray | None = None,
+    ks: tuple[int, ...] = RECALL_KS,
+    chunk: int = 1024,
+) -> dict[str, float]:
+    """Recall@k and mAP@R of queries ranked against a separate gallery.
+
+    ``exclude_index [Q]`` is each query's own gallery row (−1: none), left out of its
+    ranking and of its R (the number of relevant gallery items). With queries equal to
+    the gallery and ``exclude_index = arange(N)`` this equals
+    :func:`eat_models.evaluate.retrieval_metrics`.
+    """
+    q = torch.as_tensor(np.asarray(query_embeddings, dtype=np.float32))
+    g = torch.as_tensor(np.asarray(gallery_embeddings, dtype=np.float32))
+    q_lab = torch.as_tensor(np.asarray(query_labels))
+    g_lab = torch.as_tensor(np.asarray(gallery_labels))
+    excl = (
+        torch.full((len(q),), -1, dtype=torch.long)
+        if exclude_index is None
+        else torch.as_tensor(np.asarray(exclude_index), dtype=torch.long)
+    )
+    r_per_query = (q_lab[:, None] == g_lab[None, :]).sum(dim=1) - (excl >= 0).long()
+    depth = int(min(len(g) - int((excl >= 0).any()), max(max(ks), int(r_per_query.max()))))
+    positions = torch.arange(1, depth + 1, dtype=torch.float32)
+    hits = dict.fromkeys(ks, 0)
+    ap_sum, ap_count = 0.0, 0
+    for start in range(0, len(q), chunk):
+        stop = min(len(q), start + chunk)
+        sims = q[start:stop] @ g.T
+        rows = torch.nonzero(excl[start:stop] >= 0).squeeze(1)
+        sims[rows, excl[start:stop][rows]] = -float("inf")
+        top = sims.topk(depth, dim=1).indices
+        relevant = (g_lab[top] == q_lab[start:stop, None]).float()
+        for k in ks:
+            hits[k] += int(relevant[:, :k].amax(dim=1).sum())
+        r = r_per_query[start:stop]
+        rel_r = relevant * (positions[None, :] <= r[:, None].float())
+        precision = rel_r.cumsum(dim=1) / positions[None, :]
+        valid = r > 0
+        ap_sum += float(((precision * rel_r).sum(dim=1)[valid] / r[valid].float()).sum())
+        ap_count += int(valid.sum())
+    out = {f"recall@{k}": hits[k] / len(q) for k in ks}
+    out["map@r"] = ap_sum / max(ap_count, 1)
+    return out
+
+
+def _batches(rows: np.ndarray, batch_size: int, progress: bool, desc: str):
+    starts = range(0, len(rows), batch_size)
+    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
+        yield rows[start : start + batch_size]
+
+
+def evaluate_attack(
+    model: nn.Module,
+    dataset,
+    attack: str,
+    eps: float,
+    steps: int,
+    step_size: float | None = None,
+    restarts: int = 1,
+    fraction: float = 1.0,
+    seed: int = 0,
+    surrogate: nn.Module | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+    k: int = QUERY_NEIGHBOURS,
+) -> dict:
+    """Attack ``dataset`` and report clean vs attacked metrics of the deployed ``model``.
+
+    The dataset is both query set and gallery (each query excluded from its own
+    ranking). A seeded random ``fraction`` of the images is attacked (default all); the
+    rest stay clean.
+
+    * ``"es"`` / ``"qa"``: Recall@1/2/4/8 and mAP@R of the attacked queries against the
+      *clean* gallery; ``"qa"`` pushes each query from its ``k`` clean same-class
+      neighbours.
+    * ``"ca"``: k-means (K = number of classes, ``seed``) on clean embeddings; each
+      attacked image gets a random other cluster as target; the attacked set is
+      re-embedded, re-clustered and scored by NMI / F1 / ARI. ``fraction=0`` gives
+      metrics identical to clean.
+
+    Transfer mode: with ``surrogate``, everything the attacker computes (clean gallery,
+    neighbours, k-means centroids, gradients) comes from the surrogate; the results are
+    measured on ``model``. Pass the loaded model as is (for an ensemble, the averaged
+    embedding); both models are used in eval mode.
+
+    Returns a dict: ``clean`` and ``attacked`` metric dicts, ``mean_embedding_shift``
+    (mean ‖F(x̃) − F(x)‖ over attacked images, on ``model``), the settings, counts and
+    timings in seconds (``clean_s``, ``attack_s``, ``total_s``).
+    """
+    if attack not in ATTACKS:
+        raise ValueError(f"unknown attack {attack!r}; choose one of {ATTACKS}")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
+    started = time.perf_counter()
+    crafter = surrogate if surrogate is not None else model
+    labels = np.asarray(dataset.labels)
+    n = len(labels)
+    clean = embed(model, dataset, batch_size=batch_size, progress=progress, desc="clean")
+    crafter_clean = (
+        clean
+        if surrogate is None
+        else embed(surrogate, dataset, batch_size=batch_size, progress=progress, desc="surrogate")
+    )
+    clean_s = time.perf_counter() - started
+
+    rng = np.random.default_rng(seed)
+    attacked_rows = np.sort(rng.choice(n, size=int(round(fraction * n)), replace=False))
+    generator = torch.Generator().manual_seed(seed)
+    n_classes = len(np.unique(labels))
+    if attack == "ca":
+        assign, centroids = kmeans_assign(crafter_clean, n_classes, seed=seed)
+        targets = random_other_clusters(assign[attacked_rows], n_classes, rng)
+        target_of = dict(zip(attacked_rows.tolist(), targets.tolist(), strict=True))
+        centroids = torch.from_numpy(centroids)
+    gallery = torch.from_numpy(crafter_clean)
+    gallery_labels = torch.from_numpy(labels)
+    adv_embeddings = clean.copy()
+
+    settings = dict(
+        eps=eps, steps=steps, step_size=step_size, restarts=restarts, generator=generator
+    )
+    attack_started = time.perf_counter()
+    for rows in _batches(attacked_rows, batch_size, progress, f"attack {attack}"):
+        x = dataset.batch(rows)
+        index = torch.from_numpy(rows)
+        if attack == "es":
+            x_adv = pgd(crafter, x, embedding_shift_objective(gallery[index]), **settings)
+        elif attack == "qa":
+            x_adv = query_attack(
+                crafter,
+                x,
+                gallery_labels[index],
+                gallery,
+                gallery_labels,
+                k=k,
+                exclude_index=index,
+                **settings,
+            )
+        else:
+            own = centroids[assign[rows]]
+            target = centroids[[target_of[int(r)] for r in rows]]
+            x_adv = clustering_attack(crafter, x, own, target, **settings)
+        with torch.no_grad(), eval_mode(model):
+            adv_embeddings[rows] = model(x_adv).numpy()
+    attack_s = time.perf_counter() - attack_started
+
+    shift = np.linalg.norm(adv_embeddings - clean, axis=1)[attacked_rows]
+    if attack == "ca":
+        clean_assign = assign if surrogate is None else kmeans_assign(clean, n_classes, seed)[0]
+        clean_metrics = clustering_scores(labels, clean_assign)
+        attacked_metrics = clustering_scores(
+            labels, kmeans_assign(adv_embeddings, n_classes, seed)[0]
+        )
+    else:
+        clean_metrics = retrieval_metrics(clean, labels)
+        attacked_metrics = gallery_retrieval_metrics(
+            adv_embeddings, labels, clean, labels, exclude_index=np.arange(n)
+        )
+    resolved_step = default_step_size(eps, steps) if step_size is None else step_size
+    return {
+        "attack": attack,
+        "eps": eps,
+        "steps": steps,
+        "step_size": resolved_step,
+        "restarts": restarts,
+        "fraction": fraction,
+        "seed": seed,
+        "neighbours": k if attack == "qa" else None,
+        "transfer": surrogate is not None,
+        "images": n,
+        "attacked_images": len(attacked_rows),
+        "clean": clean_metrics,
+        "attacked": attacked_metrics,
+        "mean_embedding_shift": float(shift.mean()) if len(shift) else 0.0,
+        "clean_s": round(clean_s, 3),
+        "attack_s": round(attack_s, 3),
+        "total_s": round(time.perf_counter() - started, 3),
+    }

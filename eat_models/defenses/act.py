@@ -1,0 +1,82 @@
+"""ACT: Anti-Collapse Triplet (Zhou et al., "Adversarial Attack and Defense in Deep
+Ranking", 2021; RobRank's ``pnp`` defense).
+
+Per step, one triplet (anchor, positive, negative) is drawn for every anchor of the batch
+that has both (positive and negative at random, as RobRank's random miner does). PGD
+perturbs the positive and the negative images together so that their embeddings
+*collapse* onto each other (minimise ‖f(p̃) − f(ñ)‖); the model then learns to pull them
+apart again:
+
+* triplet loss (RobRank's setting): ``mean relu(‖f(a) − f(p̃)‖ − ‖f(a) − f(ñ)‖ + margin)``
+  with the clean anchor and the loss's margin (0.2);
+* Proxy-Anchor (our adaptation): the proxies play the anchors' part, so the member's
+  metric loss is applied to the collapsed images ``[p̃; ñ]`` with their own labels — each
+  collapsed pair is pulled back to its two different class proxies.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks import Objective
+from ..losses import MetricLoss
+from .base import AdversarialDefense, Batch
+
+
+def random_triplets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One ``(anchor, positive, negative)`` index triple per anchor that has both."""
+    same = labels[:, None] == labels[None, :]
+    positives = same & ~torch.eye(len(labels), dtype=torch.bool)
+    negatives = ~same
+    anchors = torch.nonzero(positives.any(1) & negatives.any(1)).squeeze(1)
+    if len(anchors) == 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty, empty
+    pos = torch.multinomial(positives[anchors].float(), 1).squeeze(1)
+    neg = torch.multinomial(negatives[anchors].float(), 1).squeeze(1)
+    return anchors, pos, neg
+
+
+def collapse_objective(num_pairs: int) -> Objective:
+    """For embeddings ``[p; n]`` (2·m rows): −‖e_p − e_n‖, repeated for both of a pair.
+
+    Repeating the pair's value per row keeps PGD's per-sample best-iterate choice the
+    same for both images of a pair.
+    """
+
+    def objective(embeddings: torch.Tensor) -> torch.Tensor:
+        gap = -torch.linalg.vector_norm(embeddings[:num_pairs] - embeddings[num_pairs:], dim=1)
+        return torch.cat([gap, gap])
+
+    return objective
+
+
+class ACT(AdversarialDefense):
+    """Anti-collapse: collapse positive and negative by PGD, then learn to separate them."""
+
+    name = "act"
+
+    def training_loss(
+        self, members: list[nn.Module], losses: list[MetricLoss], batches: list[Batch]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        total, values = torch.zeros((), requires_grad=True), []
+        for net, loss, batch in zip(members, losses, batches, strict=True):
+            anchor, positive, negative = random_triplets(batch.labels)
+            m = len(anchor)
+            if m == 0:
+                continue
+            pairs = torch.cat([batch.images[positive], batch.images[negative]])
+            collapsed = self.craft(net, pairs, collapse_objective(m))
+            if loss.name == "triplet":
+                emb = net(torch.cat([batch.images[anchor], collapsed]))
+                ea, ep, en = emb.split(m)
+                gap = (ea - ep).norm(dim=1) - (ea - en).norm(dim=1)
+                value = F.relu(gap + loss.margin).mean()
+            else:
+                labels = torch.cat([batch.labels[positive], batch.labels[negative]])
+                value = loss(net(collapsed), labels)
+            total = total + value
+            values.append(float(value))
+        return total, {"loss_adv": sum(values) / max(len(values), 1)}

@@ -1,0 +1,138 @@
+"""EAT: Ensemble Adversarial Training, as DESIGN.md §2 defines it.
+
+K members f_1 … f_K (default 3, different seeds), deployed as the averaged embedding
+F(x) = normalize(mean_k f_k(x)). Every part below is a switch, so the ablation rows
+(independent AT → + split → + transfer → + ensemble term) are config changes.
+
+1. **Data split** (``member_split``): member k draws its batches from its home part S_k —
+   ``stratified`` (default: K disjoint parts, every class in each), ``class-disjoint``
+   (K parts with disjoint class sets) or ``none`` (every member samples all rows).
+2. **Own adversarial examples**: x̃_k = PGD on member k's metric loss L_k of its batch
+   (x_k, y_k) (L∞ ``train_eps``, ``train_steps`` steps, random start).
+3. **Self-transfer** (``lambda_transfer``): member k also trains on x̃_j, j ≠ k, the
+   examples crafted against the other members in the same step, with their labels.
+4. **Ensemble term** (``lambda_ensemble``): an ensemble batch x_F — rows k, k+K, k+2K, …
+   of every member's batch x_k, concatenated (about one batch, every member's data in
+   it) — is attacked through F itself; every member trains on the result x̃_F. The
+   objective against F (``ensemble_objective``) is label-free and the same for any
+   metric loss (the members' Proxy-Anchor proxies live in their own spaces, not F's):
+   ``shift`` (default) maximises the embedding shift ‖F(x̃) − F(x)‖², the ES attack on
+   the deployed model; ``cluster`` is the clustering attack within the batch — away from
+   the centroid of the image's class in clean F-space toward a random other class's.
+
+The step loss (a zero weight skips the part, and its PGD run, entirely)::
+
+    Σ_k [ L_k(f_k(x̃_k), y_k)
+          + clean_weight        · L_k(f_k(x_k), y_k)
+          + lambda_transfer/(K−1) · Σ_{j≠k} L_k(f_k(x̃_j), y_j)
+          + lambda_ensemble     · L_k(f_k(x̃_F), y_F) ]
+
+Each member's parts go through it in one forward pass; the metric loss is taken on each
+part separately.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..attacks import Objective, clustering_objective, embedding_shift_objective, eval_mode
+from ..data import class_disjoint_parts, stratified_split
+from ..ensemble import AveragedEmbedding
+from ..losses import MetricLoss
+from .base import AdversarialDefense, Batch, LossPart, member_loss
+
+MEMBER_SPLITS = ("stratified", "class-disjoint", "none")
+ENSEMBLE_OBJECTIVES = ("shift", "cluster")
+
+
+def ensemble_batch(batches: list[Batch]) -> Batch:
+    """Rows k::K of member k's batch, concatenated: about one batch drawn from all K."""
+    k = len(batches)
+    return Batch(
+        torch.cat([b.images[i::k] for i, b in enumerate(batches)]),
+        torch.cat([b.labels[i::k] for i, b in enumerate(batches)]),
+    )
+
+
+def batch_clustering_objective(clean_embeddings: torch.Tensor, labels: torch.Tensor) -> Objective:
+    """The clustering attack inside one batch: class means of the clean embeddings are the
+    centroids; each image's target is a random other class present in the batch."""
+    classes, index = torch.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        return embedding_shift_objective(clean_embeddings)
+    centroids = torch.stack([clean_embeddings[index == c].mean(0) for c in range(len(classes))])
+    target = (index + torch.randint(1, len(classes), index.shape)) % len(classes)
+    return clustering_objective(centroids[index], centroids[target])
+
+
+class EAT(AdversarialDefense):
+    """Ensemble adversarial training with data split and self-transfer."""
+
+    name = "eat"
+    default_members = 3
+
+    def member_rows(self, labels: np.ndarray) -> list[np.ndarray]:
+        split, k, seed = self.config.member_split, self.num_members, self.config.seed
+        if split == "stratified":
+            return stratified_split(labels, k, seed=seed)
+        if split == "class-disjoint":
+            return class_disjoint_parts(labels, k, seed=seed)
+        if split == "none":
+            return super().member_rows(labels)
+        raise ValueError(f"unknown member_split {split!r}; choose one of {MEMBER_SPLITS}")
+
+    def craft_against_ensemble(self, members: list[nn.Module], batch: Batch) -> torch.Tensor:
+        """x̃_F: PGD through the averaged embedding F with ``ensemble_objective``."""
+        ensemble = AveragedEmbedding(members)
+        with torch.no_grad(), eval_mode(ensemble):
+            clean = ensemble(batch.images)
+        kind = self.config.ensemble_objective
+        if kind == "shift":
+            objective = embedding_shift_objective(clean)
+        elif kind == "cluster":
+            objective = batch_clustering_objective(clean, batch.labels)
+        else:
+            raise ValueError(
+                f"unknown ensemble_objective {kind!r}; choose one of {ENSEMBLE_OBJECTIVES}"
+            )
+        return self.craft(ensemble, batch.images, objective)
+
+    def training_loss(
+        self, members: list[nn.Module], losses: list[MetricLoss], batches: list[Batch]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        k = len(members)
+        lambda_transfer = float(self.config.lambda_transfer) if k > 1 else 0.0
+        lambda_ensemble = float(self.config.lambda_ensemble)
+        own = [
+            self.craft_against_loss(net, loss, batch)
+            for net, loss, batch in zip(members, losses, batches, strict=True)
+        ]
+        if lambda_ensemble > 0:
+            target = ensemble_batch(batches)
+            ensemble_part = LossPart(
+                self.craft_against_ensemble(members, target), target.labels, lambda_ensemble
+            )
+        total = 0.0
+        logs: dict[str, list[float]] = {"loss_adv": [], "loss_transfer": [], "loss_ensemble": []}
+        for i, (net, loss, batch) in enumerate(zip(members, losses, batches, strict=True)):
+            parts = self.adversarial_parts(own[i], batch)
+            first_transfer = len(parts)
+            if lambda_transfer > 0:
+                parts += [
+                    LossPart(own[j], batches[j].labels, lambda_transfer / (k - 1))
+                    for j in range(k)
+                    if j != i
+                ]
+            if lambda_ensemble > 0:
+                parts.append(ensemble_part)
+            value, values = member_loss(net, loss, parts)
+            total = total + value
+            logs["loss_adv"].append(values[0])
+            if lambda_transfer > 0:
+                transfer = values[first_transfer : first_transfer + k - 1]
+                logs["loss_transfer"].append(sum(transfer) / len(transfer))
+            if lambda_ensemble > 0:
+                logs["loss_ensemble"].append(values[-1])
+        return total, {key: sum(v) / len(v) for key, v in logs.items() if v}
