@@ -1,0 +1,188 @@
+"""The FAISS index kinds, their knobs, and the rule that picks one by size.
+
+Every kind scores by inner product on L2-normalised vectors (= cosine similarity) and
+sits inside an ``IndexIDMap2``, so item ids are the caller's and stay stable across add,
+remove and save:
+
+* ``flat`` — exact search by brute force. Default, and right up to about a million vectors.
+* ``hnsw`` — a navigable small-world graph (``IndexHNSWFlat``): fast approximate search,
+  slower to build; knobs ``hnsw_m`` (graph degree), ``ef_construction``, ``ef_search``.
+* ``ivf-pq`` — an inverted file of product-quantised codes whose candidates are re-ranked
+  with the exact vectors (``IndexRefineFlat``); knobs ``nlist``, ``nprobe``, ``pq_m``,
+  ``refine_k_factor``. Fast to build and to search; it keeps the exact vectors for the
+  re-ranking, so it saves time, not memory.
+
+All three keep the exact vectors, so :func:`exact_vectors` can rebuild any of them (which
+is how ``hnsw`` and ``ivf-pq`` remove items: faiss cannot delete from those in place).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+
+from .errors import SearchIndexError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("flat", "hnsw", "ivf-pq")
+KIND_CHOICES = ("auto", *KINDS)
+METRIC = "inner_product"
+# "auto" keeps exact search up to this many vectors; above it HNSW is as accurate and far faster.
+AUTO_FLAT_MAX = 1_000_000
+
+
+def _knob(help_text: str, **kwargs):
+    return field(metadata={"help": help_text}, **kwargs)
+
+
+@dataclass
+class IndexParams:
+    """Build and search knobs of the approximate kinds (``flat`` has none)."""
+
+    hnsw_m: int = _knob("hnsw: graph neighbours per node (memory and recall grow with it)", default=32)
+    ef_construction: int = _knob("hnsw: candidate list size while building", default=40)
+    ef_search: int = _knob("hnsw: candidate list size while searching (recall vs speed)", default=64)
+    nlist: int | None = _knob(
+        "ivf-pq: number of inverted lists (default: about sqrt(N), a power of two)", default=None
+    )
+    nprobe: int = _knob("ivf-pq: inverted lists visited per query (recall vs speed)", default=32)
+    pq_m: int | None = _knob(
+        "ivf-pq: sub-quantizers, i.e. bytes per code (default: dim/4, must divide dim)",
+        default=None,
+    )
+    refine_k_factor: int = _knob(
+        "ivf-pq: candidates re-ranked exactly, as a multiple of k", default=8
+    )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> IndexParams:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def resolve_kind(kind: str, expected_size: int) -> str:
+    """The concrete kind for ``kind`` (``auto`` chooses by ``expected_size``)."""
+    if kind == "auto":
+        return "flat" if expected_size <= AUTO_FLAT_MAX else "hnsw"
+    if kind not in KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; choose one of {KIND_CHOICES}")
+    return kind
+
+
+def default_nlist(n: int) -> int:
+    """About sqrt(n) lists, rounded to a power of two, with >= 39 training points per list."""
+    target = max(1, int(np.sqrt(max(n, 1))))
+    nlist = 1 << int(round(np.log2(target)))
+    return max(1, min(nlist, n // 39))
+
+
+def default_pq_m(dim: int) -> int:
+    """Four dimensions per one-byte sub-quantizer, rounded down to a divisor of ``dim``."""
+    m = max(1, dim // 4)
+    while dim % m:
+        m -= 1
+    return m
+
+
+PQ_BITS = 8
+PQ_MIN_TRAIN = 1 << PQ_BITS  # each sub-quantizer has 256 centroids to learn
+PQ_WELL_TRAINED = 39  # faiss's rule of thumb: training points per centroid
+IVF_TRAIN_PER_LIST = 64  # training sample: this many vectors per inverted list, at most
+
+
+def new_index(kind: str, dim: int, params: IndexParams, train_vectors: np.ndarray) -> faiss.Index:
+    """An empty ``IndexIDMap2`` of ``kind``; ``ivf-pq`` is trained on ``train_vectors``."""
+    if kind == "flat":
+        inner = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        inner = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = params.ef_construction
+        inner.hnsw.efSearch = params.ef_search
+    elif kind == "ivf-pq":
+        inner = _trained_ivf_pq(dim, params, train_vectors)
+    else:
+        raise ValueError(f"unknown index kind {kind!r}; choose one of {KINDS}")
+    return faiss.IndexIDMap2(inner)
+
+
+def _trained_ivf_pq(dim: int, params: IndexParams, vectors: np.ndarray) -> faiss.Index:
+    n = len(vectors)
+    if n < PQ_MIN_TRAIN:
+        raise SearchIndexError(
+            f"an ivf-pq index learns its codebooks from the first vectors added and needs at "
+            f"least {PQ_MIN_TRAIN} of them; got {n}. Use kind 'flat' (exact) or 'hnsw' for "
+            "small collections."
+        )
+    nlist = params.nlist or default_nlist(n)
+    pq_m = params.pq_m or default_pq_m(dim)
+    if dim % pq_m:
+        raise ValueError(f"pq_m={pq_m} must divide the vector dimension {dim}")
+    if nlist > n:
+        raise SearchIndexError(f"nlist={nlist} inverted lists need at least {nlist} vectors; got {n}")
+    params.nlist, params.pq_m = nlist, pq_m
+    quantizer = faiss.IndexFlatIP(dim)
+    base = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, PQ_BITS, faiss.METRIC_INNER_PRODUCT)
+    base.nprobe = params.nprobe
+    if n < PQ_MIN_TRAIN * PQ_WELL_TRAINED:
+        log.warning(
+            "ivf-pq codebooks learnt from only %d vectors (%d recommended); recall may suffer",
+            n,
+            PQ_MIN_TRAIN * PQ_WELL_TRAINED,
+        )
+        base.pq.cp.min_points_per_centroid = 1  # warned once above, not once per sub-quantizer
+    sample_size = min(n, max(PQ_MIN_TRAIN * 40, nlist * IVF_TRAIN_PER_LIST))
+    if sample_size < n:
+        rows = np.random.default_rng(0).choice(n, size=sample_size, replace=False)
+        vectors = vectors[np.sort(rows)]
+    refined = faiss.IndexRefineFlat(base)
+    refined.k_factor = float(params.refine_k_factor)
+    refined.train(np.ascontiguousarray(vectors, dtype=np.float32))
+    return refined
+
+
+def empty_copy(index: faiss.IndexIDMap2, kind: str, params: IndexParams) -> faiss.IndexIDMap2:
+    """A new empty index like ``index`` (an ``ivf-pq`` copy keeps its trained codebooks)."""
+    if kind == "ivf-pq":
+        inner = faiss.clone_index(faiss.downcast_index(index.index))
+        inner.reset()
+        return faiss.IndexIDMap2(inner)
+    return new_index(kind, index.d, params, np.zeros((0, index.d), dtype=np.float32))
+
+
+def exact_vectors(index: faiss.IndexIDMap2) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids int64 [N], vectors float32 [N, D])`` in internal order, without loss."""
+    ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+    if index.ntotal == 0:
+        return ids, np.zeros((0, index.d), dtype=np.float32)
+    return ids, index.index.reconstruct_n(0, index.ntotal)
+
+
+def search_parameters(
+    kind: str,
+    params: IndexParams,
+    ef_search: int | None = None,
+    nprobe: int | None = None,
+    refine_k_factor: int | None = None,
+) -> faiss.SearchParameters | None:
+    """Per-call search knobs (thread-safe: the index itself is not modified).
+
+    For ``ivf-pq`` the nested IVF parameters are kept alive on the returned object.
+    """
+    if kind == "hnsw":
+        return faiss.SearchParametersHNSW(efSearch=int(ef_search or params.ef_search))
+    if kind == "ivf-pq":
+        ivf = faiss.SearchParametersIVF(nprobe=int(nprobe or params.nprobe))
+        refine = faiss.IndexRefineSearchParameters(
+            k_factor=float(refine_k_factor or params.refine_k_factor), base_index_params=ivf
+        )
+        refine.keep_alive = ivf
+        return refine
+    return None

@@ -1,0 +1,667 @@
+"""The search index: FAISS vectors plus per-item metadata and thumbnails, saved atomically.
+
+A :class:`VectorIndex` holds L2-normalised vectors in a FAISS ``IndexIDMap2`` (see
+:mod:`index.kinds`), a JSON record per item (source, label, class name …), optional small
+thumbnails, and a header: model fingerprint, dimension, metric, kind, creation time.
+Searches share a read lock; ``add`` and ``remove`` take the write lock, so concurrent use
+from several threads is safe.
+
+On disk an index is one directory::
+
+    DIR/index.json              manifest: format tag and version, header, and the name,
+                                size and SHA-256 of each data file below
+    DIR/vectors-<gen>.faiss     faiss.write_index output
+    DIR/items-<gen>.jsonl       one JSON record per item, in id order
+    DIR/thumbnails-<gen>.npy    uint8 [N, h, w, c], rows in the order of items (optional)
+
+A save writes a new generation of data files, fsyncs them, then atomically replaces
+``index.json`` (temp file, fsync, ``os.replace``, fsync of the directory) and only then
+deletes the old generation. A crash at any point leaves a manifest that names complete
+files. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from .errors import (
+    DimensionMismatchError,
+    EmptyIndexError,
+    FingerprintMismatchError,
+    IndexFormatError,
+    SearchIndexError,
+    UnknownIdError,
+)
+from .kinds import (
+    KINDS,
+    METRIC,
+    IndexParams,
+    empty_copy,
+    exact_vectors,
+    new_index,
+    resolve_kind,
+    search_parameters,
+)
+from .rwlock import ReadWriteLock
+
+log = logging.getLogger(__name__)
+
+FORMAT_TAG = "eat-search-index"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "index.json"
+_DATA_PREFIXES = ("vectors-", "items-", "thumbnails-", f".{MANIFEST_NAME}.")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Hit:
+    """One search result: the item id, its cosine similarity to the query, its record."""
+
+    id: int
+    score: float
+    record: dict = field(default_factory=dict)
+
+
+@dataclass
+class SearchResults:
+    """Top-k results of ``Q`` queries.
+
+    ``ids`` and ``scores`` are ``[Q, k']`` with ``k' = min(k, len(index))``, best first;
+    an approximate index may find fewer than ``k'`` items for a query, in which case the
+    row is padded with id ``-1`` and score ``-inf``. ``hits[q]`` lists the real results of
+    query ``q`` (no padding) with their metadata.
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+    hits: list[list[Hit]]
+
+
+class VectorIndex:
+    """A thread-safe FAISS index of L2-normalised embeddings with metadata.
+
+    ``kind`` is ``flat``, ``hnsw``, ``ivf-pq`` or ``auto`` (decided by ``expected_size``,
+    or by the size of the first batch added). ``fingerprint`` names the model whose
+    embeddings the index holds; :meth:`load` refuses another. ``model`` is a free-form
+    description of that model (path, input size, channels, class names …) and
+    ``preprocess`` the image preprocessing options searches by image must repeat.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        kind: str = "auto",
+        *,
+        params: IndexParams | None = None,
+        fingerprint: str | None = None,
+        model: Mapping | None = None,
+        preprocess: Mapping | None = None,
+        expected_size: int | None = None,
+    ) -> None:
+        if int(dim) < 1:
+            raise ValueError(f"dim must be positive, got {dim}")
+        if kind != "auto" and kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r}; choose one of auto, {', '.join(KINDS)}")
+        self.dim = int(dim)
+        self.kind = resolve_kind(kind, expected_size) if expected_size is not None else kind
+        self.params = copy.deepcopy(params) if params is not None else IndexParams()
+        self.fingerprint = fingerprint
+        self.model = dict(model or {})
+        self.preprocess = dict(preprocess or {})
+        self.created = _now()
+        self.updated = self.created
+        self._index: faiss.IndexIDMap2 | None = None
+        self._records: dict[int, dict] = {}
+        self._thumbnails: dict[int, np.ndarray] = {}
+        self._thumbnail_shape: tuple[int, ...] | None = None
+        self._next_id = 0
+        self._lock = ReadWriteLock()
+
+    # ------------------------------------------------------------------ properties
+
+    metric = METRIC
+
+    def __len__(self) -> int:
+        return 0 if self._index is None else int(self._index.ntotal)
+
+    def __repr__(self) -> str:
+        return (
+            f"VectorIndex(kind={self.kind!r}, dim={self.dim}, count={len(self)}, "
+            f"fingerprint={self.fingerprint!r})"
+        )
+
+    @property
+    def has_thumbnails(self) -> bool:
+        return self._thumbnail_shape is not None
+
+    @property
+    def thumbnail_shape(self) -> tuple[int, ...] | None:
+        """``(h, w, c)`` of the thumbnails kept for every item, or None."""
+        return self._thumbnail_shape
+
+    @thumbnail_shape.setter
+    def thumbnail_shape(self, shape: Sequence[int] | None) -> None:
+        if len(self):
+            raise SearchIndexError("thumbnails can only be switched on or off while empty")
+        self._thumbnail_shape = tuple(int(v) for v in shape) if shape is not None else None
+
+    def info(self) -> dict:
+        """The header: kind, metric, dim, count, fingerprint, model, params, dates."""
+        with self._lock.read():
+            return self._header()
+
+    def _header(self) -> dict:
+        return {
+            "kind": self.kind,
+            "metric": self.metric,
+            "dim": self.dim,
+            "count": len(self),
+            "next_id": self._next_id,
+            "fingerprint": self.fingerprint,
+            "model": self.model,
+            "preprocess": self.preprocess,
+            "params": self.params.to_dict(),
+            "thumbnail_shape": list(self._thumbnail_shape) if self._thumbnail_shape else None,
+            "created": self.created,
+            "updated": self.updated,
+        }
+
+    def ids(self) -> np.ndarray:
+        """The ids held, sorted."""
+        with self._lock.read():
+            if self._index is None:
+                return np.zeros(0, dtype=np.int64)
+            return np.sort(faiss.vector_to_array(self._index.id_map).astype(np.int64))
+
+    def record(self, item_id: int) -> dict:
+        """The metadata record of one item (a copy)."""
+        with self._lock.read():
+            if not self._holds(item_id):
+                raise UnknownIdError(f"the index holds no item with id {item_id}")
+            return dict(self._records.get(int(item_id), {"id": int(item_id)}))
+
+    def thumbnail(self, item_id: int) -> np.ndarray | None:
+        """The item's thumbnail (``uint8 [h, w, c]``), or None when none was stored."""
+        with self._lock.read():
+            if not self._holds(item_id):
+                raise UnknownIdError(f"the index holds no item with id {item_id}")
+            return self._thumbnails.get(int(item_id))
+
+    def vectors(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, vectors)`` of all items (sorted by id) or of ``ids``, exactly as stored."""
+        with self._lock.read():
+            if self._index is None:
+                return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
+            held, vecs = exact_vectors(self._index)
+            order = np.argsort(held, kind="stable")
+            held, vecs = held[order], vecs[order]
+            if ids is None:
+                return held, vecs
+            want = np.asarray(ids, dtype=np.int64).reshape(-1)
+            pos = np.minimum(np.searchsorted(held, want), max(len(held) - 1, 0))
+            ok = held[pos] == want if len(held) else np.zeros(len(want), dtype=bool)
+            if not ok.all():
+                raise UnknownIdError(f"the index holds no items with ids {want[~ok][:5].tolist()}")
+            return want, vecs[pos]
+
+    def _holds(self, item_id: int) -> bool:
+        if self._index is None:
+            return False
+        if int(item_id) in self._records:
+            return True
+        return bool(np.isin(int(item_id), faiss.vector_to_array(self._index.id_map)))
+
+    # ------------------------------------------------------------------ validation
+
+    def _as_vectors(self, vectors, what: str) -> np.ndarray:
+        x = np.asarray(vectors, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2:
+            raise DimensionMismatchError(f"{what} must be [N, {self.dim}], got shape {x.shape}")
+        if x.shape[1] != self.dim:
+            fp = f" (model fingerprint {self.fingerprint})" if self.fingerprint else ""
+            raise DimensionMismatchError(
+                f"{what} have dimension {x.shape[1]}, but the index holds {self.dim}-d "
+                f"vectors{fp}; embed with the model the index was built with"
+            )
+        if not np.isfinite(x).all():
+            raise ValueError(f"{what} contain NaN or infinite values")
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        if (norms == 0).any():
+            raise ValueError(f"{what} contain all-zero vectors, which have no direction")
+        return np.ascontiguousarray(x / norms, dtype=np.float32)
+
+    # ------------------------------------------------------------------ writes
+
+    def add(
+        self,
+        vectors,
+        records: Sequence[Mapping] | None = None,
+        thumbnails: Sequence[np.ndarray] | np.ndarray | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """Add ``vectors [N, D]`` (L2-normalised on the way in); returns their ids.
+
+        ``records``: one JSON-serialisable dict per vector (stored with ``id`` set).
+        ``thumbnails``: one ``uint8 [h, w, c]`` array per vector, the same shape for
+        all; an index keeps thumbnails for every item or for none. ``ids``: explicit
+        non-negative ids not yet used; by default new ids follow the largest ever given.
+        """
+        x = self._as_vectors(vectors, "vectors")
+        n = len(x)
+        if records is not None and len(records) != n:
+            raise ValueError(f"{n} vectors but {len(records)} records")
+        recs = [dict(r) for r in records] if records is not None else None
+        if recs is not None:
+            try:
+                json.dumps(recs)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"records must be JSON-serialisable: {exc}") from exc
+        thumbs = self._check_thumbnails(thumbnails, n)
+        with self._lock.write():
+            if n == 0:
+                return np.zeros(0, dtype=np.int64)
+            new_ids = self._new_ids(ids, n)
+            if self.has_thumbnails and thumbs is None:
+                raise ValueError("this index stores a thumbnail for every item; pass thumbnails")
+            if self._index is None:
+                if self.kind == "auto":
+                    self.kind = resolve_kind("auto", n)
+                self._index = new_index(self.kind, self.dim, self.params, x)
+            self._index.add_with_ids(x, new_ids)
+            if recs is not None:
+                for item_id, rec in zip(new_ids.tolist(), recs, strict=True):
+                    rec["id"] = item_id
+                    self._records[item_id] = rec
+            if thumbs is not None:
+                self._thumbnail_shape = thumbs.shape[1:]
+                self._thumbnails.update(zip(new_ids.tolist(), thumbs, strict=True))
+            self._next_id = max(self._next_id, int(new_ids.max()) + 1)
+            self.updated = _now()
+            return new_ids
+
+    def _check_thumbnails(self, thumbnails, n: int) -> np.ndarray | None:
+        if thumbnails is None:
+            return None
+        if len(thumbnails) != n:
+            raise ValueError(f"{n} vectors but {len(thumbnails)} thumbnails")
+        if n == 0:
+            return None
+        try:
+            thumbs = np.stack([np.asarray(t) for t in thumbnails])
+        except ValueError as exc:
+            raise ValueError(f"thumbnails must all have the same shape ({exc})") from exc
+        if thumbs.dtype != np.uint8 or thumbs.ndim != 4:
+            raise ValueError(
+                f"thumbnails must be uint8 arrays [h, w, c]; got {thumbs.dtype} {thumbs.shape[1:]}"
+            )
+        if self._thumbnail_shape is not None and thumbs.shape[1:] != self._thumbnail_shape:
+            raise ValueError(
+                f"thumbnails of shape {thumbs.shape[1:]} differ from the index's "
+                f"{self._thumbnail_shape}"
+            )
+        return thumbs
+
+    def _new_ids(self, ids: Sequence[int] | None, n: int) -> np.ndarray:
+        if ids is None:
+            return np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+        new_ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if len(new_ids) != n:
+            raise ValueError(f"{n} vectors but {len(new_ids)} ids")
+        if (new_ids < 0).any():
+            raise ValueError("ids must be non-negative")
+        if len(np.unique(new_ids)) != n:
+            raise ValueError("ids must be unique")
+        if self._index is not None:
+            taken = np.isin(new_ids, faiss.vector_to_array(self._index.id_map))
+            if taken.any():
+                raise ValueError(f"ids already in the index: {new_ids[taken][:5].tolist()}")
+        return new_ids
+
+    def remove(self, ids: Iterable[int], missing_ok: bool = False) -> int:
+        """Remove items by id; returns how many were removed.
+
+        Unknown ids raise :class:`UnknownIdError` unless ``missing_ok``. ``flat`` removes in
+        place; ``hnsw`` and ``ivf-pq`` are rebuilt from their exact vectors (seconds per
+        100k items; the ivf-pq codebooks are kept).
+        """
+        drop = np.unique(np.asarray(list(ids), dtype=np.int64))
+        with self._lock.write():
+            if self._index is None or len(drop) == 0:
+                if len(drop) and not missing_ok:
+                    raise UnknownIdError(f"the index holds no items with ids {drop[:5].tolist()}")
+                return 0
+            held = faiss.vector_to_array(self._index.id_map)
+            present = np.isin(drop, held)
+            if not present.all() and not missing_ok:
+                raise UnknownIdError(
+                    f"the index holds no items with ids {drop[~present][:5].tolist()}"
+                )
+            drop = drop[present]
+            if len(drop) == 0:
+                return 0
+            if self.kind == "flat":
+                removed = int(self._index.remove_ids(drop))
+            else:
+                all_ids, vecs = exact_vectors(self._index)
+                keep = ~np.isin(all_ids, drop)
+                rebuilt = empty_copy(self._index, self.kind, self.params)
+                if keep.any():
+                    rebuilt.add_with_ids(np.ascontiguousarray(vecs[keep]), all_ids[keep])
+                removed = int(self._index.ntotal - rebuilt.ntotal)
+                self._index = rebuilt
+            for item_id in drop.tolist():
+                self._records.pop(item_id, None)
+                self._thumbnails.pop(item_id, None)
+            self.updated = _now()
+            return removed
+
+    # ------------------------------------------------------------------ search
+
+    def search(
+        self,
+        queries,
+        k: int = 10,
+        *,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        refine_k_factor: int | None = None,
+    ) -> SearchResults:
+        """Top-``k`` items by cosine similarity for each query vector (``[D]`` or ``[Q, D]``).
+
+        ``k`` larger than the index returns every item. The knobs override the index's
+        defaults for this call only (``ef_search`` for hnsw; ``nprobe`` and
+        ``refine_k_factor`` for ivf-pq).
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        q = self._as_vectors(queries, "query vectors")
+        with self._lock.read():
+            if self._index is None or self._index.ntotal == 0:
+                raise EmptyIndexError("the index is empty: add images before searching")
+            k_eff = int(min(k, self._index.ntotal))
+            params = search_parameters(self.kind, self.params, ef_search, nprobe, refine_k_factor)
+            scores, ids = self._index.search(q, k_eff, params=params)
+            hits = [
+                [
+                    Hit(int(i), float(s), dict(self._records.get(int(i), {"id": int(i)})))
+                    for i, s in zip(row_ids, row_scores, strict=True)
+                    if i >= 0
+                ]
+                for row_ids, row_scores in zip(ids, scores, strict=True)
+            ]
+        scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
+        return SearchResults(ids=ids, scores=scores, hits=hits)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the index to ``directory`` atomically (see the module docstring)."""
+        out = Path(directory)
+        if out.exists() and not out.is_dir():
+            raise SearchIndexError(f"{out} exists and is not a directory")
+        if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).exists():
+            raise SearchIndexError(
+                f"{out} is a non-empty directory without {MANIFEST_NAME}; refusing to write an "
+                "index into it (choose a new or empty directory)"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        gen = uuid.uuid4().hex[:12]
+        written: list[Path] = []
+        with self._lock.read():
+            try:
+                files = self._write_data_files(out, gen, written)
+                manifest = {
+                    "format": FORMAT_TAG,
+                    "format_version": FORMAT_VERSION,
+                    **self._header(),
+                    "files": files,
+                }
+                tmp = out / f".{MANIFEST_NAME}.{gen}.tmp"
+                written.append(tmp)
+                _write_file(tmp, json.dumps(manifest, indent=2).encode())
+                os.replace(tmp, out / MANIFEST_NAME)
+                _fsync_dir(out)
+            except BaseException:
+                for path in written:
+                    path.unlink(missing_ok=True)
+                raise
+        _remove_stale_files(out, keep={f["name"] for f in files.values() if f})
+        return out
+
+    def _write_data_files(self, out: Path, gen: str, written: list[Path]) -> dict:
+        ids = (
+            np.sort(faiss.vector_to_array(self._index.id_map).astype(np.int64))
+            if self._index is not None
+            else np.zeros(0, dtype=np.int64)
+        )
+        files: dict[str, dict | None] = {"vectors": None, "items": None, "thumbnails": None}
+        if self._index is not None:
+            path = out / f"vectors-{gen}.faiss"
+            written.append(path)
+            _write_file(path, faiss.serialize_index(self._index).tobytes())
+            files["vectors"] = _describe(path)
+        path = out / f"items-{gen}.jsonl"
+        written.append(path)
+        lines = (
+            json.dumps(self._records.get(i, {"id": i}), separators=(",", ":"))
+            for i in ids.tolist()
+        )
+        _write_file(path, "".join(line + "\n" for line in lines).encode())
+        files["items"] = _describe(path)
+        if self._thumbnail_shape is not None and len(ids):
+            path = out / f"thumbnails-{gen}.npy"
+            written.append(path)
+            stack = np.stack([self._thumbnails[i] for i in ids.tolist()])
+            with open(path, "wb") as fh:
+                np.save(fh, stack, allow_pickle=False)
+                fh.flush()
+                os.fsync(fh.fileno())
+            files["thumbnails"] = _describe(path)
+        return files
+
+    @classmethod
+    def load(
+        cls, directory: str | os.PathLike, *, fingerprint: str | None = None, verify: bool = True
+    ) -> VectorIndex:
+        """Read an index directory, validating format, version, files and dimensions.
+
+        ``fingerprint``: the fingerprint of the model that will query the index; a
+        different one raises :class:`FingerprintMismatchError`. ``verify`` checks each
+        data file's SHA-256 (a second or so per GB).
+        """
+        directory = Path(directory)
+        attempts = 3
+        for attempt in range(attempts):
+            manifest = read_manifest(directory)
+            try:
+                return cls._from_manifest(directory, manifest, fingerprint, verify)
+            except FileNotFoundError as exc:
+                # A concurrent save may have replaced the generation we were reading: retry.
+                if attempt == attempts - 1 or read_manifest(directory) == manifest:
+                    raise IndexFormatError(str(exc)) from exc
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _from_manifest(
+        cls, directory: Path, manifest: dict, fingerprint: str | None, verify: bool
+    ) -> VectorIndex:
+        if fingerprint is not None and manifest.get("fingerprint") != fingerprint:
+            raise FingerprintMismatchError(
+                f"{directory}: the index was built with model fingerprint "
+                f"{manifest.get('fingerprint')} (model {manifest.get('model', {}).get('path')}), "
+                f"but the model given has fingerprint {fingerprint}. Search with the model the "
+                "index was built with, or rebuild the index with this model."
+            )
+        self = cls(
+            manifest["dim"],
+            manifest["kind"],
+            params=IndexParams.from_dict(manifest.get("params") or {}),
+            fingerprint=manifest.get("fingerprint"),
+            model=manifest.get("model"),
+            preprocess=manifest.get("preprocess"),
+        )
+        self.created = manifest.get("created", self.created)
+        self.updated = manifest.get("updated", self.updated)
+        self._next_id = int(manifest.get("next_id", 0))
+        files = manifest["files"]
+        count = int(manifest["count"])
+        if files.get("vectors"):
+            path = _checked_file(directory, files["vectors"], verify)
+            try:
+                index = faiss.read_index(str(path))
+            except RuntimeError as exc:
+                raise IndexFormatError(f"{path}: not a readable FAISS index ({exc})") from exc
+            if not isinstance(index, faiss.IndexIDMap2):
+                raise IndexFormatError(f"{path}: holds a {type(index).__name__}, not an IndexIDMap2")
+            if index.d != self.dim or index.ntotal != count:
+                raise IndexFormatError(
+                    f"{path}: holds {index.ntotal} vectors of dimension {index.d}, but "
+                    f"{MANIFEST_NAME} promises {count} of dimension {self.dim}"
+                )
+            self._index = index
+        elif count:
+            raise IndexFormatError(f"{directory}: {MANIFEST_NAME} lists {count} items but no vectors")
+        ids = self._read_items(_checked_file(directory, files["items"], verify), count)
+        if files.get("thumbnails"):
+            path = _checked_file(directory, files["thumbnails"], verify)
+            self._read_thumbnails(path, ids, manifest.get("thumbnail_shape"))
+        if self._index is not None:
+            held = np.sort(faiss.vector_to_array(self._index.id_map))
+            if not np.array_equal(held, ids):
+                raise IndexFormatError(f"{directory}: the item records and the vectors disagree on ids")
+        return self
+
+    def _read_items(self, path: Path, count: int) -> np.ndarray:
+        ids = []
+        with open(path, encoding="utf-8") as fh:
+            for line_no, line in enumerate(fh, 1):
+                try:
+                    rec = json.loads(line)
+                    item_id = int(rec["id"])
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                    raise IndexFormatError(
+                        f"{path}: line {line_no} is not an item record ({exc}); the file is "
+                        "corrupt or truncated"
+                    ) from exc
+                ids.append(item_id)
+                if len(rec) > 1:
+                    self._records[item_id] = rec
+        if len(ids) != count:
+            raise IndexFormatError(f"{path}: {len(ids)} item records, expected {count}")
+        return np.asarray(ids, dtype=np.int64)
+
+    def _read_thumbnails(self, path: Path, ids: np.ndarray, shape) -> None:
+        try:
+            stack = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise IndexFormatError(f"{path}: not a readable thumbnail array ({exc})") from exc
+        if stack.dtype != np.uint8 or stack.shape != (len(ids), *(shape or ())):
+            raise IndexFormatError(
+                f"{path}: thumbnails {stack.dtype} {stack.shape} do not match "
+                f"{len(ids)} items of shape {shape}"
+            )
+        self._thumbnail_shape = tuple(shape)
+        self._thumbnails = dict(zip(ids.tolist(), stack, strict=True))
+
+
+# ---------------------------------------------------------------------- file helpers
+
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+    """Validate and return ``DIR/index.json`` (format tag, version and required keys)."""
+    directory = Path(directory)
+    path = directory / MANIFEST_NAME
+    if not directory.is_dir():
+        raise IndexFormatError(f"{directory}: no such index directory")
+    if not path.is_file():
+        raise IndexFormatError(f"{directory}: not a search index ({MANIFEST_NAME} is missing)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexFormatError(f"{path}: not valid JSON ({exc}); the file is corrupt") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_TAG:
+        raise IndexFormatError(f"{path}: not a search-index manifest (format tag missing)")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{path}: index format version {manifest.get('format_version')} is not supported "
+            f"(this version reads {FORMAT_VERSION}); rebuild the index"
+        )
+    missing = [k for k in ("kind", "dim", "count", "files") if k not in manifest]
+    if missing or manifest["kind"] not in KINDS or not isinstance(manifest["files"], dict):
+        raise IndexFormatError(f"{path}: manifest is incomplete or invalid (missing {missing})")
+    if not manifest["files"].get("items"):
+        raise IndexFormatError(f"{path}: manifest names no items file")
+    return manifest
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not supported on this platform
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _describe(path: Path) -> dict:
+    return {"name": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def _checked_file(directory: Path, entry: dict, verify: bool) -> Path:
+    path = directory / entry["name"]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: data file named in {MANIFEST_NAME} is missing")
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        raise IndexFormatError(
+            f"{path}: {size} bytes, but {MANIFEST_NAME} records {entry['bytes']}; the file is "
+            "truncated or was modified"
+        )
+    if verify and _sha256(path) != entry["sha256"]:
+        raise IndexFormatError(
+            f"{path}: contents do not match the SHA-256 in {MANIFEST_NAME}; the file is corrupt"
+        )
+    return path
+
+
+def _remove_stale_files(directory: Path, keep: set[str]) -> None:
+    for path in directory.iterdir():
+        if path.name.startswith(_DATA_PREFIXES) and path.name not in keep:
+            try:
+                path.unlink()
+            except OSError as exc:  # another process may be cleaning up too
+                log.debug("could not remove stale %s: %s", path, exc)
