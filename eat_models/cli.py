@@ -126,8 +126,76 @@ def _cmd_speed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_attack(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import load_model
+    from .attacks import evaluate_attack
+    from .data import load_dataset
+    from .evaluate import format_metrics_table
+    from .provenance import provenance
+
+    torch.set_num_threads(args.threads)
+    model = load_model(args.checkpoint)
+    surrogate = load_model(args.surrogate) if args.surrogate else None
+    meta = model.meta
+    dataset = args.dataset or meta.get("dataset", "fashion-mnist")
+    split = args.split or meta.get("split", "standard")
+    _, test = load_dataset(
+        dataset,
+        split,
+        args.data_dir,
+        args.download,
+        image_size=meta["input_size"],
+        channels=meta["channels"],
+    )
+    if args.max_test and args.max_test < len(test):
+        from .train import stratified_slice
+
+        test = stratified_slice(test, args.max_test, seed=0)
+    result = evaluate_attack(
+        model,
+        test,
+        args.attack,
+        eps=args.eps,
+        steps=args.steps,
+        step_size=args.step_size,
+        restarts=args.restarts,
+        fraction=args.fraction,
+        seed=args.seed,
+        surrogate=surrogate,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        k=args.neighbours,
+    )
+    record = {
+        "checkpoint": str(args.checkpoint),
+        "fingerprint": meta["fingerprint"],
+        "defense": meta.get("defense"),
+        "surrogate": str(args.surrogate) if surrogate is not None else None,
+        "surrogate_fingerprint": surrogate.meta["fingerprint"] if surrogate is not None else None,
+        "dataset": dataset,
+        "split": split,
+        **result,
+        "provenance": provenance(),
+    }
+    out = Path(args.out) if args.out else Path(args.checkpoint) / f"attack_{args.attack}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
+    mode = "transfer" if surrogate is not None else "white-box"
+    label = f"{args.attack} eps={args.eps:g} steps={args.steps} ({mode})"
+    print(format_metrics_table({"clean": result["clean"], label: result["attacked"]}))
+    print(
+        f"\n{result['attacked_images']}/{result['images']} images attacked, mean embedding "
+        f"shift {result['mean_embedding_shift']:.4f}, attack {result['attack_s']:.1f} s"
+    )
+    print(f"written to {out}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``eval`` and ``speed`` to the ``eat`` command's subparsers."""
+    """Add ``train``, ``eval``, ``speed`` and ``attack`` to the ``eat`` command's subparsers."""
+    from .attacks import ATTACKS, QUERY_NEIGHBOURS
     from .train import TrainConfig
 
     p = sub.add_parser(
@@ -179,6 +247,78 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     p.add_argument("--out", default=None, help="write the result JSON here")
     p.set_defaults(func=_cmd_speed)
+
+    p = sub.add_parser(
+        "attack",
+        help="clean vs attacked metrics of a checkpoint under an L-inf PGD attack",
+        description="Attack the deployed embedding (an ensemble's averaged embedding) on the "
+        "test set with PGD (L-inf, random start): 'es' embedding shift and 'qa' query attack "
+        "report Recall@k / mAP@R of attacked queries against the clean gallery; 'ca' the "
+        "clustering attack reports NMI / F1 / ARI of k-means on the attacked set.",
+    )
+    p.add_argument("checkpoint", help="checkpoint directory written by 'eat train'")
+    p.add_argument(
+        "--attack",
+        required=True,
+        choices=ATTACKS,
+        help="es: embedding shift; qa: push queries from their same-class neighbours; "
+        "ca: clustering attack toward random other clusters",
+    )
+    p.add_argument(
+        "--eps", type=float, default=0.1, help="L-inf budget, pixels in [0, 1] (default: 0.1)"
+    )
+    p.add_argument("--steps", type=int, default=20, help="PGD steps (default: 20)")
+    p.add_argument(
+        "--step-size",
+        type=float,
+        default=None,
+        help="PGD step size (default: max(eps/8, 2.5*eps/steps))",
+    )
+    p.add_argument(
+        "--restarts", type=int, default=1, help="random restarts, best kept (default: 1)"
+    )
+    p.add_argument(
+        "--fraction",
+        type=float,
+        default=1.0,
+        help="share of the test images attacked, the rest stay clean (default: 1.0)",
+    )
+    p.add_argument(
+        "--neighbours",
+        type=int,
+        default=QUERY_NEIGHBOURS,
+        help="qa: how many clean same-class neighbours a query is pushed from "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--surrogate",
+        default=None,
+        help="transfer mode: craft on this checkpoint, evaluate on CHECKPOINT",
+    )
+    p.add_argument(
+        "--max-test", type=int, default=None, help="attack a stratified slice of this size"
+    )
+    p.add_argument("--dataset", default=None, help="override the dataset stored in the checkpoint")
+    p.add_argument("--split", default=None, help="override the split stored in the checkpoint")
+    p.add_argument("--data-dir", default=None, help="where the data is (see 'eat train --help')")
+    p.add_argument(
+        "--download", action="store_true", help="allow downloading Fashion-MNIST if not found"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=256, help="images attacked at once (default: 256)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of random starts, attacked subset, targets and k-means (default: 0)",
+    )
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument(
+        "--out", default=None, help="result JSON path (default: CHECKPOINT/attack_<ATTACK>.json)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_attack)
 
 
 def build_parser(registrars=()) -> argparse.ArgumentParser:

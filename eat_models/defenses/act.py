@@ -78,5 +78,5 @@ class ACT(AdversarialDefense):
                 labels = torch.cat([batch.labels[positive], batch.labels[negative]])
                 value = loss(net(collapsed), labels)
             total = total + value
-            values.append(float(value))
+            values.append(value.item())
         return total, {"loss_adv": sum(values) / max(len(values), 1)}

@@ -92,7 +92,7 @@ def member_loss(
     for emb, part in zip(embeddings.split([len(p.images) for p in parts]), parts, strict=True):
         value = loss(emb, part.labels)
         total = total + part.weight * value
-        values.append(float(value))
+        values.append(value.item())
     return total, values
 
 

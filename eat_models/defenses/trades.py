@@ -36,7 +36,7 @@ class TRADES(AdversarialDefense):
             clean_loss = loss(clean, batch.labels)
             shift = (clean - adv).pow(2).sum(dim=1).mean()
             total = total + clean_loss + beta * shift
-            clean_values.append(float(clean_loss))
-            shift_values.append(float(shift))
+            clean_values.append(clean_loss.item())
+            shift_values.append(shift.item())
         k = len(members)
         return total, {"loss_clean": sum(clean_values) / k, "shift": sum(shift_values) / k}

@@ -21,4 +21,4 @@ class Vanilla(Defense):
             loss(net(b.images), b.labels)
             for net, loss, b in zip(members, losses, batches, strict=True)
         )
-        return total, {"loss": float(total) / len(members)}
+        return total, {"loss": total.item() / len(members)}

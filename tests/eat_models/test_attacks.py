@@ -1,0 +1,265 @@
+"""The PGD core and the ES / QA / CA attacks, on the small trained vanilla model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from eat_models.attacks import (
+    clustering_attack,
+    default_step_size,
+    embedding_shift_attack,
+    embedding_shift_objective,
+    evaluate_attack,
+    gallery_retrieval_metrics,
+    pgd,
+    query_attack,
+    query_neighbours,
+    random_other_clusters,
+)
+from eat_models.evaluate import embed, kmeans_assign, retrieval_metrics
+from eat_models.networks import NetworkConfig, build_network
+from eat_models.train import stratified_slice
+
+EPS = 0.1
+
+
+@pytest.fixture(scope="module")
+def attack_set(fmnist_small):
+    """300 test images, 30 per class."""
+    return stratified_slice(fmnist_small[1], 300, seed=1)
+
+
+@pytest.fixture(scope="module")
+def images(attack_set):
+    return attack_set.batch(np.arange(0, 300, 10))
+
+
+def _within_budget(x_adv, x, eps):
+    assert x_adv.shape == x.shape
+    assert float((x_adv - x).abs().max()) <= eps + 1e-6
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+
+
+def test_every_attack_stays_in_the_eps_ball_and_the_pixel_range(vanilla_model, images):
+    labels = torch.arange(len(images)) % 10
+    gallery = vanilla_model(images).detach()
+    centroids = torch.randn(len(images), gallery.shape[1])
+    assert float(images.min()) == 0.0  # Fashion-MNIST backgrounds sit on the clamp
+    for eps in (0.03, EPS, 0.3):
+        _within_budget(embedding_shift_attack(vanilla_model, images, eps, 4), images, eps)
+        _within_budget(
+            query_attack(
+                vanilla_model,
+                images,
+                labels,
+                gallery,
+                labels,
+                eps=eps,
+                steps=4,
+                exclude_index=torch.arange(len(images)),
+            ),
+            images,
+            eps,
+        )
+        _within_budget(
+            clustering_attack(vanilla_model, images, centroids, centroids.flip(0), eps, 4),
+            images,
+            eps,
+        )
+    # a scalar (batch-level) objective and a huge step size still respect the budget
+    scalar = pgd(vanilla_model, images, lambda e: e[:, 0].sum(), EPS, 3, step_size=1.0)
+    _within_budget(scalar, images, EPS)
+    assert torch.equal(pgd(vanilla_model, images, lambda e: e[:, 0], 0.0, 5), images)
+
+
+def test_pgd_runs_in_eval_mode_and_restores_each_module_mode(vanilla_model, images):
+    net = vanilla_model.net
+    net.train()
+    net.features[1].eval()  # a mixed state must come back as it was
+    running = net.features[4].running_mean.clone()
+    modes = [m.training for m in net.modules()]
+    seen = []
+    hook = net.register_forward_pre_hook(lambda mod, inp: seen.append(mod.training))
+    try:
+        embedding_shift_attack(vanilla_model, images, EPS, 3)
+    finally:
+        hook.remove()
+        restored = [m.training for m in net.modules()]
+        vanilla_model.eval()
+    assert seen and not any(seen)
+    assert restored == modes
+    assert torch.equal(net.features[4].running_mean, running)  # no batch statistics used
+
+
+def test_restarts_never_lower_the_objective(vanilla_model, images):
+    clean = vanilla_model(images).detach()
+    objective = embedding_shift_objective(clean)
+
+    def run(restarts):
+        gen = torch.Generator().manual_seed(3)
+        x_adv = pgd(vanilla_model, images, objective, EPS, 3, restarts=restarts, generator=gen)
+        with torch.no_grad():
+            return objective(vanilla_model(x_adv))
+
+    one, three = run(1), run(3)
+    assert torch.all(three >= one - 1e-6)
+    assert float(three.mean()) > float(one.mean())
+
+
+def test_larger_eps_and_more_steps_shift_the_embedding_more(vanilla_model, images):
+    clean = vanilla_model(images).detach()
+
+    def shift(eps, steps):
+        gen = torch.Generator().manual_seed(0)
+        x_adv = embedding_shift_attack(vanilla_model, images, eps, steps, generator=gen)
+        with torch.no_grad():
+            return float((vanilla_model(x_adv) - clean).norm(dim=1).mean())
+
+    shifts = [shift(eps, 10) for eps in (0.01, 0.03, 0.1)]
+    assert shifts[0] < shifts[1] < shifts[2]
+    assert shift(EPS, 1) < shift(EPS, 10)
+
+
+def test_default_step_size():
+    assert default_step_size(0.1, 20) == pytest.approx(0.0125)
+    assert default_step_size(0.1, 5) == pytest.approx(0.05)
+    assert default_step_size(0.1, 100) == pytest.approx(0.0125)
+
+
+def test_query_neighbours_are_same_class_and_exclude_the_query():
+    gen = torch.Generator().manual_seed(0)
+    emb = torch.nn.functional.normalize(torch.randn(40, 8, generator=gen), dim=1)
+    labels = torch.arange(40) % 4
+    idx, valid = query_neighbours(emb, labels, emb, labels, k=3, exclude_index=torch.arange(40))
+    assert valid.all()
+    assert torch.all(labels[idx] == labels[:, None])
+    assert not torch.any(idx == torch.arange(40)[:, None])
+    for q in range(40):  # against a naive ranking
+        cands = [j for j in range(40) if j != q and labels[j] == labels[q]]
+        best = sorted(cands, key=lambda j: -float(emb[q] @ emb[j]))[:3]
+        assert idx[q].tolist() == best
+    # fewer same-class items than k: the rest is marked invalid
+    _, valid = query_neighbours(emb, labels, emb, labels, k=12, exclude_index=torch.arange(40))
+    assert valid.sum(1).tolist() == [9] * 40
+
+
+def test_random_other_clusters_never_pick_the_own_cluster():
+    assign = np.repeat(np.arange(5), 200)
+    targets = random_other_clusters(assign, 5, np.random.default_rng(0))
+    assert not np.any(targets == assign)
+    for c in range(5):
+        assert set(targets[assign == c]) == set(range(5)) - {c}
+
+
+def test_gallery_retrieval_metrics_match_the_single_set_metrics(rng):
+    emb = rng.normal(size=(120, 6)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = rng.integers(0, 5, size=120)
+    got = gallery_retrieval_metrics(emb, labels, emb, labels, exclude_index=np.arange(120))
+    assert got == pytest.approx(retrieval_metrics(emb, labels))
+    # a naive Recall@1 of separate queries against the gallery (no exclusion)
+    queries = emb[:30] + 0.3 * rng.normal(size=(30, 6)).astype(np.float32)
+    got = gallery_retrieval_metrics(queries, labels[:30], emb, labels, chunk=7)
+    nearest = np.argmax(queries @ emb.T, axis=1)
+    assert got["recall@1"] == pytest.approx(np.mean(labels[nearest] == labels[:30]))
+
+
+def test_attacks_at_eps_0_1_halve_recall_and_nmi(vanilla_model, attack_set):
+    es = evaluate_attack(vanilla_model, attack_set, "es", EPS, 10)
+    qa = evaluate_attack(vanilla_model, attack_set, "qa", EPS, 10)
+    ca = evaluate_attack(vanilla_model, attack_set, "ca", EPS, 10)
+    assert es["clean"]["recall@1"] > 0.6 and ca["clean"]["nmi"] > 0.5
+    assert es["attacked"]["recall@1"] < 0.5 * es["clean"]["recall@1"]
+    assert qa["attacked"]["recall@1"] < 0.5 * qa["clean"]["recall@1"]
+    assert ca["attacked"]["nmi"] < 0.5 * ca["clean"]["nmi"]
+    for result in (es, qa, ca):
+        assert result["attacked_images"] == 300 and result["mean_embedding_shift"] > 0.2
+        assert result["step_size"] == pytest.approx(default_step_size(EPS, 10))
+        assert result["attack_s"] > 0 and result["total_s"] >= result["attack_s"]
+    assert set(ca["attacked"]) == {"nmi", "f1", "ari"}
+    assert {"recall@1", "recall@8", "map@r"} <= set(es["attacked"])
+
+
+def test_clustering_attack_on_no_sample_changes_nothing(vanilla_model, attack_set):
+    result = evaluate_attack(vanilla_model, attack_set, "ca", EPS, 5, fraction=0.0)
+    assert result["attacked_images"] == 0 and result["mean_embedding_shift"] == 0.0
+    assert result["attacked"] == result["clean"]
+    partial = evaluate_attack(vanilla_model, attack_set, "ca", EPS, 5, fraction=0.3)
+    assert partial["attacked_images"] == 90
+    assert partial["attacked"]["nmi"] < partial["clean"]["nmi"]
+
+
+def test_clustering_targets_are_random_other_clusters(vanilla_model, attack_set, monkeypatch):
+    """Each attacked image is pushed toward a centroid other than its own clean one."""
+    import eat_models.attacks as attacks
+
+    seen = []
+    original = attacks.clustering_attack
+
+    def spy(model, x, own, target, *args, **kwargs):
+        seen.append((own, target))
+        return original(model, x, own, target, *args, **kwargs)
+
+    monkeypatch.setattr(attacks, "clustering_attack", spy)
+    evaluate_attack(vanilla_model, attack_set, "ca", EPS, 1, batch_size=128)
+    own = torch.cat([o for o, _ in seen])
+    target = torch.cat([t for _, t in seen])
+    assert len(own) == 300
+    assert not torch.any(torch.all(own == target, dim=1))
+    _, centroids = kmeans_assign(embed(vanilla_model, attack_set), 10, seed=0)
+    assert torch.allclose(
+        torch.unique(own, dim=0), torch.unique(torch.from_numpy(centroids), dim=0)
+    )
+    assert len(torch.unique(target, dim=0)) == 10  # targets spread over all clusters
+
+
+def test_transfer_mode_crafts_on_the_surrogate(vanilla_model, attack_set):
+    white = evaluate_attack(vanilla_model, attack_set, "es", EPS, 5)
+    same = evaluate_attack(vanilla_model, attack_set, "es", EPS, 5, surrogate=vanilla_model)
+    assert same["transfer"] and not white["transfer"]
+    assert same["attacked"] == white["attacked"]
+    torch.manual_seed(0)
+    stranger = build_network(NetworkConfig(width=8, embedding_dim=16)).eval()
+    transfer = evaluate_attack(vanilla_model, attack_set, "es", EPS, 5, surrogate=stranger)
+    assert transfer["clean"] == white["clean"]
+    assert transfer["attacked"]["recall@1"] > white["attacked"]["recall@1"] + 0.1
+
+
+def test_evaluate_attack_rejects_bad_arguments(vanilla_model, attack_set):
+    with pytest.raises(ValueError, match="unknown attack"):
+        evaluate_attack(vanilla_model, attack_set, "xx", EPS, 1)
+    with pytest.raises(ValueError, match="fraction"):
+        evaluate_attack(vanilla_model, attack_set, "ca", EPS, 1, fraction=1.5)
+
+
+def test_attack_command_writes_json_with_provenance(trained_vanilla, tmp_path, capsys):
+    from eat_models.cli import main
+
+    out = tmp_path / "ca.json"
+    argv = ["attack", str(trained_vanilla), "--attack", "ca", "--eps", "0.1", "--steps", "2"]
+    rc = main(argv + ["--max-test", "200", "--fraction", "0.5", "--out", str(out), "--quiet"])
+    assert rc == 0
+    record = json.loads(out.read_text())
+    assert record["attack"] == "ca" and record["images"] == 200
+    assert record["attacked_images"] == 100 and record["steps"] == 2
+    assert {"nmi", "f1", "ari"} == set(record["clean"]) == set(record["attacked"])
+    assert {"commit", "date", "torch"} <= set(record["provenance"])
+    assert record["fingerprint"] and record["surrogate"] is None
+    printed = capsys.readouterr().out
+    assert "| clean |" in printed and "nmi" in printed
+
+
+def test_attack_command_help_documents_every_flag(capsys):
+    from eat_models.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["attack", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--attack", "--eps", "--steps", "--step-size", "--restarts", "--fraction"):
+        assert flag in text
+    for flag in ("--surrogate", "--max-test", "--out", "--neighbours", "--seed"):
+        assert flag in text
