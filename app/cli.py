@@ -5,17 +5,11 @@ from __future__ import annotations
 import sys
 
 from eat_models import cli as model_cli
+from index.cli import register as register_index
 
 
 def _registrars() -> list:
-    registrars = []
-    try:
-        from index.cli import register as register_index
-    except ImportError:  # the index package is optional while it is being built
-        register_index = None
-    if register_index is not None:
-        registrars.append(register_index)
-    return registrars
+    return [register_index]
 
 
 def main(argv: list[str] | None = None) -> int:

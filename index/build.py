@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -71,7 +72,10 @@ class BuildReport:
 
 def model_description(meta: Mapping) -> dict:
     """The parts of a model's ``meta`` an index keeps to describe its model."""
-    return {k: meta[k] for k in MODEL_FIELDS if k in meta}
+    description = {k: meta[k] for k in MODEL_FIELDS if k in meta}
+    if description.get("path"):
+        description["path"] = str(Path(description["path"]).resolve())
+    return description
 
 
 def check_model(index: VectorIndex, model: nn.Module) -> None:

@@ -57,14 +57,10 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
 
 def _border(arr: np.ndarray) -> np.ndarray:
     """The outermost pixels of an ``[H, W]`` or ``[H, W, C]`` array, flattened."""
-    return np.concatenate(
-        [arr[0].ravel(), arr[-1].ravel(), arr[:, 0].ravel(), arr[:, -1].ravel()]
-    )
+    return np.concatenate([arr[0].ravel(), arr[-1].ravel(), arr[:, 0].ravel(), arr[:, -1].ravel()])
 
 
-def preprocess_image(
-    image: Image.Image, meta: Mapping, invert: bool | None = None
-) -> torch.Tensor:
+def preprocess_image(image: Image.Image, meta: Mapping, invert: bool | None = None) -> torch.Tensor:
     """A PIL image as the model's input: ``float32 [C, H, W]`` in [0, 1].
 
     ``meta`` is the model's ``meta`` (``channels`` and ``input_size`` are used). The image
@@ -87,8 +83,10 @@ def preprocess_image(
         image = ImageOps.pad(image, (side, side), color=fill)
     image = image.resize((size, size), Image.BILINEAR)
     arr = np.asarray(image, dtype=np.float32) / 255.0
-    do_invert = invert if invert is not None else (
-        dark_model and float(_border(arr).mean()) > LIGHT_BACKGROUND_LEVEL
+    do_invert = (
+        invert
+        if invert is not None
+        else (dark_model and float(_border(arr).mean()) > LIGHT_BACKGROUND_LEVEL)
     )
     if do_invert:
         arr = 1.0 - arr
@@ -211,9 +209,7 @@ class FileSource(ImageSource):
 class PILSource(ImageSource):
     """Images already decoded (e.g. uploads to the web app), with optional names."""
 
-    def __init__(
-        self, images: Sequence[Image.Image], names: Sequence[str] | None = None
-    ) -> None:
+    def __init__(self, images: Sequence[Image.Image], names: Sequence[str] | None = None) -> None:
         if names is not None and len(names) != len(images):
             raise ValueError(f"{len(images)} images but {len(names)} names")
         self.images = list(images)
@@ -236,7 +232,9 @@ class PILSource(ImageSource):
 FASHION_MNIST_SPLITS = ("train", "test")
 
 
-def fashion_mnist_source(split: str = "test", data_dir: str | os.PathLike | None = None) -> DatasetSource:
+def fashion_mnist_source(
+    split: str = "test", data_dir: str | os.PathLike | None = None
+) -> DatasetSource:
     """The Fashion-MNIST ``train`` (60k) or ``test`` (10k) split, from the local IDX files."""
     if split not in FASHION_MNIST_SPLITS:
         raise ValueError(f"unknown Fashion-MNIST split {split!r}; choose train or test")

@@ -44,9 +44,13 @@ def _knob(help_text: str, **kwargs):
 class IndexParams:
     """Build and search knobs of the approximate kinds (``flat`` has none)."""
 
-    hnsw_m: int = _knob("hnsw: graph neighbours per node (memory and recall grow with it)", default=32)
+    hnsw_m: int = _knob(
+        "hnsw: graph neighbours per node (memory and recall grow with it)", default=32
+    )
     ef_construction: int = _knob("hnsw: candidate list size while building", default=40)
-    ef_search: int = _knob("hnsw: candidate list size while searching (recall vs speed)", default=64)
+    ef_search: int = _knob(
+        "hnsw: candidate list size while searching (recall vs speed)", default=64
+    )
     nlist: int | None = _knob(
         "ivf-pq: number of inverted lists (default: about sqrt(N), a power of two)", default=None
     )
@@ -126,7 +130,9 @@ def _trained_ivf_pq(dim: int, params: IndexParams, vectors: np.ndarray) -> faiss
     if dim % pq_m:
         raise ValueError(f"pq_m={pq_m} must divide the vector dimension {dim}")
     if nlist > n:
-        raise SearchIndexError(f"nlist={nlist} inverted lists need at least {nlist} vectors; got {n}")
+        raise SearchIndexError(
+            f"nlist={nlist} inverted lists need at least {nlist} vectors; got {n}"
+        )
     params.nlist, params.pq_m = nlist, pq_m
     quantizer = faiss.IndexFlatIP(dim)
     base = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, PQ_BITS, faiss.METRIC_INNER_PRODUCT)

@@ -15,6 +15,7 @@ from .images import open_image, preprocess_image
 from .store import SearchResults, VectorIndex
 
 ImageLike = Image.Image | str | os.PathLike
+FROM_INDEX = "index"  # search_images(invert=...): repeat the build's setting
 
 
 def load_index(
@@ -34,7 +35,9 @@ def embed_images(
     A file that cannot be decoded raises :class:`~index.errors.ImageDecodeError` naming it.
     """
     tensors = [
-        preprocess_image(img if isinstance(img, Image.Image) else open_image(img), model.meta, invert)
+        preprocess_image(
+            img if isinstance(img, Image.Image) else open_image(img), model.meta, invert
+        )
         for img in images
     ]
     if not tensors:
@@ -53,19 +56,20 @@ def search_images(
     images: ImageLike | Sequence[ImageLike],
     k: int = 10,
     *,
-    invert: bool | None = None,
+    invert: bool | None | str = FROM_INDEX,
     ef_search: int | None = None,
     nprobe: int | None = None,
 ) -> SearchResults:
     """Top-``k`` items for each query image (one PIL image, a path, or a list of them).
 
     The model must be the one the index was built with (checked by fingerprint); the
-    images are preprocessed as the build did (``invert`` defaults to the index's setting).
+    images are preprocessed as the build did. ``invert`` defaults to the setting stored
+    in the index; ``None`` (automatic), ``True`` or ``False`` override it.
     """
     check_model(index, model)
     if isinstance(images, (Image.Image, str, os.PathLike)):
         images = [images]
-    if invert is None:
+    if invert == FROM_INDEX:
         invert = index.preprocess.get("invert")
     queries = embed_images(model, images, invert)
     return index.search(queries, k, ef_search=ef_search, nprobe=nprobe)

@@ -460,8 +460,7 @@ class VectorIndex:
         path = out / f"items-{gen}.jsonl"
         written.append(path)
         lines = (
-            json.dumps(self._records.get(i, {"id": i}), separators=(",", ":"))
-            for i in ids.tolist()
+            json.dumps(self._records.get(i, {"id": i}), separators=(",", ":")) for i in ids.tolist()
         )
         _write_file(path, "".join(line + "\n" for line in lines).encode())
         files["items"] = _describe(path)
@@ -529,7 +528,9 @@ class VectorIndex:
             except RuntimeError as exc:
                 raise IndexFormatError(f"{path}: not a readable FAISS index ({exc})") from exc
             if not isinstance(index, faiss.IndexIDMap2):
-                raise IndexFormatError(f"{path}: holds a {type(index).__name__}, not an IndexIDMap2")
+                raise IndexFormatError(
+                    f"{path}: holds a {type(index).__name__}, not an IndexIDMap2"
+                )
             if index.d != self.dim or index.ntotal != count:
                 raise IndexFormatError(
                     f"{path}: holds {index.ntotal} vectors of dimension {index.d}, but "
@@ -537,7 +538,9 @@ class VectorIndex:
                 )
             self._index = index
         elif count:
-            raise IndexFormatError(f"{directory}: {MANIFEST_NAME} lists {count} items but no vectors")
+            raise IndexFormatError(
+                f"{directory}: {MANIFEST_NAME} lists {count} items but no vectors"
+            )
         ids = self._read_items(_checked_file(directory, files["items"], verify), count)
         if files.get("thumbnails"):
             path = _checked_file(directory, files["thumbnails"], verify)
@@ -545,7 +548,9 @@ class VectorIndex:
         if self._index is not None:
             held = np.sort(faiss.vector_to_array(self._index.id_map))
             if not np.array_equal(held, ids):
-                raise IndexFormatError(f"{directory}: the item records and the vectors disagree on ids")
+                raise IndexFormatError(
+                    f"{directory}: the item records and the vectors disagree on ids"
+                )
         return self
 
     def _read_items(self, path: Path, count: int) -> np.ndarray:
