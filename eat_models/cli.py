@@ -320,6 +320,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_attack)
 
+    from .bench import add_bench_command
+
+    add_bench_command(sub)
+
 
 def build_parser(registrars=()) -> argparse.ArgumentParser:
     """The ``eat`` parser: this package's commands plus those of ``registrars``.

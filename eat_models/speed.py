@@ -39,6 +39,27 @@ def throughput(model: nn.Module, batch: torch.Tensor, repeats: int) -> dict[str,
     }
 
 
+def pgd_latency(
+    model: nn.Module, image: torch.Tensor, steps: int, repeats: int, eps: float = 0.1
+) -> dict[str, float]:
+    """Seconds for one embedding-shift PGD attack on one image (median, p95, of ``repeats``)."""
+    from .attacks import embedding_shift_attack
+
+    embedding_shift_attack(model, image, eps=eps, steps=steps)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        embedding_shift_attack(model, image, eps=eps, steps=steps)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return {
+        "steps": steps,
+        "eps": eps,
+        "seconds_median": round(statistics.median(times), 4),
+        "seconds_p95": round(times[min(len(times) - 1, int(0.95 * len(times)))], 4),
+    }
+
+
 def run_speed_benchmark(
     checkpoint: str,
     batch_size: int = 256,
@@ -46,7 +67,8 @@ def run_speed_benchmark(
     threads: int = 2,
     out: str | None = None,
 ) -> dict:
-    """Throughput of the deployed model and, for an ensemble, of each member alone."""
+    """Throughput of the deployed model (and of one member, for an ensemble), and the time
+    of one PGD-20 embedding-shift attack on one image against the deployed model."""
     torch.set_num_threads(threads)
     model = load_model(checkpoint)
     c, h, w = model.expected_shape

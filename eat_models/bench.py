@@ -1,0 +1,506 @@
+"""``eat bench``: the Fashion-MNIST robustness benchmark, resumable row by row.
+
+Every defense is trained by the same loop on the same data under one stated budget
+(:class:`BenchProfile`), then evaluated clean (full test set) and under attack (a
+stratified subset of the test set, query set = gallery): the headline ε = 0.1 with
+PGD-20 (ES, QA, CA on all samples and on a fraction p), and the RobRank setting ε = 0.3
+with 32 steps. Vanilla, the best baseline and EAT also get the ε sweep and the
+gradient-masking checks (more steps, restarts, transfer from a vanilla surrogate).
+
+Each row's training record and evaluations are stored in ``OUT/rows/ROW.json`` as they
+finish, so an interrupted run resumes where it stopped; ``--only ROW`` re-runs rows.
+The report (``results.json``, ``results.md``, PNG plots) is rebuilt from the row files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .attacks import evaluate_attack
+from .checkpoint import load_model
+from .data import load_fashion_mnist
+from .evaluate import evaluate_model
+from .provenance import provenance
+from .train import TrainConfig, stratified_slice, train
+
+log = logging.getLogger(__name__)
+
+SWEEP_EPS = (0.03, 0.05, 0.1, 0.2, 0.3)
+HEADLINE_EPS = 0.1
+ROBRANK_EPS, ROBRANK_STEPS = 0.3, 32
+BASELINES = ("pgd-at", "trades", "est", "act", "at-ensemble")
+
+
+@dataclass
+class BenchProfile:
+    """The budget every row is trained and evaluated under."""
+
+    name: str
+    max_train: int | None  # stratified training slice (None: all 60k)
+    attack_images: int  # stratified test subset used for attacked evaluation
+    clean_test_images: int | None  # None: the full 10k test set for clean metrics
+    vanilla_epochs: int
+    adversarial_epochs: int
+    width: int
+    embedding_dim: int = 128
+    members: int = 3
+    train_eps: float = 0.1
+    train_steps: int = 5
+    eval_steps: int = 20
+    robrank_steps: int = ROBRANK_STEPS
+    masking_steps: int = 50
+    masking_restarts: int = 3
+    fractions: tuple[float, ...] = (0.1, 0.3)
+    sweep_eps: tuple[float, ...] = SWEEP_EPS
+    seed: int = 0
+
+
+PROFILES = {
+    "full": BenchProfile(
+        name="full",
+        max_train=None,
+        attack_images=2000,
+        clean_test_images=None,
+        vanilla_epochs=8,
+        adversarial_epochs=4,
+        width=16,
+    ),
+    "quick": BenchProfile(
+        name="quick",
+        max_train=2000,
+        attack_images=300,
+        clean_test_images=1000,
+        vanilla_epochs=1,
+        adversarial_epochs=1,
+        width=8,
+        embedding_dim=32,
+        train_steps=2,
+        eval_steps=5,
+        robrank_steps=6,
+        masking_steps=10,
+        masking_restarts=2,
+        sweep_eps=(0.05, 0.1, 0.3),
+    ),
+}
+
+
+@dataclass
+class Row:
+    """One trained model of the benchmark."""
+
+    name: str
+    defense: str
+    description: str
+    group: str  # baseline | ablation | eat | equal-compute
+    overrides: dict = field(default_factory=dict)
+    compute_of: str | None = None  # train for as long as this row took (equal compute)
+
+
+def bench_rows(profile: BenchProfile) -> list[Row]:
+    k = profile.members
+    return [
+        Row("vanilla", "vanilla", "Vanilla DML, single model (no defense)", "baseline"),
+        Row(
+            "vanilla-ens",
+            "vanilla",
+            f"Plain ensemble of {k} vanilla models",
+            "baseline",
+            {"members": k},
+        ),
+        Row("pgd-at", "pgd-at", "PGD-AT adapted to DML (Madry)", "baseline"),
+        Row("trades", "trades", "TRADES adapted to DML", "baseline"),
+        Row("est", "est", "EST, embedding-shifted triplet (RobRank)", "baseline"),
+        Row("act", "act", "ACT, anti-collapse triplet (RobRank)", "baseline"),
+        Row(
+            "at-ensemble",
+            "at-ensemble",
+            f"Ablation 1: {k} independent PGD-AT members (no split, no transfer)",
+            "ablation",
+            {"members": k},
+        ),
+        Row(
+            "eat-split",
+            "eat",
+            "Ablation 2: + data split (stratified home splits)",
+            "ablation",
+            {"members": k, "lambda_transfer": 0.0, "lambda_ensemble": 0.0},
+        ),
+        Row(
+            "eat-split-transfer",
+            "eat",
+            "Ablation 3: + self-transfer between members",
+            "ablation",
+            {"members": k, "lambda_ensemble": 0.0},
+        ),
+        Row(
+            "eat-split-ens",
+            "eat",
+            "Ablation 4: + ensemble-adversarial term (no transfer)",
+            "ablation",
+            {"members": k, "lambda_transfer": 0.0},
+        ),
+        Row(
+            "eat",
+            "eat",
+            "Full EAT: split + transfer + ensemble-adversarial term",
+            "eat",
+            {"members": k},
+        ),
+        Row(
+            "pgd-at-eqc",
+            "pgd-at",
+            "PGD-AT trained at EAT's training compute",
+            "equal-compute",
+            compute_of="eat",
+        ),
+        Row(
+            "trades-eqc",
+            "trades",
+            "TRADES trained at EAT's training compute",
+            "equal-compute",
+            compute_of="eat",
+        ),
+    ]
+
+
+class Bench:
+    """Runs the rows of one profile into ``out`` (resumable), then writes the report."""
+
+    def __init__(
+        self,
+        profile: BenchProfile,
+        out: Path,
+        runs: Path,
+        data_dir: str | None = None,
+        progress: bool = True,
+        threads: int = 2,
+    ) -> None:
+        self.profile = profile
+        self.out = Path(out)
+        self.runs = Path(runs)
+        self.data_dir = data_dir
+        self.progress = progress
+        self.threads = threads
+        self.rows = {r.name: r for r in bench_rows(profile)}
+        (self.out / "rows").mkdir(parents=True, exist_ok=True)
+        train_set, test_set = load_fashion_mnist("standard", data_dir)
+        self.n_train = len(stratified_slice(train_set, profile.max_train, profile.seed))
+        self.clean_test = stratified_slice(test_set, profile.clean_test_images, profile.seed)
+        self.attack_test = stratified_slice(test_set, profile.attack_images, profile.seed)
+
+    # ------------------------------------------------------------------ storage
+    def row_path(self, name: str) -> Path:
+        return self.out / "rows" / f"{name}.json"
+
+    def load_row(self, name: str) -> dict | None:
+        path = self.row_path(name)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def save_row(self, name: str, record: dict) -> None:
+        path = self.row_path(name)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        tmp.replace(path)
+
+    # ------------------------------------------------------------------ training
+    def train_config(self, row: Row, epochs: int) -> TrainConfig:
+        p = self.profile
+        fields = {
+            "defense": row.defense,
+            "epochs": epochs,
+            "max_train": p.max_train,
+            "width": p.width,
+            "embedding_dim": p.embedding_dim,
+            "train_eps": p.train_eps,
+            "train_steps": p.train_steps,
+            "seed": p.seed,
+            "threads": self.threads,
+            "data_dir": self.data_dir,
+            "out": str(self.runs / row.name),
+        }
+        fields.update(row.overrides)
+        return TrainConfig(**fields)
+
+    def epochs_for(self, row: Row) -> int:
+        p = self.profile
+        base = p.vanilla_epochs if row.defense == "vanilla" else p.adversarial_epochs
+        if row.compute_of is None:
+            return base
+        reference = self.load_row(row.compute_of)
+        single = self.load_row(row.defense)
+        if reference is None or single is None:
+            raise RuntimeError(
+                f"row {row.name} needs rows {row.compute_of} and {row.defense} first"
+            )
+        ratio = reference["train"]["train_wall_s"] / single["train"]["train_wall_s"]
+        return max(base, int(round(base * ratio)))
+
+    def ensure_trained(self, row: Row, force: bool) -> dict:
+        record = self.load_row(row.name)
+        ckpt = self.runs / row.name
+        if record and not force and (ckpt / "config.json").is_file():
+            return record
+        epochs = self.epochs_for(row)
+        config = self.train_config(row, epochs)
+        log.info("[bench] training %s (%s, %d epochs)", row.name, row.defense, epochs)
+        started = time.perf_counter()
+        train(config, progress=self.progress)
+        wall = time.perf_counter() - started
+        model = load_model(ckpt)
+        train_info = json.loads((ckpt / "config.json").read_text())["train"]
+        record = {
+            "row": dataclasses.asdict(row),
+            "train": {
+                "epochs": epochs,
+                "train_wall_s": round(wall, 1),
+                "loop_wall_s": train_info["train_wall_s"],
+                "steps": train_info["steps"],
+                "config": {k: v for k, v in config.__dict__.items() if k != "data_dir"},
+            },
+            "members": model.meta["num_members"],
+            "fingerprint": model.meta["fingerprint"],
+            "evals": {},
+        }
+        self.save_row(row.name, record)
+        return record
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, name: str, key: str, fn) -> dict:
+        """Run ``fn()`` unless ``key`` is already stored for row ``name``; store the result."""
+        record = self.load_row(name)
+        if key in record["evals"]:
+            return record["evals"][key]
+        started = time.perf_counter()
+        result = fn()
+        result["wall_s"] = round(time.perf_counter() - started, 2)
+        record = self.load_row(name)
+        record["evals"][key] = result
+        self.save_row(name, record)
+        log.info("[bench] %s %s done in %.1f s", name, key, result["wall_s"])
+        return result
+
+    def attack(
+        self,
+        name: str,
+        attack: str,
+        eps: float,
+        steps: int,
+        restarts: int = 1,
+        fraction: float = 1.0,
+        surrogate: str | None = None,
+    ) -> dict:
+        key = f"{attack}@{eps:g}/{steps}"
+        if restarts > 1:
+            key += f"x{restarts}"
+        if fraction < 1:
+            key += f"/p{fraction:g}"
+        if surrogate:
+            key += f"/from-{surrogate}"
+
+        def run() -> dict:
+            model = load_model(self.runs / name)
+            sur = load_model(self.runs / surrogate) if surrogate else None
+            return evaluate_attack(
+                model,
+                self.attack_test,
+                attack,
+                eps,
+                steps,
+                restarts=restarts,
+                fraction=fraction,
+                seed=self.profile.seed,
+                surrogate=sur,
+                progress=self.progress,
+            )
+
+        return self.evaluate(name, key, run)
+
+    def clean(self, name: str) -> dict:
+        def run() -> dict:
+            model = load_model(self.runs / name)
+            return {
+                "metrics": evaluate_model(model, self.clean_test, progress=self.progress),
+                "images": len(self.clean_test),
+            }
+
+        return self.evaluate(name, "clean", run)
+
+    def headline(self, name: str) -> None:
+        p = self.profile
+        self.clean(name)
+        for attack in ("es", "qa", "ca"):
+            self.attack(name, attack, HEADLINE_EPS, p.eval_steps)
+        for fraction in p.fractions:
+            self.attack(name, "ca", HEADLINE_EPS, p.eval_steps, fraction=fraction)
+        self.attack(name, "es", ROBRANK_EPS, p.robrank_steps)
+        self.attack(name, "ca", ROBRANK_EPS, p.robrank_steps)
+
+    def sweep(self, name: str) -> None:
+        for eps in self.profile.sweep_eps:
+            self.attack(name, "ca", eps, self.profile.eval_steps)
+            self.attack(name, "es", eps, self.profile.eval_steps)
+
+    def masking_checks(self, name: str) -> None:
+        p = self.profile
+        for attack in ("ca", "es"):
+            self.attack(name, attack, HEADLINE_EPS, p.masking_steps)
+            self.attack(name, attack, HEADLINE_EPS, p.eval_steps, restarts=p.masking_restarts)
+            self.attack(name, attack, HEADLINE_EPS, p.eval_steps, surrogate="vanilla")
+
+    def best_baseline(self) -> str | None:
+        """The adapted baseline with the highest NMI under the headline clustering attack."""
+        scores = {}
+        for name in BASELINES:
+            record = self.load_row(name)
+            key = f"ca@{HEADLINE_EPS:g}/{self.profile.eval_steps}"
+            if record and key in record["evals"]:
+                scores[name] = record["evals"][key]["attacked"]["nmi"]
+        return max(scores, key=scores.get) if scores else None
+
+    # ------------------------------------------------------------------ driver
+    def run(self, only: list[str] | None = None) -> dict:
+        started = time.perf_counter()
+        names = list(self.rows) if not only else only
+        unknown = [n for n in names if n not in self.rows]
+        if unknown:
+            raise ValueError(f"unknown rows {unknown}; rows are {list(self.rows)}")
+        for name in self.rows:
+            if name not in names:
+                continue
+            row = self.rows[name]
+            self.ensure_trained(row, force=bool(only))
+            self.headline(name)
+        for name in ("vanilla", self.best_baseline(), "eat"):
+            if name and (self.runs / name / "config.json").is_file() and self.load_row(name):
+                self.sweep(name)
+                if name != "vanilla":
+                    self.masking_checks(name)
+        wall = time.perf_counter() - started
+        return self.write_report(wall)
+
+    # ------------------------------------------------------------------ report
+    def write_report(self, wall: float) -> dict:
+        from .bench_report import write_report
+
+        rows = {n: self.load_row(n) for n in self.rows if self.load_row(n)}
+        meta = {
+            **provenance(),
+            "profile": dataclasses.asdict(self.profile),
+            "train_images": self.n_train,
+            "clean_test_images": len(self.clean_test),
+            "attack_test_images": len(self.attack_test),
+            "this_invocation_wall_s": round(wall, 1),
+            "total_row_wall_s": round(sum(_row_wall(r) for r in rows.values()), 1),
+            "best_baseline": self.best_baseline(),
+        }
+        return write_report(self.out, meta, rows, self.profile)
+
+
+def _row_wall(record: dict) -> float:
+    return record["train"]["train_wall_s"] + sum(
+        e.get("wall_s", 0) for e in record["evals"].values()
+    )
+
+
+def ship_models(runs: Path, assets: Path, out: Path) -> None:
+    """Copy the benchmark's vanilla model and EAT ensemble into ``assets/models``."""
+    for name in ("vanilla", "eat"):
+        src, dst = runs / name, assets / name
+        if not (src / "config.json").is_file():
+            raise FileNotFoundError(f"{src} has not been trained")
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        shutil.rmtree(dst, ignore_errors=True)
+        tmp.rename(dst)
+    (assets / "README.md").write_text(
+        "# Shipped demo models\n\n"
+        "`vanilla/` and `eat/` are the `vanilla` and `eat` rows of the Fashion-MNIST benchmark,\n"
+        f"copied here by `eat bench --ship` (results in `{out}`). Reproduce them with\n\n"
+        "    eat bench --only vanilla eat --ship\n\n"
+        "Their training configs (every flag) are inside each `config.json` under `train`.\n"
+    )
+
+
+def add_bench_command(sub) -> None:
+    """Register ``eat bench`` on the ``eat`` command's subparsers."""
+    p = sub.add_parser(
+        "bench",
+        help="train every defense on Fashion-MNIST and measure clean vs attacked metrics",
+        description="The Fashion-MNIST robustness benchmark: trains every defense under one "
+        "budget, evaluates clean and attacked (eps 0.1 PGD-20 and RobRank's eps 0.3 / 32 "
+        "steps), the eps sweep, the EAT ablation and gradient-masking checks; writes "
+        "results.json, results.md and PNG plots. Resumable: finished rows are kept.",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="the same pipeline on a small slice with tiny budgets (minutes, not hours)",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="ROW",
+        default=None,
+        help="retrain and re-evaluate only these rows (names as in the table)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="results folder (default: results/fashion-mnist, or "
+        "results/fashion-mnist-quick with --quick)",
+    )
+    p.add_argument(
+        "--runs", default=None, help="where row checkpoints go (default: runs/bench/PROFILE)"
+    )
+    p.add_argument(
+        "--max-train",
+        type=int,
+        default=None,
+        help="override the profile's training slice (e.g. a tiny CI run)",
+    )
+    p.add_argument(
+        "--attack-images",
+        type=int,
+        default=None,
+        help="override the number of test images attacked",
+    )
+    p.add_argument("--data-dir", default=None, help="where the Fashion-MNIST IDX files are")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument(
+        "--ship",
+        action="store_true",
+        help="afterwards copy the vanilla and eat checkpoints to assets/models/",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args) -> int:
+    torch.set_num_threads(args.threads)
+    profile = PROFILES["quick" if args.quick else "full"]
+    overrides = {}
+    if args.max_train is not None:
+        overrides["max_train"] = args.max_train
+    if args.attack_images is not None:
+        overrides["attack_images"] = args.attack_images
+    profile = dataclasses.replace(profile, **overrides)
+    out = Path(args.out or ("results/fashion-mnist" + ("-quick" if args.quick else "")))
+    runs = Path(args.runs or f"runs/bench/{profile.name}")
+    bench = Bench(
+        profile, out, runs, data_dir=args.data_dir, progress=not args.quiet, threads=args.threads
+    )
+    result = bench.run(args.only)
+    if args.ship:
+        ship_models(runs, Path("assets/models"), out)
+    print((out / "results.md").read_text())
+    print(f"results written to {out} ({result['meta']['this_invocation_wall_s']:.0f} s)")
+    return 0

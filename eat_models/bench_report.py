@@ -1,0 +1,294 @@
+"""Turn the benchmark's row files into results.json, results.md and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Tolerance for "did not rise": k-means on a 2,000-image subset jitters by about this much.
+MASKING_TOLERANCE = 0.01
+
+TARGETS = (
+    ("clean Recall@1", "clean", "recall@1", 0.85),
+    ("clean NMI", "clean", "nmi", 0.75),
+    ("NMI under CA, eps 0.1, all samples", "ca@0.1", "nmi", 0.72),
+    ("NMI under CA, eps 0.2, all samples", "ca@0.2", "nmi", 0.45),
+    ("Recall@1 under ES, eps 0.1", "es@0.1", "recall@1", 0.78),
+)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+class RowView:
+    """Convenient reads of one row's stored evaluations."""
+
+    def __init__(self, name: str, record: dict, steps: int) -> None:
+        self.name, self.record, self.steps = name, record, steps
+        self.evals = record["evals"]
+
+    def clean(self, metric: str):
+        return self.evals.get("clean", {}).get("metrics", {}).get(metric)
+
+    def attacked(self, key: str, metric: str):
+        return self.evals.get(key, {}).get("attacked", {}).get(metric)
+
+    def at(self, attack: str, eps: float, metric: str, steps: int | None = None, suffix: str = ""):
+        return self.attacked(f"{attack}@{eps:g}/{steps or self.steps}{suffix}", metric)
+
+    def target_value(self, source: str, metric: str):
+        if source == "clean":
+            return self.clean(metric)
+        attack, eps = source.split("@")
+        return self.at(attack, float(eps), metric)
+
+
+def write_report(out: Path, meta: dict, rows: dict[str, dict], profile) -> dict:
+    steps, rsteps = profile.eval_steps, profile.robrank_steps
+    views = {name: RowView(name, rec, steps) for name, rec in rows.items()}
+    lines = [
+        "# Fashion-MNIST robustness benchmark",
+        "",
+        f"Written by `{meta['command']}` at commit `{meta['commit']}` on {meta['date']}; "
+        f"profile `{profile.name}`; this invocation {meta['this_invocation_wall_s']:.0f} s wall, "
+        f"all rows together {meta['total_row_wall_s']:.0f} s (training + evaluation) on "
+        f"{meta['cpu_count']} CPU cores.",
+        "",
+        f"Training: {meta['train_images']} images (standard split), small CNN width "
+        f"{profile.width}, embedding {profile.embedding_dim}, Proxy-Anchor loss; adversarial "
+        f"training with PGD-{profile.train_steps} at eps {profile.train_eps}; "
+        f"{profile.vanilla_epochs} epochs for vanilla rows, {profile.adversarial_epochs} for "
+        "adversarial rows (equal-compute rows: as long as full EAT took). Clean metrics on "
+        f"{meta['clean_test_images']} test images; attacks on a stratified subset of "
+        f"{meta['attack_test_images']} test images (query set = gallery, query excluded), "
+        f"white-box against the deployed model (ensembles: the averaged embedding), PGD-{steps}"
+        " with random start. ES: embedding shift, QA: retrieval query attack, CA: clustering "
+        "attack with random target clusters (DESIGN.md §3).",
+        "",
+        "## Main table (eps = 0.1 unless stated)",
+        "",
+        "| row | K | clean R@1 | clean mAP@R | clean NMI | ES R@1 | QA R@1 | CA NMI | CA F1 | "
+        f"CA ARI | CA NMI p=0.1 | CA NMI p=0.3 | ES R@1 eps 0.3/{rsteps} | CA NMI eps 0.3/{rsteps} "
+        "| train s | inference cost |",
+        "|---|---:|" + "---:|" * 14,
+    ]
+    for name, v in views.items():
+        k = v.record["members"]
+        cells = [
+            _fmt(v.clean("recall@1")),
+            _fmt(v.clean("map@r")),
+            _fmt(v.clean("nmi")),
+            _fmt(v.at("es", 0.1, "recall@1")),
+            _fmt(v.at("qa", 0.1, "recall@1")),
+            _fmt(v.at("ca", 0.1, "nmi")),
+            _fmt(v.at("ca", 0.1, "f1")),
+            _fmt(v.at("ca", 0.1, "ari")),
+            _fmt(v.at("ca", 0.1, "nmi", suffix="/p0.1")),
+            _fmt(v.at("ca", 0.1, "nmi", suffix="/p0.3")),
+            _fmt(v.at("es", 0.3, "recall@1", rsteps)),
+            _fmt(v.at("ca", 0.3, "nmi", rsteps)),
+            f"{v.record['train']['train_wall_s']:.0f}",
+            f"{k}×",
+        ]
+        lines.append(f"| {name} | {k} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Row descriptions: "
+        + "; ".join(f"**{n}**: {r['row']['description']}" for n, r in rows.items())
+        + ".",
+    ]
+
+    targets, target_lines = _targets(views, meta.get("best_baseline"))
+    lines += [
+        "",
+        "## Targets (DESIGN.md §7), EAT row",
+        "",
+        "| target | measured | goal | met |",
+        "|---|---:|---:|:---:|",
+        *target_lines,
+    ]
+
+    sweep_names = [n for n in ("vanilla", meta.get("best_baseline"), "eat") if n in views]
+    lines += [
+        "",
+        f"## Epsilon sweep (PGD-{steps})",
+        "",
+        "| row | attack | " + " | ".join(f"eps {e:g}" for e in profile.sweep_eps) + " |",
+        "|---|---|" + "---:|" * len(profile.sweep_eps),
+    ]
+    for name in sweep_names:
+        v = views[name]
+        for attack, metric in (("ca", "nmi"), ("es", "recall@1")):
+            cells = [_fmt(v.at(attack, e, metric)) for e in profile.sweep_eps]
+            lines.append(f"| {name} | {attack.upper()} {metric} | " + " | ".join(cells) + " |")
+
+    checks, check_lines = _masking_checks(views, sweep_names, profile)
+    lines += [
+        "",
+        "## Gradient-masking checks",
+        "",
+        f"Tolerance {MASKING_TOLERANCE} (k-means jitter).",
+        "",
+        "| row | check | values | pass |",
+        "|---|---|---|:---:|",
+        *check_lines,
+    ]
+    plots = _plots(out, views, sweep_names, profile)
+    lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    result = {"meta": meta, "rows": rows, "targets": targets, "masking_checks": checks}
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _targets(views: dict[str, RowView], best_baseline: str | None) -> tuple[list, list[str]]:
+    out, lines = [], []
+    eat = views.get("eat")
+    if eat is None:
+        return out, ["| (EAT row not run yet) | | | |"]
+    for label, source, metric, goal in TARGETS:
+        value = eat.target_value(source, metric)
+        met = value is not None and value >= goal
+        out.append({"target": label, "value": value, "goal": goal, "met": met})
+        lines.append(f"| {label} | {_fmt(value)} | ≥ {goal} | {'yes' if met else 'NO'} |")
+    eat_nmi = eat.at("ca", 0.1, "nmi")
+    others = {
+        n: v.at("ca", 0.1, "nmi")
+        for n, v in views.items()
+        if n not in ("eat", "vanilla", "vanilla-ens") and not n.startswith("eat-")
+    }
+    others = {n: x for n, x in others.items() if x is not None}
+    if eat_nmi is not None and others:
+        best = max(others, key=others.get)
+        met = eat_nmi > others[best]
+        out.append(
+            {
+                "target": "above every adapted baseline (CA NMI, eps 0.1)",
+                "value": eat_nmi,
+                "goal": others[best],
+                "best_other": best,
+                "met": met,
+            }
+        )
+        lines.append(
+            f"| CA NMI above every adapted baseline (best: {best}) | {_fmt(eat_nmi)} | "
+            f"> {_fmt(others[best])} | {'yes' if met else 'NO'} |"
+        )
+    if eat_nmi is not None and "at-ensemble" in views:
+        ref = views["at-ensemble"].at("ca", 0.1, "nmi")
+        if ref is not None:
+            met = eat_nmi >= ref + 0.03
+            out.append(
+                {
+                    "target": "CA NMI >= at-ensemble + 0.03",
+                    "value": eat_nmi,
+                    "goal": ref + 0.03,
+                    "met": met,
+                }
+            )
+            lines.append(
+                f"| CA NMI ≥ at-ensemble + 0.03 | {_fmt(eat_nmi)} | ≥ {_fmt(ref + 0.03)} "
+                f"| {'yes' if met else 'NO'} |"
+            )
+    return out, lines
+
+
+def _masking_checks(views, names, profile) -> tuple[list, list[str]]:
+    out, lines = [], []
+    steps = profile.eval_steps
+    tol = MASKING_TOLERANCE
+    for name in names:
+        v = views[name]
+        for attack, metric in (("ca", "nmi"), ("es", "recall@1")):
+            series = [v.at(attack, e, metric) for e in profile.sweep_eps]
+            if all(x is not None for x in series):
+                ok = all(b <= a + tol for a, b in zip(series, series[1:], strict=False))
+                out.append(
+                    {"row": name, "check": f"{attack} falls with eps", "values": series, "pass": ok}
+                )
+                lines.append(
+                    f"| {name} | {attack.upper()} {metric} falls with eps | "
+                    + ", ".join(_fmt(x) for x in series)
+                    + f" | {'yes' if ok else 'NO'} |"
+                )
+            if name == "vanilla":
+                continue
+            base = v.at(attack, 0.1, metric)
+            more = v.at(attack, 0.1, metric, profile.masking_steps)
+            restart = v.at(attack, 0.1, metric, suffix=f"x{profile.masking_restarts}")
+            transfer = v.at(attack, 0.1, metric, suffix="/from-vanilla")
+            for check, value, ok in (
+                (
+                    f"{profile.masking_steps} steps ≤ {steps} steps",
+                    more,
+                    None if more is None or base is None else more <= base + tol,
+                ),
+                (
+                    f"{profile.masking_restarts} restarts ≤ 1",
+                    restart,
+                    None if restart is None or base is None else restart <= base + tol,
+                ),
+                (
+                    "transfer from vanilla weaker than white-box",
+                    transfer,
+                    None if transfer is None or base is None else transfer >= base - tol,
+                ),
+            ):
+                if ok is None:
+                    continue
+                out.append(
+                    {"row": name, "check": f"{attack} {check}", "values": [base, value], "pass": ok}
+                )
+                lines.append(
+                    f"| {name} | {attack.upper()} {metric}: {check} | white-box "
+                    f"{_fmt(base)} vs {_fmt(value)} | {'yes' if ok else 'NO'} |"
+                )
+    return out, lines
+
+
+def _plots(out: Path, views, sweep_names, profile) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name in sweep_names:
+        v = views[name]
+        for ax, (attack, metric) in zip(axes, (("ca", "nmi"), ("es", "recall@1")), strict=True):
+            eps = [0.0] + list(profile.sweep_eps)
+            ys = [v.clean(metric)] + [v.at(attack, e, metric) for e in profile.sweep_eps]
+            pts = [(e, y) for e, y in zip(eps, ys, strict=True) if y is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=name)
+    for ax, title in zip(
+        axes, ("NMI under the clustering attack", "Recall@1 under embedding shift"), strict=True
+    ):
+        ax.set_xlabel("eps (L-inf, pixels in [0, 1])")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    paths.append(out / "robustness_vs_eps.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for name, v in views.items():
+        x, y = v.clean("nmi"), v.at("ca", 0.1, "nmi")
+        if x is None or y is None:
+            continue
+        size = 40 * v.record["members"]
+        ax.scatter([x], [y], s=size, alpha=0.7)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("clean NMI")
+    ax.set_ylabel("NMI under clustering attack (eps 0.1)")
+    ax.set_title("Clean vs robust (marker size = inference cost)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(out / "clean_vs_robust.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,92 @@
+"""`eat bench --quick` end to end on a tiny slice: report files, resumability, --only."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eat_models.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    args = [
+        "bench",
+        "--quick",
+        "--max-train",
+        "600",
+        "--attack-images",
+        "100",
+        "--quiet",
+        "--out",
+        str(root / "results"),
+        "--runs",
+        str(root / "runs"),
+    ]
+    assert main(args) == 0
+    return root, args
+
+
+def test_quick_bench_writes_every_artefact(tiny_bench):
+    root, _ = tiny_bench
+    results = json.loads((root / "results" / "results.json").read_text())
+    meta = results["meta"]
+    assert {"command", "commit", "date", "this_invocation_wall_s"} <= set(meta)
+    rows = results["rows"]
+    expected = {
+        "vanilla",
+        "vanilla-ens",
+        "pgd-at",
+        "trades",
+        "est",
+        "act",
+        "at-ensemble",
+        "eat-split",
+        "eat-split-transfer",
+        "eat-split-ens",
+        "eat",
+        "pgd-at-eqc",
+        "trades-eqc",
+    }
+    assert set(rows) == expected
+    for name, record in rows.items():
+        assert "clean" in record["evals"] and "ca@0.1/5" in record["evals"], name
+        assert record["train"]["train_wall_s"] > 0
+    assert rows["eat"]["members"] == 3 and rows["pgd-at"]["members"] == 1
+    assert "eps 0.05" in (root / "results" / "results.md").read_text()
+    assert any(c["check"].startswith("ca transfer") for c in results["masking_checks"])
+    assert results["targets"] and all("met" in t for t in results["targets"])
+    for plot in ("robustness_vs_eps.png", "clean_vs_robust.png"):
+        assert (root / "results" / plot).read_bytes()[:4] == b"\x89PNG"
+    assert rows["pgd-at-eqc"]["train"]["epochs"] >= rows["pgd-at"]["train"]["epochs"]
+
+
+def test_rerun_keeps_finished_rows(tiny_bench):
+    root, args = tiny_bench
+    before = {p.name: p.read_text() for p in (root / "results" / "rows").glob("*.json")}
+    assert main(args) == 0
+    after = {p.name: p.read_text() for p in (root / "results" / "rows").glob("*.json")}
+    assert before == after
+
+
+def test_only_retrains_the_named_row(tiny_bench):
+    root, args = tiny_bench
+    rows = root / "results" / "rows"
+    untouched = (rows / "trades.json").read_text()
+    old = json.loads((rows / "vanilla.json").read_text())
+    ckpt = root / "runs" / "vanilla" / "model.safetensors"
+    old_mtime = ckpt.stat().st_mtime_ns
+    assert main([*args, "--only", "vanilla"]) == 0
+    new = json.loads((rows / "vanilla.json").read_text())
+    assert ckpt.stat().st_mtime_ns > old_mtime  # retrained
+    assert new["fingerprint"] == old["fingerprint"]  # same seed, same weights
+    assert set(new["evals"]) == set(old["evals"])  # and re-evaluated
+    assert (rows / "trades.json").read_text() == untouched
+
+
+def test_unknown_row_is_refused(tiny_bench):
+    root, args = tiny_bench
+    with pytest.raises(ValueError, match="unknown rows"):
+        main([*args, "--only", "nope"])
