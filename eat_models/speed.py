@@ -86,6 +86,7 @@ def run_speed_benchmark(
         results["ensemble_over_member_time_ratio"] = round(
             results["model"]["batch_ms_median"] / member["batch_ms_median"], 2
         )
+    results["pgd20_one_image"] = pgd_latency(model, batch[:1], steps=20, repeats=max(5, repeats))
     record = {
         **provenance(),
         "checkpoint": str(checkpoint),
