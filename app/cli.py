@@ -7,9 +7,11 @@ import sys
 from eat_models import cli as model_cli
 from index.cli import register as register_index
 
+from .server import register as register_app
+
 
 def _registrars() -> list:
-    return [register_index]
+    return [register_index, register_app]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,374 @@
+"""The app's models and gallery: checkpoints, search indexes and maps, cached per user.
+
+:func:`load_resources` loads the vanilla model and the EAT ensemble from a models
+folder (``DIR/vanilla`` and ``DIR/eat``, checkpoints written by ``eat train``), builds or
+loads one :mod:`index` search index per model over the gallery (the Fashion-MNIST test
+set, or any image folder ``root/class_name/*.jpg``), and prepares what the attack lab
+needs: each model's gallery vectors, k-means centroids (the clustering attack's targets)
+and a 2-D map (:mod:`app.projection`).
+
+Everything derived is cached in ``~/.cache/eat/app/<fingerprint>/`` (``$XDG_CACHE_HOME``
+honoured), where the fingerprint hashes the gallery (source, size, file list) and both
+models' fingerprints, so a new model or gallery never reuses stale files. The cache is
+private: nothing in it is ever served as a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from eat_models import CheckpointError, EmbeddingModel, load_model
+from eat_models.evaluate import kmeans_assign
+from index import (
+    DatasetSource,
+    FileSource,
+    ImageSource,
+    SearchIndexError,
+    VectorIndex,
+    build_index,
+    fashion_mnist_source,
+    folder_source,
+    load_index,
+    preprocess_image,
+)
+
+from .projection import GalleryProjection
+
+log = logging.getLogger(__name__)
+
+MODEL_KEYS = ("eat", "vanilla")
+MODEL_LABELS = {"eat": "EAT ensemble", "vanilla": "vanilla"}
+DEFAULT_GALLERY = "fashion-mnist:test"
+DEFAULT_MAP_POINTS = 5000
+DISPLAY_SIDE = 112
+CACHE_VERSION = 1
+
+
+class ModelsNotFoundError(FileNotFoundError):
+    """The models folder lacks a loadable ``vanilla/`` or ``eat/`` checkpoint."""
+
+
+def default_cache_root() -> Path:
+    """``$XDG_CACHE_HOME/eat/app`` or ``~/.cache/eat/app``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "eat" / "app"
+
+
+def load_models(models_dir: str | os.PathLike) -> dict[str, EmbeddingModel]:
+    """``{"eat": ensemble, "vanilla": single model}`` from ``DIR/eat`` and ``DIR/vanilla``."""
+    models_dir = Path(models_dir)
+    models = {}
+    for key in MODEL_KEYS:
+        path = models_dir / key
+        try:
+            models[key] = load_model(path)
+        except CheckpointError as exc:
+            raise ModelsNotFoundError(
+                f"cannot load the {MODEL_LABELS[key]} model from {path}: {exc}\n"
+                f"The app needs {models_dir}/vanilla and {models_dir}/eat, checkpoint folders "
+                "written by 'eat train' (e.g. 'eat train --out DIR/vanilla' and "
+                "'eat train --defense eat --out DIR/eat'); pass another folder with --models."
+            ) from exc
+    a, b = (models[k].meta for k in MODEL_KEYS)
+    if (a["channels"], a["input_size"]) != (b["channels"], b["input_size"]):
+        raise ModelsNotFoundError(
+            f"the models take different inputs ({a['channels']}×{a['input_size']}² vs "
+            f"{b['channels']}×{b['input_size']}²); the app compares models of one input format"
+        )
+    return models
+
+
+# --------------------------------------------------------------------------- gallery source
+
+
+def _spread_rows(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """About ``size`` rows with every class in equal share (round robin over classes)."""
+    rng = np.random.default_rng(seed)
+    queues = [rng.permutation(np.flatnonzero(labels == c)).tolist() for c in np.unique(labels)]
+    rows: list[int] = []
+    while len(rows) < size and any(queues):
+        for queue in queues:
+            if queue and len(rows) < size:
+                rows.append(queue.pop())
+    return np.sort(np.asarray(rows, dtype=np.int64))
+
+
+def gallery_source(spec: str, size: int | None = None) -> tuple[ImageSource, dict]:
+    """The gallery as an index source, and a description of it for the cache fingerprint.
+
+    ``spec``: ``fashion-mnist:test`` / ``fashion-mnist:train`` or an image folder.
+    ``size``: keep a class-balanced subset of this many images.
+    """
+    if spec.startswith("fashion-mnist"):
+        source = fashion_mnist_source(spec.partition(":")[2] or "test")
+        identity = {"source": spec}
+        if size is not None and size < len(source):
+            dataset = source.dataset
+            source = DatasetSource(dataset.subset(_spread_rows(dataset.labels, size)))
+    else:
+        root = Path(spec).expanduser().resolve()
+        source = folder_source(root)
+        listing = hashlib.sha256()
+        for path in source.paths:
+            stat = path.stat()
+            listing.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        identity = {"source": str(root), "files": listing.hexdigest()}
+        if size is not None and size < len(source):
+            rows = _spread_rows(np.asarray(source.labels), size)
+            source = FileSource(
+                [source.paths[i] for i in rows],
+                [source.labels[i] for i in rows],
+                source.class_names,
+                name=source.name,
+            )
+    identity["size"] = len(source)
+    return source, identity
+
+
+# --------------------------------------------------------------------------- resources
+
+
+@dataclass
+class ModelView:
+    """One model's side of the gallery: its index, vectors (row = item id), centroids, map."""
+
+    key: str
+    label: str
+    model: EmbeddingModel
+    index: VectorIndex
+    vectors: np.ndarray
+    centroids: np.ndarray
+    centroid_classes: np.ndarray
+    map_rows: np.ndarray
+    projection: GalleryProjection
+
+    @property
+    def invert(self) -> bool | None:
+        return self.index.preprocess.get("invert")
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """The model input ``[C, H, W]`` for an image, as the index build did it."""
+        return preprocess_image(image, self.model.meta, self.invert)
+
+    @torch.no_grad()
+    def embed(self, inputs: torch.Tensor) -> np.ndarray:
+        """Embeddings ``float32 [B, D]`` of model inputs ``[B, C, H, W]``."""
+        return self.model(inputs.float()).numpy().astype(np.float32, copy=False)
+
+
+@dataclass
+class Resources:
+    """Everything the services share: the gallery, its labels and one view per model."""
+
+    views: dict[str, ModelView]
+    labels: np.ndarray
+    class_names: list[str]
+    refs: list[str]
+    thumbnails: np.ndarray
+    source: ImageSource
+    source_rows: np.ndarray
+    cache_dir: Path
+    gallery_name: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def meta(self) -> Mapping:
+        return self.views["eat"].model.meta
+
+    def class_name(self, label: int) -> str:
+        return self.class_names[label] if 0 <= label < len(self.class_names) else str(label)
+
+    def check_id(self, item_id: int) -> int:
+        item_id = int(item_id)
+        if not 0 <= item_id < len(self):
+            raise ValueError(f"gallery item {item_id} does not exist (0 … {len(self) - 1})")
+        return item_id
+
+    def thumbnail(self, item_id: int, side: int = DISPLAY_SIDE) -> Image.Image:
+        """The gallery item's thumbnail, enlarged with crisp pixels for display."""
+        return enlarge(self.thumbnails[self.check_id(item_id)], side)
+
+    def model_input(self, item_id: int, key: str) -> torch.Tensor:
+        """Gallery item ``item_id`` as model ``key``'s input ``[C, H, W]`` (exact pixels)."""
+        row = int(self.source_rows[self.check_id(item_id)])
+        view = self.views[key]
+        fast = self.source.tensors([row], view.model.meta)
+        if fast is not None:
+            return fast[0]
+        return view.preprocess(self.source.load(row))
+
+    def sample_ids(self, per_class: int = 2) -> list[int]:
+        """A few item ids of every class, for the "pick from the gallery" thumbnails."""
+        by_class = [np.flatnonzero(self.labels == c)[:per_class] for c in np.unique(self.labels)]
+        return [int(rows[r]) for r in range(per_class) for rows in by_class if r < len(rows)]
+
+    @property
+    def projections(self) -> list[GalleryProjection]:
+        return [self.views[k].projection for k in MODEL_KEYS]
+
+
+def enlarge(pixels: np.ndarray | Image.Image, side: int = DISPLAY_SIDE) -> Image.Image:
+    """An image enlarged by a whole factor (nearest neighbour) to about ``side`` pixels."""
+    if isinstance(pixels, Image.Image):
+        image = pixels
+    else:
+        arr = np.asarray(pixels)
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        image = Image.fromarray(arr)
+    factor = max(1, side // max(image.size))
+    if factor == 1:
+        return image
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+
+
+def tensor_to_image(tensor: torch.Tensor, side: int = DISPLAY_SIDE) -> Image.Image:
+    """A model input ``[C, H, W]`` in [0, 1] as an enlarged PIL image."""
+    arr = (tensor.detach().clamp(0, 1).numpy() * 255.0).round().astype(np.uint8)
+    arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
+    return enlarge(arr, side)
+
+
+def _fingerprint(identity: dict, models: Mapping[str, EmbeddingModel], map_points: int) -> str:
+    blob = {
+        "version": CACHE_VERSION,
+        "gallery": identity,
+        "models": {k: m.meta["fingerprint"] for k, m in sorted(models.items())},
+        "map_points": map_points,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _index_for(model: EmbeddingModel, source: ImageSource, directory: Path) -> VectorIndex:
+    if (directory / "index.json").is_file():
+        try:
+            return load_index(directory, model)
+        except (SearchIndexError, OSError, ValueError) as exc:
+            log.warning("rebuilding the gallery index in %s (%s)", directory, exc)
+            for child in directory.iterdir():
+                if child.is_file():
+                    child.unlink()
+    index, report = build_index(model, source, thumbnails=True)
+    for failure in report.failures:
+        log.warning("gallery image skipped: %s (%s)", failure.ref, failure.error)
+    index.save(directory)
+    return index
+
+
+def _cached_array(path: Path, compute) -> np.ndarray:
+    if path.is_file():
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            log.warning("recomputing unreadable cache file %s", path)
+    value = np.asarray(compute())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, value, allow_pickle=False)
+    os.replace(tmp, path)
+    return value
+
+
+def load_resources(
+    models_dir: str | os.PathLike,
+    gallery: str = DEFAULT_GALLERY,
+    gallery_size: int | None = None,
+    cache_root: str | os.PathLike | None = None,
+    map_points: int = DEFAULT_MAP_POINTS,
+) -> Resources:
+    """Load the models, then build or load everything derived from them and the gallery."""
+    started = time.perf_counter()
+    models = load_models(models_dir)
+    timings = {"models_s": time.perf_counter() - started}
+    source, identity = gallery_source(gallery, gallery_size)
+    cache_dir = Path(cache_root or default_cache_root()) / _fingerprint(
+        identity, models, map_points
+    )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    (cache_dir / "gallery.json").write_text(json.dumps(identity, indent=2))
+
+    t = time.perf_counter()
+    indexes = {key: _index_for(m, source, cache_dir / f"index-{key}") for key, m in models.items()}
+    timings["indexes_s"] = time.perf_counter() - t
+    ids, _ = indexes["eat"].vectors()
+    records = [indexes["eat"].record(int(i)) for i in ids]
+    refs = [r["source"] for r in records]
+    for key in MODEL_KEYS:
+        other_ids, _ = indexes[key].vectors()
+        if not np.array_equal(other_ids, ids):
+            raise SearchIndexError("the two models' gallery indexes hold different items")
+    if not np.array_equal(ids, np.arange(len(ids))):
+        raise SearchIndexError("the gallery index ids are not 0 … N-1; delete the app cache")
+    labels = np.asarray(
+        [-1 if r.get("label") is None else r["label"] for r in records], dtype=np.int64
+    )
+    class_names = list(source.class_names or models["eat"].meta.get("class_names") or [])
+    row_of = {source.ref(row): row for row in range(len(source))}
+    source_rows = np.asarray([row_of[ref] for ref in refs], dtype=np.int64)
+    thumbnails = np.stack([indexes["eat"].thumbnail(int(i)) for i in ids])
+
+    map_rows = (
+        _spread_rows(labels, map_points) if map_points < len(labels) else np.arange(len(labels))
+    )
+    n_classes = max(2, len(np.unique(labels)))
+    t = time.perf_counter()
+    views = {}
+    for key, model in models.items():
+        _, vectors = indexes[key].vectors()
+        centroids = _cached_array(
+            cache_dir / f"centroids-{key}.npy",
+            lambda v=vectors: kmeans_assign(v, n_classes, seed=0, n_init=3)[1],
+        )
+        nearest = np.argmax(vectors @ centroids.T, axis=1)
+        centroid_classes = np.asarray(
+            [
+                np.bincount(labels[(nearest == c) & (labels >= 0)]).argmax()
+                if ((nearest == c) & (labels >= 0)).any()
+                else -1
+                for c in range(len(centroids))
+            ]
+        )
+        views[key] = ModelView(
+            key=key,
+            label=MODEL_LABELS[key],
+            model=model,
+            index=indexes[key],
+            vectors=vectors,
+            centroids=centroids.astype(np.float32),
+            centroid_classes=centroid_classes,
+            map_rows=map_rows,
+            projection=GalleryProjection(vectors[map_rows], cache_dir / f"umap-{key}.npy"),
+        )
+    timings["clusters_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - started
+    log.info(
+        "gallery of %d images ready in %.1f s (cache %s)",
+        len(labels),
+        timings["total_s"],
+        cache_dir,
+    )
+    return Resources(
+        views=views,
+        labels=labels,
+        class_names=class_names,
+        refs=refs,
+        thumbnails=thumbnails,
+        source=source,
+        source_rows=source_rows,
+        cache_dir=cache_dir,
+        gallery_name=source.name,
+        timings=timings,
+    )

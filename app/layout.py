@@ -1,0 +1,688 @@
+"""The Gradio layout: four tabs wired to the services, nothing else.
+
+Every component has an ``elem_id``; the public API endpoints are ``/search``,
+``/cluster``, ``/attack``, ``/report`` and ``/status`` (callable with gradio_client);
+helper events (picking an example, previews) are private. Handlers turn uploads into
+PIL images through :mod:`app.uploads`, call one service, and turn what goes wrong into a
+``gr.Error`` a person understands — the full traceback goes to the server log only.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+from gradio.utils import get_upload_folder
+
+from index import SearchIndexError
+
+from . import present
+from .attack_lab import ATTACK_LABELS, DEFAULT_EPS, DEFAULT_STEPS
+from .clustering import ALGORITHM_LABELS, AUTO_K_RANGE, MAX_ATTACK_STEPS, MAX_EPS, MAX_K
+from .gallery import MODEL_LABELS
+from .search import DEFAULT_K
+from .services import Services
+from .uploads import UploadError, load_image, load_uploads
+
+log = logging.getLogger(__name__)
+
+CLUSTER_SLOTS = 12
+HEAVY_QUEUE = "heavy"  # clustering and attacks share one worker
+DOWNLOADS_MAX_AGE_S = 3600
+INTRO = (
+    "# EAT — robust image search, clustering and an attack lab\n"
+    "Deep-metric-learning embeddings of a plain (**vanilla**) model and of an **EAT** "
+    "(Ensemble Adversarial Training) ensemble, side by side: search the gallery, cluster "
+    "your own images, and watch an adversarial perturbation move each model's embedding."
+)
+CSS = """
+#search-seen img, #lab-clean img, .eat-pixel img { image-rendering: pixelated; }
+.gallery-item img { image-rendering: pixelated; }
+footer { display: none !important; }
+"""
+
+
+def user_errors(action: str):
+    """Turn bad input into a readable ``gr.Error``; log anything else, show a short note."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except (UploadError, ValueError, SearchIndexError) as exc:
+                raise gr.Error(str(exc), title=f"Cannot {action}", print_exception=False) from None
+            except Exception:
+                log.exception("unexpected error while trying to %s", action)
+                raise gr.Error(
+                    f"Something went wrong while trying to {action}. The server logged the "
+                    "details; please try another image or setting.",
+                    title="Error",
+                    print_exception=False,
+                ) from None
+
+        return wrapper
+
+    return decorate
+
+
+def downloads_dir() -> Path:
+    """A new per-request folder under Gradio's upload folder (which it may serve); old
+    ones are removed."""
+    root = Path(get_upload_folder()) / "eat-downloads"
+    root.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - DOWNLOADS_MAX_AGE_S
+    for old in root.iterdir():
+        try:
+            if old.is_dir() and old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            continue
+    return Path(tempfile.mkdtemp(prefix="req-", dir=root))
+
+
+def _file_path(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return _file_path(value[0]) if value else None
+    return getattr(value, "path", None) or str(value)
+
+
+def _file_paths(value) -> list[str]:
+    if value is None:
+        return []
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [p for p in (_file_path(v) for v in values) if p]
+
+
+def _hits(hits) -> list[tuple]:
+    return [(h.image, h.caption) for h in hits]
+
+
+def build_demo(services: Services) -> gr.Blocks:
+    """The Blocks app; launch it with the settings in :mod:`app.server`."""
+    res = services.resources
+    examples = services.examples
+    picks = services.lab_picks
+
+    with gr.Blocks(title="EAT — robust image search", analytics_enabled=False) as demo:
+        gr.Markdown(INTRO, elem_id="intro")
+        status_md = gr.Markdown(elem_id="status")
+        status_json = gr.JSON(visible=False, elem_id="status-json")
+
+        with gr.Tabs(elem_id="tabs"):
+            # ---------------------------------------------------------------- search
+            with gr.Tab("Search", id="search", elem_id="tab-search"):
+                example_state = gr.State(None)
+                with gr.Row(elem_id="search-row"):
+                    with gr.Column(scale=1, min_width=280, elem_id="search-controls"):
+                        query_file = gr.File(
+                            label="Upload a photo (PNG, JPEG, …; ≤ 10 MB)",
+                            file_types=["image"],
+                            elem_id="search-upload",
+                            height=120,
+                        )
+                        example_gallery = gr.Gallery(
+                            value=[(e.image, e.name) for e in examples],
+                            label="…or pick an example",
+                            columns=5,
+                            height=190,
+                            allow_preview=False,
+                            format="png",
+                            elem_id="search-examples",
+                        )
+                        search_model = gr.Radio(
+                            choices=[
+                                ("EAT ensemble", "eat"),
+                                ("vanilla", "vanilla"),
+                                ("both side by side", "both"),
+                            ],
+                            value="both",
+                            label="Model",
+                            elem_id="search-model",
+                        )
+                        search_k = gr.Slider(
+                            1, 24, value=DEFAULT_K, step=1, label="Results", elem_id="search-k"
+                        )
+                        search_button = gr.Button(
+                            "Search", variant="primary", elem_id="search-button"
+                        )
+                    with gr.Column(scale=3, elem_id="search-output"):
+                        with gr.Row():
+                            seen = gr.Image(
+                                label="What the model saw (28×28 input, enlarged)",
+                                type="pil",
+                                interactive=False,
+                                height=230,
+                                format="png",
+                                elem_id="search-seen",
+                            )
+                            search_info = gr.Markdown(elem_id="search-info")
+                        with gr.Row():
+                            eat_results = gr.Gallery(
+                                label=MODEL_LABELS["eat"],
+                                columns=4,
+                                height="auto",
+                                format="png",
+                                elem_id="search-results-eat",
+                            )
+                            vanilla_results = gr.Gallery(
+                                label=MODEL_LABELS["vanilla"],
+                                columns=4,
+                                height="auto",
+                                format="png",
+                                elem_id="search-results-vanilla",
+                            )
+                        with gr.Accordion("Raw results (JSON)", open=False, elem_id="search-raw"):
+                            search_json = gr.JSON(elem_id="search-json")
+
+            # ---------------------------------------------------------------- cluster
+            with gr.Tab("Cluster", id="cluster", elem_id="tab-cluster"):
+                with gr.Row(elem_id="cluster-row"):
+                    with gr.Column(scale=1, min_width=300, elem_id="cluster-controls"):
+                        cluster_files = gr.File(
+                            label=f"Upload images or one zip — {present.limits_text()}; "
+                            "zip folders are read as labels",
+                            file_count="multiple",
+                            file_types=["image", ".zip"],
+                            height=150,
+                            elem_id="cluster-upload",
+                        )
+                        cluster_model = gr.Radio(
+                            choices=[("EAT ensemble", "eat"), ("vanilla", "vanilla")],
+                            value="eat",
+                            label="Model",
+                            elem_id="cluster-model",
+                        )
+                        cluster_algorithm = gr.Radio(
+                            choices=[(ALGORITHM_LABELS[a], a) for a in ALGORITHM_LABELS],
+                            value="kmeans",
+                            label="Algorithm (HDBSCAN finds K itself)",
+                            elem_id="cluster-algorithm",
+                        )
+                        cluster_auto = gr.Checkbox(
+                            value=True,
+                            label=f"Choose K automatically (silhouette over {AUTO_K_RANGE[0]}–"
+                            f"{AUTO_K_RANGE[1]})",
+                            elem_id="cluster-auto-k",
+                        )
+                        cluster_k = gr.Slider(
+                            2,
+                            MAX_K,
+                            value=4,
+                            step=1,
+                            label="K (when not automatic)",
+                            elem_id="cluster-k",
+                        )
+                        with gr.Accordion("Attack this set", open=False, elem_id="cluster-attack"):
+                            cluster_attack = gr.Checkbox(
+                                value=False,
+                                label="Perturb a fraction p of the images with the clustering "
+                                "attack and compare vanilla vs EAT",
+                                elem_id="cluster-attack-on",
+                            )
+                            cluster_fraction = gr.Slider(
+                                0.05,
+                                1.0,
+                                value=0.3,
+                                step=0.05,
+                                label="p (attacked fraction)",
+                                elem_id="cluster-fraction",
+                            )
+                            cluster_eps = gr.Slider(
+                                0.0,
+                                MAX_EPS,
+                                value=DEFAULT_EPS,
+                                step=0.01,
+                                label="ε (L∞)",
+                                elem_id="cluster-eps",
+                            )
+                            cluster_steps = gr.Slider(
+                                1,
+                                MAX_ATTACK_STEPS,
+                                value=10,
+                                step=1,
+                                label="PGD steps",
+                                elem_id="cluster-steps",
+                            )
+                        cluster_button = gr.Button(
+                            "Cluster", variant="primary", elem_id="cluster-button"
+                        )
+                    with gr.Column(scale=3, elem_id="cluster-output"):
+                        cluster_info = gr.Markdown(elem_id="cluster-info")
+                        with gr.Row():
+                            cluster_map = gr.Image(
+                                label="Map of the set, coloured by cluster",
+                                type="pil",
+                                interactive=False,
+                                format="png",
+                                elem_id="cluster-map",
+                            )
+                            with gr.Column(min_width=200):
+                                cluster_csv = gr.File(
+                                    label="file → cluster (CSV)",
+                                    interactive=False,
+                                    elem_id="cluster-csv",
+                                )
+                                cluster_zip = gr.File(
+                                    label="images by cluster (zip)",
+                                    interactive=False,
+                                    elem_id="cluster-zip",
+                                )
+                        cluster_galleries = [
+                            gr.Gallery(
+                                visible=False,
+                                columns=10,
+                                height="auto",
+                                format="png",
+                                allow_preview=False,
+                                elem_id=f"cluster-gallery-{i + 1}",
+                            )
+                            for i in range(CLUSTER_SLOTS)
+                        ]
+                        cluster_attack_info = gr.Markdown(elem_id="cluster-attack-info")
+                        cluster_attack_map = gr.Image(
+                            label="After the attack: vanilla vs EAT",
+                            type="pil",
+                            interactive=False,
+                            visible=False,
+                            format="png",
+                            elem_id="cluster-attack-map",
+                        )
+                        with gr.Accordion("Raw results (JSON)", open=False, elem_id="cluster-raw"):
+                            cluster_json = gr.JSON(elem_id="cluster-json")
+
+            # ---------------------------------------------------------------- attack lab
+            with gr.Tab("Attack lab", id="lab", elem_id="tab-lab"):
+                with gr.Row(elem_id="lab-row"):
+                    with gr.Column(scale=1, min_width=300, elem_id="lab-controls"):
+                        lab_file = gr.File(
+                            label="Upload an image to attack (≤ 10 MB)",
+                            file_types=["image"],
+                            height=110,
+                            elem_id="lab-upload",
+                        )
+                        lab_pick = gr.Gallery(
+                            value=[
+                                (res.thumbnail(i), res.class_name(int(res.labels[i])))
+                                for i in picks
+                            ],
+                            label="…or pick a gallery image",
+                            columns=5,
+                            height=260,
+                            allow_preview=False,
+                            format="png",
+                            elem_id="lab-gallery",
+                        )
+                        lab_item = gr.Number(
+                            value=picks[0] if picks else -1,
+                            precision=0,
+                            label="Gallery item id (−1: the uploaded image)",
+                            elem_id="lab-item",
+                        )
+                        lab_kind = gr.Radio(
+                            choices=[(ATTACK_LABELS[k], k) for k in ATTACK_LABELS],
+                            value="es",
+                            label="Attack",
+                            elem_id="lab-kind",
+                        )
+                        lab_eps = gr.Slider(
+                            0.0,
+                            MAX_EPS,
+                            value=DEFAULT_EPS,
+                            step=0.01,
+                            label="ε (L∞, pixels in [0, 1])",
+                            elem_id="lab-eps",
+                        )
+                        lab_steps = gr.Slider(
+                            1,
+                            MAX_ATTACK_STEPS,
+                            value=DEFAULT_STEPS,
+                            step=1,
+                            label="PGD steps",
+                            elem_id="lab-steps",
+                        )
+                        lab_button = gr.Button(
+                            "Attack both models", variant="primary", elem_id="lab-button"
+                        )
+                    with gr.Column(scale=3, elem_id="lab-output"):
+                        with gr.Row(elem_id="lab-images"):
+                            lab_clean = gr.Image(
+                                value=res.thumbnail(picks[0]) if picks else None,
+                                label="Clean",
+                                type="pil",
+                                interactive=False,
+                                format="png",
+                                height=170,
+                                elem_id="lab-clean",
+                                elem_classes="eat-pixel",
+                            )
+                            lab_vanilla_adv = gr.Image(
+                                label="vanilla: adversarial",
+                                type="pil",
+                                interactive=False,
+                                format="png",
+                                height=170,
+                                elem_id="lab-vanilla-adv",
+                                elem_classes="eat-pixel",
+                            )
+                            lab_vanilla_delta = gr.Image(
+                                label="vanilla: perturbation (amplified)",
+                                type="pil",
+                                interactive=False,
+                                format="png",
+                                height=170,
+                                elem_id="lab-vanilla-delta",
+                                elem_classes="eat-pixel",
+                            )
+                            lab_eat_adv = gr.Image(
+                                label="EAT: adversarial",
+                                type="pil",
+                                interactive=False,
+                                format="png",
+                                height=170,
+                                elem_id="lab-eat-adv",
+                                elem_classes="eat-pixel",
+                            )
+                            lab_eat_delta = gr.Image(
+                                label="EAT: perturbation (amplified)",
+                                type="pil",
+                                interactive=False,
+                                format="png",
+                                height=170,
+                                elem_id="lab-eat-delta",
+                                elem_classes="eat-pixel",
+                            )
+                        lab_numbers = gr.Markdown(elem_id="lab-numbers")
+                        with gr.Row(elem_id="lab-panels"):
+                            with gr.Column(elem_id="lab-panel-vanilla"):
+                                lab_vanilla_clean_hits = gr.Gallery(
+                                    label="vanilla: top-5, clean query",
+                                    columns=5,
+                                    height="auto",
+                                    format="png",
+                                    allow_preview=False,
+                                    elem_id="lab-vanilla-clean-hits",
+                                )
+                                lab_vanilla_adv_hits = gr.Gallery(
+                                    label="vanilla: top-5, adversarial query",
+                                    columns=5,
+                                    height="auto",
+                                    format="png",
+                                    allow_preview=False,
+                                    elem_id="lab-vanilla-adv-hits",
+                                )
+                            with gr.Column(elem_id="lab-panel-eat"):
+                                lab_eat_clean_hits = gr.Gallery(
+                                    label="EAT ensemble: top-5, clean query",
+                                    columns=5,
+                                    height="auto",
+                                    format="png",
+                                    allow_preview=False,
+                                    elem_id="lab-eat-clean-hits",
+                                )
+                                lab_eat_adv_hits = gr.Gallery(
+                                    label="EAT ensemble: top-5, adversarial query",
+                                    columns=5,
+                                    height="auto",
+                                    format="png",
+                                    allow_preview=False,
+                                    elem_id="lab-eat-adv-hits",
+                                )
+                        lab_map = gr.Image(
+                            label="Gallery maps: clean ○ → adversarial ×",
+                            type="pil",
+                            interactive=False,
+                            format="png",
+                            elem_id="lab-map",
+                        )
+                        with gr.Accordion("Raw results (JSON)", open=False, elem_id="lab-raw"):
+                            lab_json = gr.JSON(elem_id="lab-json")
+
+            # ---------------------------------------------------------------- report
+            with gr.Tab("Robustness report", id="report", elem_id="tab-report"):
+                report_md = gr.Markdown(elem_id="report-text")
+                report_plots = gr.Gallery(
+                    label="Benchmark plots",
+                    columns=2,
+                    height="auto",
+                    format="png",
+                    elem_id="report-plots",
+                )
+                report_button = gr.Button("Reload", elem_id="report-button", size="sm")
+
+        # -------------------------------------------------------------------- handlers
+
+        def status():
+            info = services.status()
+            return present.status_markdown(info), info
+
+        @user_errors("search")
+        def search(file, example_index, model, k):
+            path = _file_path(file)
+            if path is not None:
+                image = load_image(path).image
+            elif example_index is not None and 0 <= int(example_index) < len(examples):
+                image = examples[int(example_index)].image
+            else:
+                raise UploadError("No query image: upload an image or pick an example.")
+            result = services.search.search(image, model, int(k))
+            show = result.results
+            return (
+                result.model_input,
+                gr.Gallery(
+                    value=_hits(show["eat"].hits) if "eat" in show else None, visible="eat" in show
+                ),
+                gr.Gallery(
+                    value=_hits(show["vanilla"].hits) if "vanilla" in show else None,
+                    visible="vanilla" in show,
+                ),
+                present.search_markdown(result),
+                result.to_dict(),
+            )
+
+        def pick_example(evt: gr.SelectData):
+            return evt.index, None
+
+        @user_errors("cluster the images")
+        def cluster(files, model, algorithm, auto_k, k, attack, fraction, eps, steps):
+            batch = load_uploads(_file_paths(files))
+            result = services.cluster.cluster(
+                batch,
+                model=model,
+                k=None if auto_k else int(k),
+                algorithm=algorithm,
+                out_dir=downloads_dir(),
+                attack_fraction=float(fraction) if attack else 0.0,
+                eps=float(eps),
+                steps=int(steps),
+            )
+            clusters = result.clusters
+            slots = []
+            for i in range(CLUSTER_SLOTS):
+                if i < len(clusters) and (i < CLUSTER_SLOTS - 1 or len(clusters) == CLUSTER_SLOTS):
+                    cid = clusters[i]
+                    slots.append(
+                        gr.Gallery(
+                            value=result.members(cid), label=result.cluster_title(cid), visible=True
+                        )
+                    )
+                elif i < len(clusters):  # more clusters than slots: the rest share the last
+                    rest = clusters[i:]
+                    members = [m for cid in rest for m in result.members(cid)]
+                    slots.append(
+                        gr.Gallery(
+                            value=members, label=f"{len(rest)} smaller clusters", visible=True
+                        )
+                    )
+                else:
+                    slots.append(gr.Gallery(value=None, visible=False))
+            attack_result = result.attack
+            return (
+                present.cluster_markdown(result),
+                result.figure,
+                str(result.csv_path),
+                str(result.zip_path),
+                *slots,
+                present.set_attack_markdown(result),
+                gr.Image(
+                    value=attack_result.figure if attack_result else None,
+                    visible=attack_result is not None,
+                ),
+                result.to_dict(),
+            )
+
+        def pick_lab_image(evt: gr.SelectData):
+            item = picks[evt.index]
+            return item, None, res.thumbnail(item)
+
+        @user_errors("read the image")
+        def preview_lab_upload(file):
+            path = _file_path(file)
+            if path is None:
+                return gr.Number(), None
+            return -1, load_image(path).image
+
+        @user_errors("run the attack")
+        def attack(file, item, kind, eps, steps):
+            path = _file_path(file)
+            item = -1 if item is None else int(item)
+            image = load_image(path).image if path is not None and item < 0 else None
+            if image is None and item < 0:
+                raise UploadError("No image to attack: upload one or pick one from the gallery.")
+            result = services.lab.run(
+                image=image,
+                gallery_id=item if item >= 0 else None,
+                kind=kind,
+                eps=float(eps),
+                steps=int(steps),
+            )
+            v, e = result.outcomes["vanilla"], result.outcomes["eat"]
+            return (
+                result.clean_image,
+                v.adversarial,
+                v.perturbation,
+                e.adversarial,
+                e.perturbation,
+                _hits(v.clean_hits),
+                _hits(v.adversarial_hits),
+                _hits(e.clean_hits),
+                _hits(e.adversarial_hits),
+                present.attack_markdown(result),
+                result.figure,
+                result.to_dict(),
+            )
+
+        def report():
+            rep = services.report()
+            return rep.markdown, gr.Gallery(value=rep.plots or None, visible=bool(rep.plots))
+
+        # -------------------------------------------------------------------- events
+
+        search_outputs = [seen, eat_results, vanilla_results, search_info, search_json]
+        search_inputs = [query_file, example_state, search_model, search_k]
+        gr.on(
+            [search_button.click, query_file.upload],
+            search,
+            inputs=search_inputs,
+            outputs=search_outputs,
+            api_name="search",
+            api_description="Top-k gallery items for an uploaded image: "
+            "(file, model 'eat'|'vanilla'|'both', k).",
+            concurrency_limit=4,
+        )
+        example_gallery.select(
+            pick_example,
+            outputs=[example_state, query_file],
+            api_visibility="private",
+            queue=False,
+        ).then(search, inputs=search_inputs, outputs=search_outputs, api_visibility="private")
+
+        cluster_button.click(
+            cluster,
+            inputs=[
+                cluster_files,
+                cluster_model,
+                cluster_algorithm,
+                cluster_auto,
+                cluster_k,
+                cluster_attack,
+                cluster_fraction,
+                cluster_eps,
+                cluster_steps,
+            ],
+            outputs=[
+                cluster_info,
+                cluster_map,
+                cluster_csv,
+                cluster_zip,
+                *cluster_galleries,
+                cluster_attack_info,
+                cluster_attack_map,
+                cluster_json,
+            ],
+            api_name="cluster",
+            api_description="Cluster uploaded images (files or one zip): (files, model, "
+            "algorithm, auto_k, k, attack, fraction, eps, steps).",
+            concurrency_limit=1,
+            concurrency_id=HEAVY_QUEUE,
+        )
+
+        lab_pick.select(
+            pick_lab_image,
+            outputs=[lab_item, lab_file, lab_clean],
+            api_visibility="private",
+            queue=False,
+        )
+        lab_file.upload(
+            preview_lab_upload,
+            inputs=[lab_file],
+            outputs=[lab_item, lab_clean],
+            api_visibility="private",
+        )
+        lab_button.click(
+            attack,
+            inputs=[lab_file, lab_item, lab_kind, lab_eps, lab_steps],
+            outputs=[
+                lab_clean,
+                lab_vanilla_adv,
+                lab_vanilla_delta,
+                lab_eat_adv,
+                lab_eat_delta,
+                lab_vanilla_clean_hits,
+                lab_vanilla_adv_hits,
+                lab_eat_clean_hits,
+                lab_eat_adv_hits,
+                lab_numbers,
+                lab_map,
+                lab_json,
+            ],
+            api_name="attack",
+            api_description="Attack one image against both models: (file or None, gallery "
+            "item id or -1, kind 'es'|'qa'|'ca', eps, steps).",
+            concurrency_limit=1,
+            concurrency_id=HEAVY_QUEUE,
+        )
+
+        gr.on(
+            [demo.load, report_button.click],
+            report,
+            outputs=[report_md, report_plots],
+            api_name="report",
+            api_description="The benchmark table and plots from results/fashion-mnist/.",
+        )
+        demo.load(
+            status,
+            outputs=[status_md, status_json],
+            api_name="status",
+            api_description="Gallery size, models and whether UMAP is warm.",
+        )
+    return demo

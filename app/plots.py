@@ -1,0 +1,175 @@
+"""Figures as PIL images: gallery maps with attack arrows, and scatters of clusterings.
+
+Uses matplotlib's object API with the Agg canvas (no pyplot state), so figures can be
+drawn from several request threads at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+CLASS_COLOURS = (
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
+)
+NOISE_COLOUR = "#9e9e9e"
+
+
+def colour(i: int) -> str:
+    """A distinct colour for class or cluster ``i`` (grey for noise, ``i < 0``)."""
+    if i < 0:
+        return NOISE_COLOUR
+    if i < len(CLASS_COLOURS):
+        return CLASS_COLOURS[i]
+    import matplotlib
+
+    r, g, b, _ = matplotlib.colormaps["tab20"](i % 20)
+    return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
+
+
+def figure_to_image(fig: Figure) -> Image.Image:
+    """Render a figure to an RGB PIL image."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[:, :, :3].copy())
+
+
+@dataclass
+class Arrow:
+    """A move on a map: from ``start`` (clean, circle) to ``end`` (adversarial, cross)."""
+
+    start: np.ndarray
+    end: np.ndarray
+    label: str = ""
+
+
+@dataclass
+class MapPanel:
+    """One panel: a gallery map coloured by class, with optional arrows and a note."""
+
+    title: str
+    coords: np.ndarray
+    labels: np.ndarray
+    class_names: Sequence[str]
+    arrows: list[Arrow] = field(default_factory=list)
+    note: str = ""
+
+
+def gallery_maps(panels: Sequence[MapPanel], panel_size: float = 4.6) -> Image.Image:
+    """Panels side by side; the legend of classes is drawn once, under the panels."""
+    fig = Figure(figsize=(panel_size * len(panels), panel_size + 0.9), dpi=90)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels, strict=True):
+        labels = np.asarray(panel.labels)
+        colours = [colour(int(c)) for c in labels]
+        ax.scatter(
+            panel.coords[:, 0],
+            panel.coords[:, 1],
+            c=colours,
+            s=3,
+            alpha=0.35,
+            linewidths=0,
+            rasterized=True,
+        )
+        for arrow in panel.arrows:
+            ax.annotate(
+                "",
+                xy=tuple(arrow.end),
+                xytext=tuple(arrow.start),
+                arrowprops={"arrowstyle": "-|>", "color": "black", "lw": 1.8},
+            )
+            ax.scatter(*arrow.start, s=90, facecolors="white", edgecolors="black", lw=1.8, zorder=3)
+            ax.scatter(*arrow.end, s=110, marker="X", c="#d62728", edgecolors="black", zorder=4)
+        ax.set_title(panel.title, fontsize=11)
+        if panel.note:
+            ax.text(
+                0.01,
+                0.01,
+                panel.note,
+                transform=ax.transAxes,
+                fontsize=7.5,
+                color="#444444",
+                va="bottom",
+                wrap=True,
+            )
+        ax.set_xticks([])
+        ax.set_yticks([])
+    names = panels[0].class_names if panels else []
+    present = sorted({int(c) for p in panels for c in np.unique(p.labels) if c >= 0})
+    handles = [
+        axes[0].scatter([], [], c=colour(c), s=25, label=names[c] if c < len(names) else str(c))
+        for c in present
+    ]
+    handles.append(
+        axes[0].scatter([], [], s=60, facecolors="white", edgecolors="black", label="clean")
+    )
+    handles.append(axes[0].scatter([], [], s=70, marker="X", c="#d62728", label="adversarial"))
+    fig.legend(
+        handles=handles, loc="lower center", ncol=min(7, len(handles)), fontsize=8, frameon=False
+    )
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.92, bottom=0.16, wspace=0.05)
+    return figure_to_image(fig)
+
+
+@dataclass
+class ClusterPanel:
+    """One clustering drawn as a scatter coloured by cluster (``-1``: noise)."""
+
+    title: str
+    xy: np.ndarray
+    assignments: np.ndarray
+    marked: np.ndarray | None = None
+    note: str = ""
+
+
+def cluster_maps(panels: Sequence[ClusterPanel], panel_size: float = 4.6) -> Image.Image:
+    """Scatters of clusterings side by side; ``marked`` points (attacked) are crosses."""
+    fig = Figure(figsize=(panel_size * len(panels), panel_size + 0.5), dpi=90)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels, strict=True):
+        marked = np.zeros(len(panel.xy), dtype=bool) if panel.marked is None else panel.marked
+        for cluster in np.unique(panel.assignments):
+            rows = panel.assignments == cluster
+            name = "noise" if cluster < 0 else f"cluster {cluster + 1}"
+            ax.scatter(
+                panel.xy[rows & ~marked, 0],
+                panel.xy[rows & ~marked, 1],
+                s=28,
+                c=colour(int(cluster)),
+                label=name,
+                edgecolors="white",
+                linewidths=0.4,
+            )
+            if (rows & marked).any():
+                ax.scatter(
+                    panel.xy[rows & marked, 0],
+                    panel.xy[rows & marked, 1],
+                    s=60,
+                    marker="X",
+                    c=colour(int(cluster)),
+                    edgecolors="black",
+                    linewidths=0.6,
+                )
+        ax.set_title(panel.title, fontsize=11)
+        if panel.note:
+            ax.text(0.01, 0.01, panel.note, transform=ax.transAxes, fontsize=7.5, color="#444444")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if len(np.unique(panel.assignments)) <= 12:
+            ax.legend(fontsize=7, loc="upper right", framealpha=0.7)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.03, wspace=0.05)
+    return figure_to_image(fig)

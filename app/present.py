@@ -1,0 +1,122 @@
+"""Short Markdown texts for the results: what the layout shows next to images and plots."""
+
+from __future__ import annotations
+
+from .attack_lab import ATTACK_LABELS, AttackLabResult
+from .clustering import ALGORITHM_LABELS, ClusterResult
+from .search import SearchResult
+from .uploads import MAX_FILE_BYTES, MAX_FILES, MAX_PIXELS
+
+
+def limits_text() -> str:
+    return (
+        f"at most {MAX_FILES} images per request, {MAX_FILE_BYTES // (1024 * 1024)} MB per file, "
+        f"{MAX_PIXELS // 1_000_000} megapixels per image"
+    )
+
+
+def status_markdown(status: dict) -> str:
+    models = status["models"]
+    umap = (
+        "UMAP maps ready"
+        if status["umap_warm"]
+        else "UMAP maps warming up in the background (about a minute; until then maps use "
+        "cached or PCA coordinates and new points are placed by nearest neighbours)"
+    )
+    return (
+        f"Gallery: **{status['gallery_images']:,}** images of `{status['gallery']}` · "
+        f"models: **{models['eat']['label']}** ({models['eat']['members']} members, "
+        f"{models['eat']['defense']}) and **{models['vanilla']['label']}** · {umap}"
+    )
+
+
+def search_markdown(result: SearchResult) -> str:
+    lines = []
+    for res in result.results.values():
+        if not res.hits:
+            continue
+        top = res.hits[0]
+        classes = [h.class_name for h in res.hits]
+        share = classes.count(top.class_name) / len(classes)
+        lines.append(
+            f"**{res.label}**: top hit *{top.class_name}* (cosine {top.score:.3f}); "
+            f"{share:.0%} of the top {len(classes)} share its class · {res.seconds * 1000:.0f} ms"
+        )
+    return "\n\n".join(lines)
+
+
+def _scores_line(scores: dict[str, float] | None) -> str:
+    if not scores:
+        return "–"
+    return f"NMI {scores['nmi']:.3f} · ARI {scores['ari']:.3f}"
+
+
+def cluster_markdown(result: ClusterResult) -> str:
+    lines = [
+        f"**{len(result.names)} images → {result.n_clusters} clusters** "
+        f"({ALGORITHM_LABELS[result.algorithm]}, {result.model} model, {result.seconds:.1f} s)."
+    ]
+    if result.k_scores:
+        best = max(result.k_scores, key=result.k_scores.get)
+        scores = ", ".join(f"{k}: {v:.2f}" for k, v in result.k_scores.items())
+        lines.append(f"K chosen by silhouette: **{best}** ({scores}).")
+    if (result.assignments < 0).any():
+        lines.append(f"{int((result.assignments < 0).sum())} images fit no cluster (noise).")
+    if result.scores:
+        lines.append(
+            f"Against the folder labels of the zip: **{_scores_line(result.scores)}** "
+            f"(pairwise F1 {result.scores['f1']:.3f})."
+        )
+    else:
+        lines.append("No folder labels (upload a zip with one folder per class to get NMI/ARI).")
+    if result.skipped:
+        lines.append(
+            "**Skipped files:**\n" + "\n".join(f"- {s.name}: {s.reason}" for s in result.skipped)
+        )
+    return "\n\n".join(lines)
+
+
+def set_attack_markdown(result: ClusterResult) -> str:
+    attack = result.attack
+    if attack is None:
+        return ""
+    header = (
+        f"**Clustering attack on {next(iter(attack.outcomes.values())).attacked_rows.size} of "
+        f"{len(result.names)} images** (p = {attack.fraction:.2f}, ε = {attack.eps:.3f}, "
+        f"PGD-{attack.steps}, k-means with K = {attack.k}; each model attacked white-box).\n\n"
+        "| model | attacked images that changed cluster | ARI attacked vs clean clustering |"
+        + (" labels: clean | labels: attacked |" if result.labels else "")
+        + "\n|---|---:|---:|"
+        + ("---:|---:|" if result.labels else "")
+    )
+    rows = []
+    for outcome in attack.outcomes.values():
+        row = (
+            f"| {outcome.label} | {outcome.moved} / {outcome.attacked_rows.size} | "
+            f"{outcome.agreement_ari:.3f} |"
+        )
+        if result.labels:
+            row += (
+                f" {_scores_line(outcome.clean_scores)} | {_scores_line(outcome.attacked_scores)} |"
+            )
+        rows.append(row)
+    return header + "\n" + "\n".join(rows)
+
+
+def attack_markdown(result: AttackLabResult) -> str:
+    header = (
+        f"**{ATTACK_LABELS[result.kind]}**, ε = {result.eps:.3f}, PGD-{result.steps} · "
+        f"true class *{result.true_class}* ({result.label_source}) · {result.seconds:.2f} s\n\n"
+        "| | embedding shift | rank of the true class (clean → adv.) | top-1 class (clean → adv.) "
+        "| nearest gallery cluster (clean → adv.) | attack time |\n|---|---:|---:|---|---|---:|"
+    )
+    rows = []
+    for o in result.outcomes.values():
+        top_clean = o.clean_hits[0].class_name if o.clean_hits else "–"
+        top_adv = o.adversarial_hits[0].class_name if o.adversarial_hits else "–"
+        rows.append(
+            f"| **{o.label}** | {o.embedding_shift:.3f} | {o.true_rank_clean} → "
+            f"{o.true_rank_adversarial} | {top_clean} → {top_adv} | {o.cluster_clean} → "
+            f"{o.cluster_adversarial} | {o.attack_seconds * 1000:.0f} ms |"
+        )
+    return header + "\n" + "\n".join(rows)

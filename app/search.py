@@ -1,0 +1,143 @@
+"""Image search: a query image in, the top-k gallery items of each chosen model out.
+
+The query is brought to the model's domain by :func:`index.preprocess_image` (greyscale,
+resized, inverted when its background is light — as the gallery was), and the result
+carries that preprocessed image, so the user sees what the model saw.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .gallery import DISPLAY_SIDE, MODEL_KEYS, ModelView, Resources, tensor_to_image
+
+SEARCH_CHOICES = ("eat", "vanilla", "both")
+DEFAULT_K = 8
+MAX_K = 50
+
+
+@dataclass
+class SearchHit:
+    """One gallery item in a ranking."""
+
+    rank: int
+    item_id: int
+    label: int
+    class_name: str
+    score: float
+    image: Image.Image
+
+    @property
+    def caption(self) -> str:
+        return f"#{self.rank} {self.class_name} · {self.score:.3f}"
+
+    def to_dict(self) -> dict:
+        return {
+            "rank": self.rank,
+            "id": self.item_id,
+            "label": self.label,
+            "class": self.class_name,
+            "score": round(self.score, 4),
+        }
+
+
+@dataclass
+class ModelSearch:
+    """One model's answer to a query."""
+
+    key: str
+    label: str
+    hits: list[SearchHit]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.key,
+            "seconds": round(self.seconds, 4),
+            "hits": [h.to_dict() for h in self.hits],
+        }
+
+
+@dataclass
+class SearchResult:
+    """The preprocessed query (what the model saw) and each chosen model's top-k."""
+
+    model_input: Image.Image
+    results: dict[str, ModelSearch]
+
+    def to_dict(self) -> dict:
+        return {key: result.to_dict() for key, result in self.results.items()}
+
+
+def check_k(k) -> int:
+    """``k`` as an int in 1 … MAX_K, or a ValueError that says so."""
+    try:
+        k = int(k)
+    except (TypeError, ValueError):
+        raise ValueError(f"the number of results must be a whole number, got {k!r}") from None
+    if not 1 <= k <= MAX_K:
+        raise ValueError(f"the number of results must lie between 1 and {MAX_K}, got {k}")
+    return k
+
+
+def ranked_hits(
+    resources: Resources,
+    view: ModelView,
+    vector: np.ndarray,
+    k: int,
+    exclude: int | None = None,
+    side: int = DISPLAY_SIDE,
+) -> list[SearchHit]:
+    """The top-``k`` gallery items for one embedding (``exclude``: an item id left out)."""
+    extra = 0 if exclude is None else 1
+    found = view.index.search(vector.reshape(1, -1), min(k + extra, len(resources)))
+    hits = [h for h in found.hits[0] if h.id != exclude][:k]
+    return [
+        SearchHit(
+            rank=i + 1,
+            item_id=h.id,
+            label=int(resources.labels[h.id]),
+            class_name=resources.class_name(int(resources.labels[h.id])),
+            score=h.score,
+            image=resources.thumbnail(h.id, side),
+        )
+        for i, h in enumerate(hits)
+    ]
+
+
+def models_for(choice: str) -> tuple[str, ...]:
+    """The model keys a choice of ``eat`` / ``vanilla`` / ``both`` stands for."""
+    if choice == "both":
+        return MODEL_KEYS
+    if choice not in MODEL_KEYS:
+        raise ValueError(f"unknown model {choice!r}; choose one of {', '.join(SEARCH_CHOICES)}")
+    return (choice,)
+
+
+class SearchService:
+    """Top-k search of the gallery with the vanilla model, the EAT ensemble, or both."""
+
+    def __init__(self, resources: Resources) -> None:
+        self.resources = resources
+
+    def search(self, image: Image.Image, model: str = "both", k: int = DEFAULT_K) -> SearchResult:
+        if not isinstance(image, Image.Image):
+            raise ValueError("no query image: upload an image or pick an example")
+        k = check_k(k)
+        keys = models_for(model)
+        results = {}
+        model_input = None
+        for key in keys:
+            started = time.perf_counter()
+            view = self.resources.views[key]
+            tensor = view.preprocess(image)
+            vector = view.embed(tensor[None])[0]
+            hits = ranked_hits(self.resources, view, vector, k)
+            results[key] = ModelSearch(key, view.label, hits, time.perf_counter() - started)
+            if model_input is None:
+                model_input = tensor_to_image(tensor, 2 * DISPLAY_SIDE)
+        return SearchResult(model_input=model_input, results=results)

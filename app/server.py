@@ -1,0 +1,194 @@
+"""``eat app`` / ``python -m app``: load the models and gallery, then serve the web UI.
+
+Safe defaults: bound to 127.0.0.1, no share link, no analytics, monitoring off, uploads
+capped (file size, file count, pixels: :mod:`app.uploads`), attack and clustering events
+one at a time with a bounded queue, errors shown only as readable messages, the private
+cache and model folders blocked from being served. UMAP is warmed in a background thread
+after the server is up, so the first page is served without waiting for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+log = logging.getLogger("eat.app")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "assets" / "models"
+QUEUE_SIZE = 64
+
+
+def _quiet_environment() -> None:
+    """No analytics, telemetry or downloads; numba's JIT cache in the user cache."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(base, "eat", "numba"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``eat app`` (each default in one place, shown in ``--help``)."""
+    from .gallery import DEFAULT_GALLERY, DEFAULT_MAP_POINTS
+
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address to bind; keep 127.0.0.1 unless you mean to expose the app "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--models",
+        default=str(DEFAULT_MODELS_DIR),
+        help="folder holding the checkpoints vanilla/ and eat/ written by 'eat train' "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--gallery",
+        default=DEFAULT_GALLERY,
+        help="gallery to search: 'fashion-mnist:test', 'fashion-mnist:train' or an image "
+        "folder root/class_name/*.jpg (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--gallery-size",
+        type=int,
+        default=None,
+        help="use a class-balanced subset of this many gallery images (default: all)",
+    )
+    parser.add_argument(
+        "--map-points",
+        type=int,
+        default=DEFAULT_MAP_POINTS,
+        help="gallery points on the UMAP maps (fitting time grows with it) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where indexes and maps are cached (default: ~/.cache/eat/app)",
+    )
+    parser.add_argument(
+        "--results-dir",
+        default=None,
+        help="benchmark results shown in the report tab (default: results/fashion-mnist)",
+    )
+    parser.add_argument(
+        "--no-umap",
+        action="store_true",
+        help="skip the UMAP warm-up: maps stay PCA (or cached UMAP) and new points are "
+        "placed by nearest neighbours",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Load everything, launch the server, warm UMAP, block until interrupted."""
+    started = time.perf_counter()
+    _quiet_environment()
+    if args.gallery_size is not None and args.gallery_size < 10:
+        print("error: --gallery-size must be at least 10")
+        return 2
+    import torch
+
+    from .gallery import ModelsNotFoundError, load_resources
+    from .projection import start_warm_up
+    from .services import build_services
+
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        resources = load_resources(
+            args.models,
+            gallery=args.gallery,
+            gallery_size=args.gallery_size,
+            cache_root=args.cache_dir,
+            map_points=args.map_points,
+        )
+    except ModelsNotFoundError as exc:
+        print(f"error: {exc}")
+        return 2
+    services = build_services(resources, results_dir=args.results_dir)
+
+    import gradio as gr
+
+    from .layout import CSS, build_demo
+    from .uploads import MAX_FILE_BYTES
+
+    demo = build_demo(services)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"],
+        font_mono=["ui-monospace", "monospace"],
+    )
+    blocked = [str(resources.cache_dir.parent), str(Path(args.models).resolve())]
+    if not args.gallery.startswith("fashion-mnist"):
+        blocked.append(str(Path(args.gallery).resolve()))
+    try:
+        demo.launch(
+            server_name=args.host,
+            server_port=args.port,
+            share=False,
+            show_error=False,
+            max_file_size=MAX_FILE_BYTES,
+            enable_monitoring=False,
+            prevent_thread_lock=True,
+            ssr_mode=False,
+            mcp_server=False,
+            pwa=False,
+            quiet=True,
+            blocked_paths=blocked,
+            theme=theme,
+            css=CSS,
+        )
+    except OSError as exc:
+        print(f"error: cannot serve on {args.host}:{args.port} ({exc})")
+        return 2
+    print(
+        f"EAT app serving on http://{args.host}:{args.port} "
+        f"(ready {time.perf_counter() - started:.1f} s after start)",
+        flush=True,
+    )
+    if not args.no_umap:
+        start_warm_up(resources.projections)
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        demo.close()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``app`` to the ``eat`` command's subparsers."""
+    p = sub.add_parser(
+        "app",
+        help="serve the web UI: search, clustering and the attack lab",
+        description="Serve the Gradio web app on 127.0.0.1:7860 with the vanilla model and "
+        "the EAT ensemble from --models, over the gallery from --gallery.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=serve)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m app``: the same flags as ``eat app``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m app",
+        description="Serve the EAT web app (same as 'eat app').",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return serve(args)

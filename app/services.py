@@ -1,0 +1,91 @@
+"""The app's services in one place: what the Gradio layout wires to its events.
+
+Plain Python (no Gradio): each service takes PIL images or decoded uploads and returns
+result objects with images, numbers and a ``to_dict()`` for the API's JSON output.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from .attack_lab import AttackLab
+from .clustering import ClusterService
+from .examples import EXAMPLES_DIR, example_paths
+from .gallery import MODEL_KEYS, Resources
+from .projection import small_sets_warm
+from .report import DEFAULT_RESULTS_DIR, Report, load_report
+from .search import SearchService
+from .uploads import UploadError, load_image
+
+
+@dataclass
+class Example:
+    name: str
+    image: Image.Image
+
+
+@dataclass
+class Services:
+    """Search, clustering, attack lab and report over one set of :class:`Resources`."""
+
+    resources: Resources
+    search: SearchService
+    cluster: ClusterService
+    lab: AttackLab
+    results_dir: Path
+    examples: list[Example] = field(default_factory=list)
+    lab_picks: list[int] = field(default_factory=list)
+
+    def report(self) -> Report:
+        return load_report(self.results_dir)
+
+    def status(self) -> dict:
+        """Gallery size, models and whether UMAP is warm — for the header and the API."""
+        res = self.resources
+        return {
+            "gallery": res.gallery_name,
+            "gallery_images": len(res),
+            "models": {
+                key: {
+                    "label": res.views[key].label,
+                    "members": res.views[key].model.meta.get("num_members", 1),
+                    "defense": res.views[key].model.meta.get("defense"),
+                    "fingerprint": res.views[key].model.meta.get("fingerprint"),
+                }
+                for key in MODEL_KEYS
+            },
+            "umap_warm": all(p.warm for p in res.projections) and small_sets_warm(),
+            "maps": {key: res.views[key].projection.method for key in MODEL_KEYS},
+        }
+
+
+def load_examples(directory: str | os.PathLike = EXAMPLES_DIR) -> list[Example]:
+    """The shipped example queries (files that fail to decode are left out)."""
+    examples = []
+    for path in example_paths(directory):
+        try:
+            item = load_image(path)
+        except UploadError:
+            continue
+        examples.append(Example(path.stem, item.image))
+    return examples
+
+
+def build_services(
+    resources: Resources,
+    results_dir: str | os.PathLike | None = None,
+    examples_dir: str | os.PathLike = EXAMPLES_DIR,
+) -> Services:
+    return Services(
+        resources=resources,
+        search=SearchService(resources),
+        cluster=ClusterService(resources),
+        lab=AttackLab(resources),
+        results_dir=Path(results_dir) if results_dir is not None else DEFAULT_RESULTS_DIR,
+        examples=load_examples(examples_dir),
+        lab_picks=resources.sample_ids(per_class=2),
+    )

@@ -1,0 +1,293 @@
+"""Uploads in: decode what people send, safely, and say what was wrong with the rest.
+
+Every upload goes through here before any model sees it. Limits (one place each):
+
+* ``MAX_FILE_BYTES`` per file (also passed to Gradio as ``max_file_size``),
+* ``MAX_FILES`` images per request (a zip counts its members),
+* ``MAX_PIXELS`` per image: the header is read first and a larger image is refused
+  before its pixel data is decoded (decompression bombs); Pillow's own guard is set to
+  the same limit as a second line,
+* ``MAX_TOTAL_BYTES`` of uncompressed data per request (zip bombs).
+
+A file that is not an image, is corrupt or breaks a limit is reported by name and
+skipped; the rest are processed. Only when nothing usable is left does a call raise
+:class:`UploadError`, whose message is meant for a person.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_FILES = 200
+MAX_PIXELS = 25_000_000
+MAX_TOTAL_BYTES = 200 * 1024 * 1024
+# Decoded uploads are shrunk to this side at once: plenty for 28-224 px models, and
+# 200 uploads never hold more than a few MB of pixels.
+WORKING_MAX_SIDE = 512
+
+# Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that; we refuse earlier
+# ourselves (see decode_image), this is the second line for any other Image.open.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class UploadError(ValueError):
+    """An upload that cannot be used at all; the message is shown to the user as is."""
+
+
+@dataclass
+class UploadedImage:
+    """One decoded image: its file name, the image (at most 512 px a side), its original
+    bytes (for the download zip) and, for zip members in a folder, the folder name."""
+
+    name: str
+    image: Image.Image
+    data: bytes
+    label: str | None = None
+
+
+@dataclass
+class Skipped:
+    """A file that was not used, and why (in words a person understands)."""
+
+    name: str
+    reason: str
+
+
+@dataclass
+class UploadBatch:
+    """The usable images of one request and the files that were skipped."""
+
+    images: list[UploadedImage] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def names(self) -> list[str]:
+        return [item.name for item in self.images]
+
+    @property
+    def labels(self) -> list[str] | None:
+        """Folder labels when every image has one and there are at least two kinds."""
+        labels = [item.label for item in self.images]
+        if not labels or any(label is None for label in labels) or len(set(labels)) < 2:
+            return None
+        return labels  # type: ignore[return-value]
+
+    def skipped_summary(self) -> str:
+        """One line per skipped file, or an empty string."""
+        return "\n".join(f"- {s.name}: {s.reason}" for s in self.skipped)
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def decode_image(data: bytes, name: str) -> Image.Image:
+    """Decode image bytes, refusing what is too large, not an image or corrupt.
+
+    Returns an RGB/L/RGBA image of at most ``WORKING_MAX_SIDE`` pixels a side (EXIF
+    orientation applied, first frame of an animation). Raises :class:`UploadError`.
+    """
+    if not data:
+        raise UploadError(f"{name}: the file is empty")
+    if len(data) > MAX_FILE_BYTES:
+        raise UploadError(
+            f"{name}: {_megabytes(len(data))} is larger than the {_megabytes(MAX_FILE_BYTES)} "
+            "limit per file"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise UploadError(
+                f"{name}: the image has too many pixels (limit {MAX_PIXELS / 1e6:.0f} megapixels)"
+            ) from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            raise UploadError(
+                f"{name}: not an image file this app can read (PNG, JPEG, GIF, BMP, WebP or TIFF)"
+            ) from None
+        width, height = image.size
+        if width < 1 or height < 1:
+            raise UploadError(f"{name}: the image has no pixels ({width}×{height})")
+        if width * height > MAX_PIXELS:
+            raise UploadError(
+                f"{name}: {width}×{height} pixels ({width * height / 1e6:.0f} megapixels) is "
+                f"more than the {MAX_PIXELS / 1e6:.0f} megapixel limit; please send a smaller image"
+            )
+        try:
+            image.draft("RGB", (WORKING_MAX_SIDE, WORKING_MAX_SIDE))  # JPEG: decode at low res
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            if image.mode not in ("L", "RGB", "RGBA", "LA"):
+                has_alpha = image.mode == "P" and "transparency" in image.info
+                image = image.convert("RGBA" if has_alpha else "RGB")
+            image.thumbnail((WORKING_MAX_SIDE, WORKING_MAX_SIDE), Image.BILINEAR)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise UploadError(f"{name}: the image has too many pixels") from None
+        except (OSError, ValueError, SyntaxError, EOFError, struct.error):
+            raise UploadError(f"{name}: the image file is corrupt or truncated") from None
+    return image
+
+
+def _read_limited(path: Path, name: str) -> bytes:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise UploadError(f"{name}: the upload could not be read") from None
+    if size > MAX_FILE_BYTES:
+        raise UploadError(
+            f"{name}: {_megabytes(size)} is larger than the {_megabytes(MAX_FILE_BYTES)} "
+            "limit per file"
+        )
+    with open(path, "rb") as fh:
+        return fh.read(MAX_FILE_BYTES + 1)
+
+
+def display_name(path: str | os.PathLike, name: str | None = None) -> str:
+    """The name to show for an upload: the given one, else the file name."""
+    return name or Path(path).name
+
+
+def load_image(path: str | os.PathLike, name: str | None = None) -> UploadedImage:
+    """Decode one uploaded image file; raises :class:`UploadError` with its name."""
+    if path is None:
+        raise UploadError("No image was uploaded: choose an image file first.")
+    name = display_name(path, name)
+    data = _read_limited(Path(path), name)
+    return UploadedImage(name=name, image=decode_image(data, name), data=data)
+
+
+def _is_zip(path: Path) -> bool:
+    if path.suffix.lower() == ".zip":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def _zip_members(path: Path, name: str) -> list[zipfile.ZipInfo]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return [
+                info
+                for info in zf.infolist()
+                if not info.is_dir()
+                and not any(part.startswith((".", "__MACOSX")) for part in info.filename.split("/"))
+            ]
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise UploadError(f"{name}: not a readable zip archive") from None
+
+
+class _Collector:
+    """Accumulates decoded images and skipped files under the per-request limits."""
+
+    def __init__(self, max_files: int) -> None:
+        self.batch = UploadBatch()
+        self.max_files = max_files
+        self.total_bytes = 0
+        self.ignored = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.batch.images) >= self.max_files
+
+    def add(self, name: str, data: bytes, label: str | None = None) -> None:
+        if self.full:
+            self.ignored += 1
+            return
+        self.total_bytes += len(data)
+        if self.total_bytes > MAX_TOTAL_BYTES:
+            self.batch.skipped.append(
+                Skipped(name, f"over the {_megabytes(MAX_TOTAL_BYTES)} limit per request")
+            )
+            return
+        try:
+            image = decode_image(data, name)
+        except UploadError as exc:
+            self.batch.skipped.append(Skipped(name, str(exc).removeprefix(f"{name}: ")))
+            return
+        self.batch.images.append(UploadedImage(name=name, image=image, data=data, label=label))
+
+    def skip(self, name: str, reason: str) -> None:
+        self.batch.skipped.append(Skipped(name, reason))
+
+    def add_zip(self, path: Path, name: str) -> None:
+        members = _zip_members(path, name)
+        with zipfile.ZipFile(path) as zf:
+            for info in members:
+                member = PurePosixPath(info.filename)
+                shown = f"{name}/{info.filename}"
+                if self.full:
+                    self.ignored += 1
+                    continue
+                if member.suffix.lower() == ".zip":
+                    self.skip(shown, "zip files inside a zip are not opened")
+                    continue
+                if info.file_size > MAX_FILE_BYTES:
+                    self.skip(shown, f"larger than the {_megabytes(MAX_FILE_BYTES)} limit per file")
+                    continue
+                try:
+                    with zf.open(info) as fh:
+                        data = fh.read(MAX_FILE_BYTES + 1)
+                except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError):
+                    self.skip(shown, "could not be extracted (corrupt or encrypted)")
+                    continue
+                label = member.parent.name or None
+                self.add(shown, data, label)
+
+
+def load_uploads(
+    paths: Sequence[str | os.PathLike] | None,
+    names: Sequence[str] | None = None,
+    max_files: int = MAX_FILES,
+) -> UploadBatch:
+    """Decode uploaded image files and zip archives (members in folders get the folder
+    name as label). Bad files are skipped and listed; raises :class:`UploadError` when
+    nothing was uploaded or no image at all could be used."""
+    paths = [p for p in (paths or []) if p]
+    if not paths:
+        raise UploadError("No files were uploaded: choose image files or one zip archive.")
+    collector = _Collector(max_files)
+    for i, raw in enumerate(paths):
+        path = Path(raw)
+        name = names[i] if names is not None else path.name
+        if collector.full:
+            collector.ignored += 1
+            continue
+        try:
+            if _is_zip(path):
+                collector.add_zip(path, name)
+            else:
+                collector.add(name, _read_limited(path, name))
+        except UploadError as exc:
+            collector.skip(name, str(exc).removeprefix(f"{name}: "))
+    batch = collector.batch
+    if collector.ignored:
+        batch.skipped.append(
+            Skipped(
+                f"{collector.ignored} more file(s)",
+                f"ignored: at most {max_files} images are processed per request",
+            )
+        )
+    if not batch.images:
+        detail = batch.skipped_summary()
+        raise UploadError(
+            "None of the uploaded files could be used as an image."
+            + (f"\n{detail}" if detail else "")
+        )
+    return batch
