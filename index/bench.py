@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,8 @@ def _measure_method(name, build, search, queries, batches, truth, slow, index_by
     rss_delta = _rss_bytes() - rss0
     found = search(handle, queries)
     budget = SLOW_BUDGET_S if slow else None
-    single = time_calls(lambda q: search(handle, q[None, :]), list(queries), budget)
+    with threadpool_limits(limits=1):  # every method answers single queries on one thread
+        single = time_calls(lambda q: search(handle, q[None, :]), list(queries), budget)
     batch = time_calls(lambda b: search(handle, b), batches, budget, warmup=1)
     row = {
         "method": name,
@@ -301,7 +303,8 @@ def _sweep(index, kind: str, queries: np.ndarray, truth: np.ndarray) -> list[dic
     out = []
     for knobs in settings:
         found = index.search(queries, K, **knobs).ids
-        lat = time_calls(lambda q, kn=knobs: index.search(q[None, :], K, **kn), list(queries))
+        with threadpool_limits(limits=1):
+            lat = time_calls(lambda q, kn=knobs: index.search(q[None, :], K, **kn), list(queries))
         out.append({**knobs, "recall@10": recall_at_k(found, truth), "single_ms": lat})
     return out
 
@@ -383,7 +386,8 @@ def to_markdown(results: dict) -> str:
         f"{prov['torch_threads']}, faiss {results['faiss']}, load average at start/end "
         f"{results['loadavg_start']} / {results['loadavg_end']}",
         "- latency: median / p95 in ms, inside the process, through `VectorIndex.search` for "
-        "the faiss kinds; batch = 100 queries per call. Memory: serialized faiss index, or "
+        "the faiss kinds; single queries on one thread for every method (as `VectorIndex` "
+        "does), batch = 100 queries per call on all threads. Memory: serialized faiss index, or "
         "the arrays' bytes. Recall@10 against flat (exact). Ratios are to flat: speed-up > 1 is "
         "faster, memory < 1 is smaller.",
         f"- synthetic data: {DIM}-d unit vectors, {SYNTH_CLUSTERS} clusters, each a random "

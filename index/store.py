@@ -51,6 +51,7 @@ from .kinds import (
     empty_copy,
     exact_vectors,
     new_index,
+    one_thread,
     resolve_kind,
     search_parameters,
 )
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 FORMAT_TAG = "eat-search-index"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "index.json"
+SMALL_BATCH = 8  # fewer queries than this are answered on one thread (see one_thread)
 _DATA_PREFIXES = ("vectors-", "items-", "thumbnails-", f".{MANIFEST_NAME}.")
 
 
@@ -397,7 +399,8 @@ class VectorIndex:
                 raise EmptyIndexError("the index is empty: add images before searching")
             k_eff = int(min(k, self._index.ntotal))
             params = search_parameters(self.kind, self.params, ef_search, nprobe, refine_k_factor)
-            scores, ids = self._index.search(q, k_eff, params=params)
+            with one_thread(len(q) < SMALL_BATCH):
+                scores, ids = self._index.search(q, k_eff, params=params)
             hits = [
                 [
                     Hit(int(i), float(s), dict(self._records.get(int(i), {"id": int(i)})))

@@ -39,7 +39,7 @@ def test_default_nlist(n, expected):
     assert default_nlist(n) == expected
 
 
-@pytest.mark.parametrize("dim,expected", [(128, 32), (64, 16), (30, 6), (3, 1)])
+@pytest.mark.parametrize("dim,expected", [(128, 16), (64, 8), (30, 3), (3, 1)])
 def test_default_pq_m_divides_the_dimension(dim, expected):
     assert default_pq_m(dim) == expected and dim % expected == 0
 
