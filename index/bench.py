@@ -479,6 +479,7 @@ def run(model_dir: str, quick: bool, out_dir: Path, threads: int) -> dict:
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
     started = time.perf_counter()
+    stamp = provenance()
     loadavg_start = [round(v, 2) for v in os.getloadavg()]
     n_queries = max(SINGLE_QUERIES, BATCH * BATCHES)
     datasets = []
@@ -494,7 +495,7 @@ def run(model_dir: str, quick: bool, out_dir: Path, threads: int) -> dict:
         del gallery, queries
         gc.collect()
     results = {
-        "provenance": provenance(),
+        "provenance": stamp,
         "faiss": faiss.__version__,
         "quick": quick,
         "loadavg_start": loadavg_start,

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -133,6 +134,7 @@ class VectorIndex:
         self._thumbnail_shape: tuple[int, ...] | None = None
         self._next_id = 0
         self._lock = ReadWriteLock()
+        self._save_lock = threading.Lock()  # one save at a time (they share the directory)
 
     # ------------------------------------------------------------------ properties
 
@@ -427,7 +429,8 @@ class VectorIndex:
         out.mkdir(parents=True, exist_ok=True)
         gen = uuid.uuid4().hex[:12]
         written: list[Path] = []
-        with self._lock.read():
+        committed = False
+        with self._save_lock, self._lock.read():
             try:
                 files = self._write_data_files(out, gen, written)
                 manifest = {
@@ -440,12 +443,14 @@ class VectorIndex:
                 written.append(tmp)
                 _write_file(tmp, json.dumps(manifest, indent=2).encode())
                 os.replace(tmp, out / MANIFEST_NAME)
+                committed = True
                 _fsync_dir(out)
             except BaseException:
-                for path in written:
-                    path.unlink(missing_ok=True)
+                if not committed:  # the old manifest still rules: drop this generation
+                    for path in written:
+                        path.unlink(missing_ok=True)
                 raise
-        _remove_stale_files(out, keep={f["name"] for f in files.values() if f})
+            _remove_stale_files(out, keep={f["name"] for f in files.values() if f})
         return out
 
     def _write_data_files(self, out: Path, gen: str, written: list[Path]) -> dict:
@@ -458,7 +463,8 @@ class VectorIndex:
         if self._index is not None:
             path = out / f"vectors-{gen}.faiss"
             written.append(path)
-            _write_file(path, faiss.serialize_index(self._index).tobytes())
+            faiss.write_index(self._index, str(path))
+            _fsync_file(path)
             files["vectors"] = _describe(path)
         path = out / f"items-{gen}.jsonl"
         written.append(path)
@@ -511,7 +517,7 @@ class VectorIndex:
                 f"but the model given has fingerprint {fingerprint}. Search with the model the "
                 "index was built with, or rebuild the index with this model."
             )
-        self = cls(
+        index = cls(
             manifest["dim"],
             manifest["kind"],
             params=IndexParams.from_dict(manifest.get("params") or {}),
@@ -519,42 +525,42 @@ class VectorIndex:
             model=manifest.get("model"),
             preprocess=manifest.get("preprocess"),
         )
-        self.created = manifest.get("created", self.created)
-        self.updated = manifest.get("updated", self.updated)
-        self._next_id = int(manifest.get("next_id", 0))
+        index.created = manifest.get("created", index.created)
+        index.updated = manifest.get("updated", index.updated)
+        index._next_id = int(manifest.get("next_id", 0))
         files = manifest["files"]
         count = int(manifest["count"])
         if files.get("vectors"):
             path = _checked_file(directory, files["vectors"], verify)
             try:
-                index = faiss.read_index(str(path))
+                stored = faiss.read_index(str(path))
             except RuntimeError as exc:
                 raise IndexFormatError(f"{path}: not a readable FAISS index ({exc})") from exc
-            if not isinstance(index, faiss.IndexIDMap2):
+            if not isinstance(stored, faiss.IndexIDMap2):
                 raise IndexFormatError(
-                    f"{path}: holds a {type(index).__name__}, not an IndexIDMap2"
+                    f"{path}: holds a {type(stored).__name__}, not an IndexIDMap2"
                 )
-            if index.d != self.dim or index.ntotal != count:
+            if stored.d != index.dim or stored.ntotal != count:
                 raise IndexFormatError(
-                    f"{path}: holds {index.ntotal} vectors of dimension {index.d}, but "
-                    f"{MANIFEST_NAME} promises {count} of dimension {self.dim}"
+                    f"{path}: holds {stored.ntotal} vectors of dimension {stored.d}, but "
+                    f"{MANIFEST_NAME} promises {count} of dimension {index.dim}"
                 )
-            self._index = index
+            index._index = stored
         elif count:
             raise IndexFormatError(
                 f"{directory}: {MANIFEST_NAME} lists {count} items but no vectors"
             )
-        ids = self._read_items(_checked_file(directory, files["items"], verify), count)
+        ids = index._read_items(_checked_file(directory, files["items"], verify), count)
         if files.get("thumbnails"):
             path = _checked_file(directory, files["thumbnails"], verify)
-            self._read_thumbnails(path, ids, manifest.get("thumbnail_shape"))
-        if self._index is not None:
-            held = np.sort(faiss.vector_to_array(self._index.id_map))
+            index._read_thumbnails(path, ids, manifest.get("thumbnail_shape"))
+        if index._index is not None:
+            held = np.sort(faiss.vector_to_array(index._index.id_map))
             if not np.array_equal(held, ids):
                 raise IndexFormatError(
                     f"{directory}: the item records and the vectors disagree on ids"
                 )
-        return self
+        return index
 
     def _read_items(self, path: Path, count: int) -> np.ndarray:
         ids = []
@@ -623,6 +629,11 @@ def _write_file(path: Path, data: bytes) -> None:
     with open(path, "wb") as fh:
         fh.write(data)
         fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
         os.fsync(fh.fileno())
 
 

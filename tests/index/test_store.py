@@ -241,6 +241,20 @@ def test_a_save_killed_while_writing_data_leaves_the_old_index(tmp_path, vectors
     assert len(VectorIndex.load(directory)) == 100
 
 
+def test_a_failure_after_the_rename_keeps_the_new_index(tmp_path, vectors, monkeypatch):
+    directory = tmp_path / "idx"
+    filled(vectors[:100]).save(directory)
+
+    def fail(path):
+        raise OSError("fsync of the directory failed")
+
+    monkeypatch.setattr(store_module, "_fsync_dir", fail)
+    with pytest.raises(OSError, match="fsync"):
+        filled(vectors).save(directory)
+    monkeypatch.undo()
+    assert len(VectorIndex.load(directory)) == len(vectors)
+
+
 def _truncate(path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
