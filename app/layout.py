@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 CLUSTER_SLOTS = 12
 HEAVY_QUEUE = "heavy"  # clustering and attacks share one worker
 DOWNLOADS_MAX_AGE_S = 3600
+STATUS_REFRESH_S = 10.0  # the header re-reads the UMAP state until it is warm
 INTRO = (
     "# EAT — robust image search, clustering and an attack lab\n"
     "Deep-metric-learning embeddings of a plain (**vanilla**) model and of an **EAT** "
@@ -41,9 +42,16 @@ INTRO = (
     "your own images, and watch an adversarial perturbation move each model's embedding."
 )
 CSS = """
-#search-seen img, #lab-clean img, .eat-pixel img { image-rendering: pixelated; }
-.gallery-item img { image-rendering: pixelated; }
-footer { display: none !important; }
+.eat-pixel img, .thumbnail-item img { image-rendering: pixelated; }
+.compact-gallery .grid-wrap.fixed-height { min-height: 0 !important; max-height: none !important; }
+.compact-gallery .caption-label { font-size: 11px !important; padding: 1px 4px !important; }
+.compact-gallery .grid-container {
+    grid-template-columns: repeat(auto-fill, minmax(var(--eat-thumb, 88px), 1fr)) !important;
+}
+#lab-panels .compact-gallery .grid-container { --eat-thumb: 56px; }
+#cluster-output .compact-gallery .grid-container {
+    grid-template-columns: repeat(auto-fill, 96px) !important;
+}
 """
 
 
@@ -117,13 +125,14 @@ def build_demo(services: Services) -> gr.Blocks:
         gr.Markdown(INTRO, elem_id="intro")
         status_md = gr.Markdown(elem_id="status")
         status_json = gr.JSON(visible=False, elem_id="status-json")
+        status_timer = gr.Timer(STATUS_REFRESH_S)
 
         with gr.Tabs(elem_id="tabs"):
             # ---------------------------------------------------------------- search
             with gr.Tab("Search", id="search", elem_id="tab-search"):
                 example_state = gr.State(None)
                 with gr.Row(elem_id="search-row"):
-                    with gr.Column(scale=1, min_width=280, elem_id="search-controls"):
+                    with gr.Column(scale=1, min_width=330, elem_id="search-controls"):
                         query_file = gr.File(
                             label="Upload a photo (PNG, JPEG, …; ≤ 10 MB)",
                             file_types=["image"],
@@ -131,13 +140,15 @@ def build_demo(services: Services) -> gr.Blocks:
                             height=120,
                         )
                         example_gallery = gr.Gallery(
-                            value=[(e.image, e.name) for e in examples],
+                            value=[(e.image, e.name.split("-", 1)[-1]) for e in examples],
                             label="…or pick an example",
-                            columns=5,
-                            height=190,
+                            columns=3,
+                            height=300,
                             allow_preview=False,
                             format="png",
                             elem_id="search-examples",
+                            elem_classes="compact-gallery",
+                            preview=False,
                         )
                         search_model = gr.Radio(
                             choices=[
@@ -164,6 +175,7 @@ def build_demo(services: Services) -> gr.Blocks:
                                 height=230,
                                 format="png",
                                 elem_id="search-seen",
+                                elem_classes="eat-pixel",
                             )
                             search_info = gr.Markdown(elem_id="search-info")
                         with gr.Row():
@@ -171,6 +183,8 @@ def build_demo(services: Services) -> gr.Blocks:
                                 label=MODEL_LABELS["eat"],
                                 columns=4,
                                 height="auto",
+                                elem_classes="compact-gallery",
+                                preview=False,
                                 format="png",
                                 elem_id="search-results-eat",
                             )
@@ -178,6 +192,8 @@ def build_demo(services: Services) -> gr.Blocks:
                                 label=MODEL_LABELS["vanilla"],
                                 columns=4,
                                 height="auto",
+                                elem_classes="compact-gallery",
+                                preview=False,
                                 format="png",
                                 elem_id="search-results-vanilla",
                             )
@@ -187,10 +203,14 @@ def build_demo(services: Services) -> gr.Blocks:
             # ---------------------------------------------------------------- cluster
             with gr.Tab("Cluster", id="cluster", elem_id="tab-cluster"):
                 with gr.Row(elem_id="cluster-row"):
-                    with gr.Column(scale=1, min_width=300, elem_id="cluster-controls"):
+                    with gr.Column(scale=1, min_width=330, elem_id="cluster-controls"):
+                        gr.Markdown(
+                            f"Upload images or one zip: {present.limits_text()}. "
+                            "Folders inside a zip are read as class labels (for NMI / ARI).",
+                            elem_id="cluster-limits",
+                        )
                         cluster_files = gr.File(
-                            label=f"Upload images or one zip — {present.limits_text()}; "
-                            "zip folders are read as labels",
+                            label="Images or a zip",
                             file_count="multiple",
                             file_types=["image", ".zip"],
                             height=150,
@@ -282,6 +302,8 @@ def build_demo(services: Services) -> gr.Blocks:
                                 visible=False,
                                 columns=10,
                                 height="auto",
+                                elem_classes="compact-gallery",
+                                preview=False,
                                 format="png",
                                 allow_preview=False,
                                 elem_id=f"cluster-gallery-{i + 1}",
@@ -303,11 +325,11 @@ def build_demo(services: Services) -> gr.Blocks:
             # ---------------------------------------------------------------- attack lab
             with gr.Tab("Attack lab", id="lab", elem_id="tab-lab"):
                 with gr.Row(elem_id="lab-row"):
-                    with gr.Column(scale=1, min_width=300, elem_id="lab-controls"):
+                    with gr.Column(scale=1, min_width=330, elem_id="lab-controls"):
                         lab_file = gr.File(
                             label="Upload an image to attack (≤ 10 MB)",
                             file_types=["image"],
-                            height=110,
+                            height=130,
                             elem_id="lab-upload",
                         )
                         lab_pick = gr.Gallery(
@@ -321,6 +343,7 @@ def build_demo(services: Services) -> gr.Blocks:
                             allow_preview=False,
                             format="png",
                             elem_id="lab-gallery",
+                            elem_classes="compact-gallery",
                         )
                         lab_item = gr.Number(
                             value=picks[0] if picks else -1,
@@ -357,7 +380,8 @@ def build_demo(services: Services) -> gr.Blocks:
                         with gr.Row(elem_id="lab-images"):
                             lab_clean = gr.Image(
                                 value=res.thumbnail(picks[0]) if picks else None,
-                                label="Clean",
+                                label="clean",
+                                buttons=[],
                                 type="pil",
                                 interactive=False,
                                 format="png",
@@ -367,6 +391,7 @@ def build_demo(services: Services) -> gr.Blocks:
                             )
                             lab_vanilla_adv = gr.Image(
                                 label="vanilla: adversarial",
+                                buttons=["download"],
                                 type="pil",
                                 interactive=False,
                                 format="png",
@@ -375,7 +400,8 @@ def build_demo(services: Services) -> gr.Blocks:
                                 elem_classes="eat-pixel",
                             )
                             lab_vanilla_delta = gr.Image(
-                                label="vanilla: perturbation (amplified)",
+                                label="vanilla: δ amplified",
+                                buttons=[],
                                 type="pil",
                                 interactive=False,
                                 format="png",
@@ -385,6 +411,7 @@ def build_demo(services: Services) -> gr.Blocks:
                             )
                             lab_eat_adv = gr.Image(
                                 label="EAT: adversarial",
+                                buttons=["download"],
                                 type="pil",
                                 interactive=False,
                                 format="png",
@@ -393,7 +420,8 @@ def build_demo(services: Services) -> gr.Blocks:
                                 elem_classes="eat-pixel",
                             )
                             lab_eat_delta = gr.Image(
-                                label="EAT: perturbation (amplified)",
+                                label="EAT: δ amplified",
+                                buttons=[],
                                 type="pil",
                                 interactive=False,
                                 format="png",
@@ -408,6 +436,8 @@ def build_demo(services: Services) -> gr.Blocks:
                                     label="vanilla: top-5, clean query",
                                     columns=5,
                                     height="auto",
+                                    elem_classes="compact-gallery",
+                                    preview=False,
                                     format="png",
                                     allow_preview=False,
                                     elem_id="lab-vanilla-clean-hits",
@@ -416,6 +446,8 @@ def build_demo(services: Services) -> gr.Blocks:
                                     label="vanilla: top-5, adversarial query",
                                     columns=5,
                                     height="auto",
+                                    elem_classes="compact-gallery",
+                                    preview=False,
                                     format="png",
                                     allow_preview=False,
                                     elem_id="lab-vanilla-adv-hits",
@@ -425,6 +457,8 @@ def build_demo(services: Services) -> gr.Blocks:
                                     label="EAT ensemble: top-5, clean query",
                                     columns=5,
                                     height="auto",
+                                    elem_classes="compact-gallery",
+                                    preview=False,
                                     format="png",
                                     allow_preview=False,
                                     elem_id="lab-eat-clean-hits",
@@ -433,6 +467,8 @@ def build_demo(services: Services) -> gr.Blocks:
                                     label="EAT ensemble: top-5, adversarial query",
                                     columns=5,
                                     height="auto",
+                                    elem_classes="compact-gallery",
+                                    preview=False,
                                     format="png",
                                     allow_preview=False,
                                     elem_id="lab-eat-adv-hits",
@@ -454,6 +490,8 @@ def build_demo(services: Services) -> gr.Blocks:
                     label="Benchmark plots",
                     columns=2,
                     height="auto",
+                    elem_classes="compact-gallery",
+                    preview=False,
                     format="png",
                     elem_id="report-plots",
                 )
@@ -464,6 +502,10 @@ def build_demo(services: Services) -> gr.Blocks:
         def status():
             info = services.status()
             return present.status_markdown(info), info
+
+        def refresh_status():
+            info = services.status()
+            return present.status_markdown(info), info, gr.Timer(active=not info["umap_warm"])
 
         @user_errors("search")
         def search(file, example_index, model, k):
@@ -678,6 +720,12 @@ def build_demo(services: Services) -> gr.Blocks:
             outputs=[report_md, report_plots],
             api_name="report",
             api_description="The benchmark table and plots from results/fashion-mnist/.",
+        )
+        status_timer.tick(
+            refresh_status,
+            outputs=[status_md, status_json, status_timer],
+            api_visibility="private",
+            queue=False,
         )
         demo.load(
             status,

@@ -6,6 +6,7 @@ drawn from several request threads at once.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -71,7 +72,7 @@ class MapPanel:
 
 def gallery_maps(panels: Sequence[MapPanel], panel_size: float = 4.6) -> Image.Image:
     """Panels side by side; the legend of classes is drawn once, under the panels."""
-    fig = Figure(figsize=(panel_size * len(panels), panel_size + 0.9), dpi=90)
+    fig = Figure(figsize=(panel_size * len(panels), panel_size + 1.3), dpi=90)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels, strict=True):
         labels = np.asarray(panel.labels)
@@ -80,8 +81,8 @@ def gallery_maps(panels: Sequence[MapPanel], panel_size: float = 4.6) -> Image.I
             panel.coords[:, 0],
             panel.coords[:, 1],
             c=colours,
-            s=3,
-            alpha=0.35,
+            s=3 if len(labels) > 2500 else 7,
+            alpha=0.35 if len(labels) > 2500 else 0.5,
             linewidths=0,
             rasterized=True,
         )
@@ -96,16 +97,7 @@ def gallery_maps(panels: Sequence[MapPanel], panel_size: float = 4.6) -> Image.I
             ax.scatter(*arrow.end, s=110, marker="X", c="#d62728", edgecolors="black", zorder=4)
         ax.set_title(panel.title, fontsize=11)
         if panel.note:
-            ax.text(
-                0.01,
-                0.01,
-                panel.note,
-                transform=ax.transAxes,
-                fontsize=7.5,
-                color="#444444",
-                va="bottom",
-                wrap=True,
-            )
+            ax.set_xlabel(textwrap.fill(panel.note, 70), fontsize=7.5, color="#444444")
         ax.set_xticks([])
         ax.set_yticks([])
     names = panels[0].class_names if panels else []
@@ -121,7 +113,7 @@ def gallery_maps(panels: Sequence[MapPanel], panel_size: float = 4.6) -> Image.I
     fig.legend(
         handles=handles, loc="lower center", ncol=min(7, len(handles)), fontsize=8, frameon=False
     )
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.92, bottom=0.16, wspace=0.05)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.93, bottom=0.22, wspace=0.05)
     return figure_to_image(fig)
 
 
@@ -166,10 +158,10 @@ def cluster_maps(panels: Sequence[ClusterPanel], panel_size: float = 4.6) -> Ima
                 )
         ax.set_title(panel.title, fontsize=11)
         if panel.note:
-            ax.text(0.01, 0.01, panel.note, transform=ax.transAxes, fontsize=7.5, color="#444444")
+            ax.set_xlabel(textwrap.fill(panel.note, 70), fontsize=7.5, color="#444444")
         ax.set_xticks([])
         ax.set_yticks([])
         if len(np.unique(panel.assignments)) <= 12:
             ax.legend(fontsize=7, loc="upper right", framealpha=0.7)
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.03, wspace=0.05)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.1, wspace=0.05)
     return figure_to_image(fig)

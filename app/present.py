@@ -15,6 +15,10 @@ def limits_text() -> str:
     )
 
 
+def _members(n: int) -> str:
+    return f"{n} member" + ("s" if n != 1 else "")
+
+
 def status_markdown(status: dict) -> str:
     models = status["models"]
     umap = (
@@ -25,8 +29,8 @@ def status_markdown(status: dict) -> str:
     )
     return (
         f"Gallery: **{status['gallery_images']:,}** images of `{status['gallery']}` · "
-        f"models: **{models['eat']['label']}** ({models['eat']['members']} members, "
-        f"{models['eat']['defense']}) and **{models['vanilla']['label']}** · {umap}"
+        f"models: **{models['eat']['label']}** ({_members(models['eat']['members'])}, "
+        f"trained with {models['eat']['defense']}) and **{models['vanilla']['label']}** · {umap}"
     )
 
 

@@ -33,7 +33,7 @@ class SearchHit:
 
     @property
     def caption(self) -> str:
-        return f"#{self.rank} {self.class_name} · {self.score:.3f}"
+        return f"{self.class_name} {self.score:.2f}"
 
     def to_dict(self) -> dict:
         return {

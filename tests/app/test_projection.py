@@ -1,0 +1,71 @@
+"""2-D maps: PCA, nearest-neighbour placement, and UMAP fitted ahead with its cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA
+
+from app import projection
+from app.projection import GalleryProjection, pca_2d, project_set, warm_up
+
+
+def _clusters(n: int = 240, dim: int = 16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4, dim)) * 3
+    x = centres[np.arange(n) % 4] + rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_pca_matches_sklearn_up_to_sign():
+    x = _clusters()
+    ours = pca_2d(x)
+    theirs = PCA(2).fit_transform(x.astype(np.float64))
+    for j in range(2):
+        sign = np.sign(ours[:, j] @ theirs[:, j])
+        np.testing.assert_allclose(ours[:, j], sign * theirs[:, j], atol=1e-4)
+    assert pca_2d(x[:1]).shape == (1, 2)
+
+
+def test_nearest_neighbour_placement_lands_on_the_neighbours(tmp_path):
+    x = _clusters()
+    proj = GalleryProjection(x, tmp_path / "map.npy")
+    assert proj.method == "pca" and not proj.warm
+    placement = proj.place(x[:5])
+    assert placement.method == "nearest-neighbour"
+    assert "nearest" in placement.note
+    spread = np.ptp(proj.coords, axis=0).max()
+    assert np.abs(placement.xy - proj.coords[:5]).max() < 0.1 * spread
+
+
+def test_umap_fit_caches_coordinates_and_warms_transform(tmp_path):
+    x = _clusters()
+    cache = tmp_path / "map.npy"
+    proj = GalleryProjection(x, cache)
+    projection._small_sets_warm.clear()
+    assert project_set(x[:50]).method == "pca-warming"
+    assert project_set(x[:5]).method == "pca-small"
+    warm_up([proj])
+    assert proj.warm and proj.method == "umap"
+    assert cache.is_file()
+    placement = proj.place(x[:3])
+    assert placement.method == "transform" and placement.xy.shape == (3, 2)
+    assert project_set(x[:50]).method == "umap"
+
+    again = GalleryProjection(x, cache)  # a later start: the map is there at once
+    assert again.method == "umap-cached" and not again.warm
+    np.testing.assert_array_equal(again.coords, proj.coords)
+    other = GalleryProjection(x[:100], cache)  # a cache of another gallery is ignored
+    assert other.method == "pca"
+
+
+def test_a_corrupt_cache_is_ignored(tmp_path):
+    cache = tmp_path / "map.npy"
+    cache.write_bytes(b"not numpy")
+    assert GalleryProjection(_clusters(), cache).method == "pca"
+
+
+@pytest.mark.parametrize("n", [2, 9])
+def test_tiny_sets_get_a_pca_map(n):
+    placement = project_set(_clusters(n))
+    assert placement.method == "pca-small" and placement.xy.shape == (n, 2)

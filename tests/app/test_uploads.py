@@ -1,0 +1,175 @@
+"""Uploads: good images decode, bad ones are refused by name, limits hold, zips are safe."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app import uploads
+from app.uploads import UploadError, decode_image, load_image, load_uploads
+
+
+def _image_bytes(mode: str, fmt: str, size=(40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    colour = {"L": 90, "RGB": (10, 200, 30), "RGBA": (10, 200, 30, 128), "P": 3}[mode]
+    Image.new(mode, size, colour).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [("L", "PNG"), ("RGB", "JPEG"), ("RGBA", "PNG"), ("P", "GIF"), ("RGB", "WEBP"), ("RGB", "BMP")],
+)
+def test_common_formats_decode(mode, fmt):
+    image = decode_image(_image_bytes(mode, fmt), f"x.{fmt.lower()}")
+    assert image.size == (40, 30)
+    assert image.mode in ("L", "RGB", "RGBA", "LA")
+
+
+def test_large_images_are_shrunk_to_the_working_size():
+    image = decode_image(_image_bytes("RGB", "PNG", size=(2000, 1000)), "big.png")
+    assert max(image.size) == uploads.WORKING_MAX_SIDE
+    assert image.size == (512, 256)
+
+
+def test_bad_files_are_refused_with_their_name(bad_files):
+    cases = {
+        "corrupt": "corrupt.png",
+        "text": "notes.jpg: not an image file",
+        "huge": "megapixel limit",
+        "empty": "empty",
+    }
+    for key, expected in cases.items():
+        with pytest.raises(UploadError) as info:
+            load_image(bad_files[key])
+        assert expected in str(info.value), (key, str(info.value))
+        assert bad_files[key].name in str(info.value)
+
+
+def test_a_decompression_bomb_is_refused_before_its_pixels_are_decoded(bad_files):
+    started = time.perf_counter()
+    with pytest.raises(UploadError, match="megapixel limit"):
+        load_image(bad_files["huge"])
+    assert time.perf_counter() - started < 1.0  # decoding 144 MP would take seconds
+
+
+def test_pillow_guard_is_set_to_the_app_limit():
+    assert Image.MAX_IMAGE_PIXELS == uploads.MAX_PIXELS
+
+
+def test_oversized_files_are_refused_before_reading(tmp_path, monkeypatch):
+    monkeypatch.setattr(uploads, "MAX_FILE_BYTES", 1000)
+    path = tmp_path / "big.png"
+    path.write_bytes(_image_bytes("RGB", "PNG", size=(300, 300)) + b"\0" * 2000)
+    with pytest.raises(UploadError, match="limit per file"):
+        load_image(path)
+
+
+def test_a_truncated_png_is_reported_as_corrupt(tmp_path, png_bytes):
+    data = png_bytes(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
+    path = tmp_path / "cut.png"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UploadError, match="cut.png: the image file is corrupt or truncated"):
+        load_image(path)
+
+
+def test_no_upload_is_a_clear_error():
+    with pytest.raises(UploadError, match="No image was uploaded"):
+        load_image(None)
+    with pytest.raises(UploadError, match="No files were uploaded"):
+        load_uploads([])
+    with pytest.raises(UploadError, match="No files were uploaded"):
+        load_uploads(None)
+
+
+def test_bad_files_are_skipped_and_the_rest_processed(tmp_path, bad_files, png_bytes):
+    good = []
+    for i in range(3):
+        path = tmp_path / f"good{i}.png"
+        path.write_bytes(png_bytes(np.full((28, 28), 40 * i, dtype=np.uint8)))
+        good.append(path)
+    batch = load_uploads([good[0], bad_files["corrupt"], good[1], bad_files["text"], good[2]])
+    assert batch.names == ["good0.png", "good1.png", "good2.png"]
+    assert {s.name for s in batch.skipped} == {"corrupt.png", "notes.jpg"}
+    assert all(s.reason for s in batch.skipped)
+    assert batch.labels is None
+
+
+def test_only_bad_files_is_an_error_that_lists_them(bad_files):
+    with pytest.raises(UploadError) as info:
+        load_uploads(list(bad_files.values()))
+    message = str(info.value)
+    assert "None of the uploaded files" in message
+    for path in bad_files.values():
+        assert path.name in message
+
+
+def _zip(path, members: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_zip_folders_become_labels_and_junk_is_skipped(tmp_path, png_bytes):
+    img = png_bytes(np.zeros((28, 28), dtype=np.uint8))
+    archive = _zip(
+        tmp_path / "set.zip",
+        {
+            "shoes/a.png": img,
+            "shoes/b.png": img,
+            "bags/c.png": img,
+            "bags/readme.txt": b"hello",
+            "__MACOSX/bags/._c.png": b"junk",
+            ".hidden/d.png": img,
+            "inner.zip": b"PK\x03\x04",
+        },
+    )
+    batch = load_uploads([archive])
+    assert batch.names == ["set.zip/shoes/a.png", "set.zip/shoes/b.png", "set.zip/bags/c.png"]
+    assert batch.labels == ["shoes", "shoes", "bags"]
+    skipped = {s.name: s.reason for s in batch.skipped}
+    assert "set.zip/bags/readme.txt" in skipped
+    assert "zip" in skipped["set.zip/inner.zip"]
+    assert not any("MACOSX" in name or ".hidden" in name for name in skipped)
+
+
+def test_zip_bomb_member_is_skipped_without_extracting_it(tmp_path, monkeypatch, png_bytes):
+    monkeypatch.setattr(uploads, "MAX_FILE_BYTES", 100_000)
+    img = png_bytes(np.zeros((28, 28), dtype=np.uint8))
+    archive = _zip(tmp_path / "bomb.zip", {"ok.png": img, "bomb.png": b"\0" * 5_000_000})
+    assert archive.stat().st_size < 50_000
+    batch = load_uploads([archive])
+    assert batch.names == ["bomb.zip/ok.png"]
+    assert "limit per file" in batch.skipped[0].reason
+
+
+def test_a_corrupt_zip_is_reported(tmp_path):
+    path = tmp_path / "broken.zip"
+    path.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(UploadError, match="broken.zip: not a readable zip archive"):
+        load_uploads([path])
+
+
+def test_file_count_is_capped(tmp_path, png_bytes):
+    paths = []
+    for i in range(7):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(png_bytes(np.full((8, 8), i, dtype=np.uint8)))
+        paths.append(path)
+    batch = load_uploads(paths, max_files=5)
+    assert len(batch) == 5
+    assert "at most 5 images" in batch.skipped[-1].reason
+    assert batch.skipped[-1].name.startswith("2 more")
+
+
+def test_an_image_over_the_pixel_limit_is_refused_by_its_header(tmp_path):
+    path = tmp_path / "wide.png"
+    Image.new("L", (6000, 5000), 10).save(path)  # 30 MP: over the app's limit, under Pillow's
+    with pytest.raises(UploadError, match="6000×5000 pixels is more than the 25 megapixel"):
+        load_image(path)
