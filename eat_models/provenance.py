@@ -33,7 +33,7 @@ def git_commit(cwd: str | None = None) -> str:
 
 
 def provenance() -> dict:
-    """Command, commit, UTC date, Python/torch versions and CPU count."""
+    """Command, commit, UTC date, Python/torch versions, CPU count and load average."""
     import torch
 
     return {
@@ -45,4 +45,8 @@ def provenance() -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "machine": platform.machine(),
+        # 1/5/15-minute load averages: timings taken on a busy machine say so.
+        "load_average": [round(x, 2) for x in os.getloadavg()]
+        if hasattr(os, "getloadavg")
+        else None,
     }
