@@ -201,7 +201,7 @@ def build_index(
 ) -> tuple[VectorIndex, BuildReport]:
     """A new index of ``source`` embedded by ``model``.
 
-    ``kind``: ``auto`` (exact ``flat`` up to a million items, ``hnsw`` above), ``flat``,
+    ``kind``: ``auto`` (exact ``flat`` up to a million items, ``ivf-pq`` above), ``flat``,
     ``hnsw`` or ``ivf-pq``; ``params`` their knobs. ``thumbnails``: keep a small image per
     item (side ``thumbnail_size``, default the model's input size up to 64 px).
     ``invert``: the preprocessing option, stored so that searches repeat it.

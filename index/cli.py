@@ -226,7 +226,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             f"{model.get('kind', '?')}, {model.get('num_members', '?')} member(s), "
             f"{model.get('defense', '?')}, dataset {model.get('dataset', '?')}",
         ),
-        ("preprocess", f"invert={info['preprocess'].get('invert')}"),
+        ("preprocess", f"invert={_invert_name(info['preprocess'].get('invert'))}"),
         ("thumbnails", info["thumbnail_shape"] or "none"),
         ("created", info["created"]),
         ("updated", info["updated"]),
@@ -235,6 +235,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for key, value in rows:
         print(f"{key:<11} {value}")
     return 0
+
+
+def _invert_name(invert: bool | None) -> str:
+    return next(name for name, value in INVERT_CHOICES.items() if value is invert)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -271,7 +275,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--kind",
         default="auto",
         choices=KIND_CHOICES,
-        help="index kind; auto = exact flat up to 1M items, hnsw above (default: %(default)s)",
+        help="index kind; auto = exact flat up to 1M items, ivf-pq above (default: %(default)s)",
     )
     add_dataclass_arguments(p, IndexParams)
     p.add_argument(
@@ -337,7 +341,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="override the inversion setting stored in the index (default: the index's)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads (default: %(default)s: a few query images gain nothing from more, "
+        "and on a busy machine a second thread only waits)",
+    )
     p.set_defaults(func=_cmd_search)
 
     p = commands.add_parser(

@@ -56,7 +56,7 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
 
 
 def _border(arr: np.ndarray) -> np.ndarray:
-    """The outermost pixels of an ``[H, W]`` or ``[H, W, C]`` array, flattened."""
+    """The outermost pixels of a greyscale ``[H, W]`` array, flattened."""
     return np.concatenate([arr[0].ravel(), arr[-1].ravel(), arr[:, 0].ravel(), arr[:, -1].ravel()])
 
 
@@ -77,10 +77,8 @@ def preprocess_image(image: Image.Image, meta: Mapping, invert: bool | None = No
     dark_model = dark_background_model(meta)
     image = _flatten_alpha(image).convert("L" if channels == 1 else "RGB")
     if dark_model and image.width != image.height:
-        border = np.median(_border(np.asarray(image)), axis=0)
-        fill = int(border) if channels == 1 else tuple(int(v) for v in np.atleast_1d(border))
-        side = max(image.size)
-        image = ImageOps.pad(image, (side, side), color=fill)
+        side = max(image.size)  # dark_model implies greyscale: one border value
+        image = ImageOps.pad(image, (side, side), color=int(np.median(_border(np.asarray(image)))))
     image = image.resize((size, size), Image.BILINEAR)
     arr = np.asarray(image, dtype=np.float32) / 255.0
     do_invert = (

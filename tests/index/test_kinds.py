@@ -17,10 +17,10 @@ from index.kinds import (
 from index.store import VectorIndex
 
 
-def test_auto_is_exact_up_to_a_million_then_hnsw():
+def test_auto_is_exact_up_to_a_million_then_ivf_pq():
     assert resolve_kind("auto", 10) == "flat"
     assert resolve_kind("auto", AUTO_FLAT_MAX) == "flat"
-    assert resolve_kind("auto", AUTO_FLAT_MAX + 1) == "hnsw"
+    assert resolve_kind("auto", AUTO_FLAT_MAX + 1) == "ivf-pq"
     assert resolve_kind("ivf-pq", 10) == "ivf-pq"  # the user's choice wins
     with pytest.raises(ValueError, match="unknown index kind"):
         resolve_kind("annoy", 10)
@@ -31,7 +31,7 @@ def test_auto_kind_is_decided_by_the_first_batch(vectors):
     assert index.kind == "auto"
     index.add(vectors)
     assert index.kind == "flat"
-    assert VectorIndex(8, expected_size=2_000_000).kind == "hnsw"
+    assert VectorIndex(8, expected_size=2_000_000).kind == "ivf-pq"
 
 
 @pytest.mark.parametrize("n,expected", [(1_000_000, 1024), (100_000, 256), (1000, 25), (10, 1)])
