@@ -70,7 +70,7 @@ PROFILES = {
         attack_images=2000,
         clean_test_images=None,
         vanilla_epochs=8,
-        adversarial_epochs=4,
+        adversarial_epochs=3,
         width=16,
     ),
     "quick": BenchProfile(
