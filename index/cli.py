@@ -354,7 +354,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "info", help="describe an index", description="Validate an index and print its header."
     )
     p.add_argument("index", help="index directory")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print the manifest and counts as JSON")
     p.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of data files")
     p.set_defaults(func=_cmd_info)
 

@@ -95,6 +95,16 @@ class SearchResults:
     hits: list[list[Hit]]
 
 
+def _numpy_search(index):
+    """faiss's own numpy ``search`` (which takes ``params=``).
+
+    Importing ``faiss.contrib.torch_utils`` (pytorch-metric-learning does) replaces
+    ``Index.search`` with a torch-aware wrapper that drops ``params``; it keeps the
+    original as ``search_numpy``.
+    """
+    return getattr(index, "search_numpy", None) or index.search
+
+
 class VectorIndex:
     """A thread-safe FAISS index of L2-normalised embeddings with metadata.
 
@@ -402,7 +412,7 @@ class VectorIndex:
             k_eff = int(min(k, self._index.ntotal))
             params = search_parameters(self.kind, self.params, ef_search, nprobe, refine_k_factor)
             with one_thread(len(q) < SMALL_BATCH):
-                scores, ids = self._index.search(q, k_eff, params=params)
+                scores, ids = _numpy_search(self._index)(q, k_eff, params=params)
             hits = [
                 [
                     Hit(int(i), float(s), dict(self._records.get(int(i), {"id": int(i)})))

@@ -379,3 +379,16 @@ def test_concurrent_search_during_adds_from_four_threads(kind, make_vectors):
     assert set(found[found >= 0].tolist()) <= added
     if kind == "flat":
         assert (found >= 0).all()
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf-pq"])
+def test_search_works_after_faiss_torch_utils_is_imported(kind, make_vectors):
+    """pytorch-metric-learning imports faiss.contrib.torch_utils, which replaces
+    Index.search with a wrapper that has no ``params``; searching must still work."""
+    import faiss.contrib.torch_utils  # noqa: F401
+
+    data = make_vectors(600)
+    index = VectorIndex(data.shape[1], kind)
+    index.add(data, [{"source": f"s{i}"} for i in range(len(data))])
+    result = index.search(data[:3], 5)
+    assert [row[0] for row in result.ids.tolist()] == [0, 1, 2]
