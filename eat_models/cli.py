@@ -63,19 +63,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from . import load_model
+def _checkpoint_test_set(args: argparse.Namespace, meta: dict):
+    """``(dataset, split, test set)`` a checkpoint is evaluated on: its own dataset and split
+    unless ``--dataset``/``--split`` override them, sliced to ``--max-test`` if given."""
     from .data import load_dataset
-    from .evaluate import evaluate_model, format_metrics_table
+    from .train import stratified_slice
 
-    torch.set_num_threads(args.threads)
-    model = load_model(args.checkpoint)
-    meta = model.meta
     dataset = args.dataset or meta.get("dataset", "fashion-mnist")
     split = args.split or meta.get("split", "standard")
-    started = time.perf_counter()
     _, test = load_dataset(
         dataset,
         split,
@@ -85,9 +80,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         channels=meta["channels"],
     )
     if args.max_test and args.max_test < len(test):
-        from .train import stratified_slice
-
         test = stratified_slice(test, args.max_test, seed=0)
+    return dataset, split, test
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import load_model
+    from .evaluate import evaluate_model, format_metrics_table
+
+    torch.set_num_threads(args.threads)
+    model = load_model(args.checkpoint)
+    meta = model.meta
+    started = time.perf_counter()
+    dataset, split, test = _checkpoint_test_set(args, meta)
     metrics = evaluate_model(
         model, test, batch_size=args.batch_size, progress=not args.quiet, seed=args.seed
     )
@@ -131,7 +138,6 @@ def _cmd_attack(args: argparse.Namespace) -> int:
 
     from . import load_model
     from .attacks import evaluate_attack
-    from .data import load_dataset
     from .evaluate import format_metrics_table
     from .provenance import provenance
 
@@ -139,20 +145,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint)
     surrogate = load_model(args.surrogate) if args.surrogate else None
     meta = model.meta
-    dataset = args.dataset or meta.get("dataset", "fashion-mnist")
-    split = args.split or meta.get("split", "standard")
-    _, test = load_dataset(
-        dataset,
-        split,
-        args.data_dir,
-        args.download,
-        image_size=meta["input_size"],
-        channels=meta["channels"],
-    )
-    if args.max_test and args.max_test < len(test):
-        from .train import stratified_slice
-
-        test = stratified_slice(test, args.max_test, seed=0)
+    dataset, split, test = _checkpoint_test_set(args, meta)
     result = evaluate_attack(
         model,
         test,
