@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -96,6 +98,39 @@ def downloads_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="req-", dir=root))
 
 
+class ThumbnailFiles:
+    """Gallery thumbnails as PNG files in Gradio's upload folder, written once each.
+
+    Returning these paths lets Gradio serve them as they are (no PNG encoding, hashing,
+    copying or path checks per request) under stable URLs the browser caches. The folder
+    holds only gallery thumbnails, which the app shows anyway; nothing private.
+    """
+
+    def __init__(self, services: Services) -> None:
+        res = services.resources
+        self.resources = res
+        self.directory = Path(get_upload_folder()) / "eat-thumbnails" / res.cache_dir.name
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # Declared static, Gradio serves them without its per-request path checks and copies.
+        gr.set_static_paths(paths=[self.directory])
+        self._paths: dict[int, str] = {}
+
+    def path(self, item_id: int) -> str:
+        found = self._paths.get(item_id)
+        if found is not None:
+            return found
+        path = self.directory / f"{int(item_id)}.png"
+        if not path.is_file():
+            tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+            self.resources.thumbnail(item_id).save(tmp, format="PNG")
+            os.replace(tmp, path)
+        self._paths[item_id] = str(path)
+        return self._paths[item_id]
+
+    def hits(self, hits) -> list[tuple[str, str]]:
+        return [(self.path(h.item_id), h.caption) for h in hits]
+
+
 def _file_path(value) -> str | None:
     if value is None:
         return None
@@ -111,15 +146,12 @@ def _file_paths(value) -> list[str]:
     return [p for p in (_file_path(v) for v in values) if p]
 
 
-def _hits(hits) -> list[tuple]:
-    return [(h.image, h.caption) for h in hits]
-
-
 def build_demo(services: Services) -> gr.Blocks:
     """The Blocks app; launch it with the settings in :mod:`app.server`."""
     res = services.resources
     examples = services.examples
     picks = services.lab_picks
+    thumbs = ThumbnailFiles(services)
 
     with gr.Blocks(title="EAT — robust image search", analytics_enabled=False) as demo:
         gr.Markdown(INTRO, elem_id="intro")
@@ -143,7 +175,7 @@ def build_demo(services: Services) -> gr.Blocks:
                             value=[(e.image, e.name.split("-", 1)[-1]) for e in examples],
                             label="…or pick an example",
                             columns=3,
-                            height=300,
+                            height=335,
                             allow_preview=False,
                             format="png",
                             elem_id="search-examples",
@@ -329,13 +361,11 @@ def build_demo(services: Services) -> gr.Blocks:
                         lab_file = gr.File(
                             label="Upload an image to attack (≤ 10 MB)",
                             file_types=["image"],
-                            height=130,
                             elem_id="lab-upload",
                         )
                         lab_pick = gr.Gallery(
                             value=[
-                                (res.thumbnail(i), res.class_name(int(res.labels[i])))
-                                for i in picks
+                                (thumbs.path(i), res.class_name(int(res.labels[i]))) for i in picks
                             ],
                             label="…or pick a gallery image",
                             columns=5,
@@ -379,7 +409,7 @@ def build_demo(services: Services) -> gr.Blocks:
                     with gr.Column(scale=3, elem_id="lab-output"):
                         with gr.Row(elem_id="lab-images"):
                             lab_clean = gr.Image(
-                                value=res.thumbnail(picks[0]) if picks else None,
+                                value=thumbs.path(picks[0]) if picks else None,
                                 label="clean",
                                 buttons=[],
                                 type="pil",
@@ -475,6 +505,7 @@ def build_demo(services: Services) -> gr.Blocks:
                                 )
                         lab_map = gr.Image(
                             label="Gallery maps: clean ○ → adversarial ×",
+                            show_label=False,
                             type="pil",
                             interactive=False,
                             format="png",
@@ -520,11 +551,12 @@ def build_demo(services: Services) -> gr.Blocks:
             show = result.results
             return (
                 result.model_input,
-                gr.Gallery(
-                    value=_hits(show["eat"].hits) if "eat" in show else None, visible="eat" in show
+                gr.update(
+                    value=thumbs.hits(show["eat"].hits) if "eat" in show else None,
+                    visible="eat" in show,
                 ),
-                gr.Gallery(
-                    value=_hits(show["vanilla"].hits) if "vanilla" in show else None,
+                gr.update(
+                    value=thumbs.hits(show["vanilla"].hits) if "vanilla" in show else None,
                     visible="vanilla" in show,
                 ),
                 present.search_markdown(result),
@@ -553,7 +585,7 @@ def build_demo(services: Services) -> gr.Blocks:
                 if i < len(clusters) and (i < CLUSTER_SLOTS - 1 or len(clusters) == CLUSTER_SLOTS):
                     cid = clusters[i]
                     slots.append(
-                        gr.Gallery(
+                        gr.update(
                             value=result.members(cid), label=result.cluster_title(cid), visible=True
                         )
                     )
@@ -561,12 +593,12 @@ def build_demo(services: Services) -> gr.Blocks:
                     rest = clusters[i:]
                     members = [m for cid in rest for m in result.members(cid)]
                     slots.append(
-                        gr.Gallery(
+                        gr.update(
                             value=members, label=f"{len(rest)} smaller clusters", visible=True
                         )
                     )
                 else:
-                    slots.append(gr.Gallery(value=None, visible=False))
+                    slots.append(gr.update(value=None, visible=False))
             attack_result = result.attack
             return (
                 present.cluster_markdown(result),
@@ -575,7 +607,7 @@ def build_demo(services: Services) -> gr.Blocks:
                 str(result.zip_path),
                 *slots,
                 present.set_attack_markdown(result),
-                gr.Image(
+                gr.update(
                     value=attack_result.figure if attack_result else None,
                     visible=attack_result is not None,
                 ),
@@ -584,13 +616,13 @@ def build_demo(services: Services) -> gr.Blocks:
 
         def pick_lab_image(evt: gr.SelectData):
             item = picks[evt.index]
-            return item, None, res.thumbnail(item)
+            return item, None, thumbs.path(item)
 
         @user_errors("read the image")
         def preview_lab_upload(file):
             path = _file_path(file)
             if path is None:
-                return gr.Number(), None
+                return gr.update(), None
             return -1, load_image(path).image
 
         @user_errors("run the attack")
@@ -614,10 +646,10 @@ def build_demo(services: Services) -> gr.Blocks:
                 v.perturbation,
                 e.adversarial,
                 e.perturbation,
-                _hits(v.clean_hits),
-                _hits(v.adversarial_hits),
-                _hits(e.clean_hits),
-                _hits(e.adversarial_hits),
+                thumbs.hits(v.clean_hits),
+                thumbs.hits(v.adversarial_hits),
+                thumbs.hits(e.clean_hits),
+                thumbs.hits(e.adversarial_hits),
                 present.attack_markdown(result),
                 result.figure,
                 result.to_dict(),
@@ -625,7 +657,7 @@ def build_demo(services: Services) -> gr.Blocks:
 
         def report():
             rep = services.report()
-            return rep.markdown, gr.Gallery(value=rep.plots or None, visible=bool(rep.plots))
+            return rep.markdown, gr.update(value=rep.plots or None, visible=bool(rep.plots))
 
         # -------------------------------------------------------------------- events
 
@@ -646,7 +678,13 @@ def build_demo(services: Services) -> gr.Blocks:
             outputs=[example_state, query_file],
             api_visibility="private",
             queue=False,
-        ).then(search, inputs=search_inputs, outputs=search_outputs, api_visibility="private")
+        ).then(
+            search,
+            inputs=search_inputs,
+            outputs=search_outputs,
+            api_visibility="private",
+            queue=False,
+        )
 
         cluster_button.click(
             cluster,

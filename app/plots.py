@@ -113,7 +113,7 @@ def gallery_maps(panels: Sequence[MapPanel], panel_size: float = 4.6) -> Image.I
     fig.legend(
         handles=handles, loc="lower center", ncol=min(7, len(handles)), fontsize=8, frameon=False
     )
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.93, bottom=0.22, wspace=0.05)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.22, wspace=0.05)
     return figure_to_image(fig)
 
 

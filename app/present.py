@@ -111,8 +111,8 @@ def attack_markdown(result: AttackLabResult) -> str:
     header = (
         f"**{ATTACK_LABELS[result.kind]}**, ε = {result.eps:.3f}, PGD-{result.steps} · "
         f"true class *{result.true_class}* ({result.label_source}) · {result.seconds:.2f} s\n\n"
-        "| | embedding shift | rank of the true class (clean → adv.) | top-1 class (clean → adv.) "
-        "| nearest gallery cluster (clean → adv.) | attack time |\n|---|---:|---:|---|---|---:|"
+        "| model | emb. shift | true-class rank (clean → adv.) | top-1 class (clean → adv.) "
+        "| nearest gallery cluster (clean → adv.) | time |\n|---|---:|---:|---|---|---:|"
     )
     rows = []
     for o in result.outcomes.values():

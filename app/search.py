@@ -8,7 +8,7 @@ carries that preprocessed image, so the user sees what the model saw.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -22,14 +22,18 @@ MAX_K = 50
 
 @dataclass
 class SearchHit:
-    """One gallery item in a ranking."""
+    """One gallery item in a ranking; ``image`` is its thumbnail, made when asked for."""
 
     rank: int
     item_id: int
     label: int
     class_name: str
     score: float
-    image: Image.Image
+    resources: Resources = field(repr=False, compare=False)
+
+    @property
+    def image(self) -> Image.Image:
+        return self.resources.thumbnail(self.item_id)
 
     @property
     def caption(self) -> str:
@@ -90,7 +94,6 @@ def ranked_hits(
     vector: np.ndarray,
     k: int,
     exclude: int | None = None,
-    side: int = DISPLAY_SIDE,
 ) -> list[SearchHit]:
     """The top-``k`` gallery items for one embedding (``exclude``: an item id left out)."""
     extra = 0 if exclude is None else 1
@@ -103,7 +106,7 @@ def ranked_hits(
             label=int(resources.labels[h.id]),
             class_name=resources.class_name(int(resources.labels[h.id])),
             score=h.score,
-            image=resources.thumbnail(h.id, side),
+            resources=resources,
         )
         for i, h in enumerate(hits)
     ]
@@ -139,5 +142,5 @@ class SearchService:
             hits = ranked_hits(self.resources, view, vector, k)
             results[key] = ModelSearch(key, view.label, hits, time.perf_counter() - started)
             if model_input is None:
-                model_input = tensor_to_image(tensor, 2 * DISPLAY_SIDE)
+                model_input = tensor_to_image(tensor, DISPLAY_SIDE)
         return SearchResult(model_input=model_input, results=results)

@@ -86,7 +86,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip the UMAP warm-up: maps stay PCA (or cached UMAP) and new points are "
         "placed by nearest neighbours",
     )
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch CPU threads for start-up work (embedding the gallery); requests run "
+        "single-threaded (default: %(default)s)",
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -115,6 +121,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}")
         return 2
     services = build_services(resources, results_dir=args.results_dir)
+    # Requests work on one image (or a few hundred) at a time: one intra-op thread is
+    # fastest there, and several requests then run side by side on the cores.
+    torch.set_num_threads(1)
 
     import gradio as gr
 
@@ -122,7 +131,9 @@ def serve(args: argparse.Namespace) -> int:
     from .uploads import MAX_FILE_BYTES
 
     demo = build_demo(services)
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
+    # api_open=False: queued events (clustering, attacks) cannot be called around the queue
+    # and its concurrency limit; search is not queued and is answered directly.
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2, api_open=False)
     theme = gr.themes.Default(
         font=["ui-sans-serif", "system-ui", "sans-serif"],
         font_mono=["ui-monospace", "monospace"],

@@ -1,0 +1,125 @@
+"""The app in headless Debian Chromium: search, cluster, attack — as a person would.
+
+Screenshots are saved to ``test-artifacts/app/`` for a human to look at.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "app"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+EXAMPLES = sorted((REPO / "assets" / "examples").glob("*.*"))
+TIMEOUT_MS = 90_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium"),
+]
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(server)
+        page.wait_for_selector("#search-upload")
+        yield page
+        browser.close()
+
+
+def _shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_search_an_uploaded_photo(page):
+    page.set_input_files("#search-upload input[type=file]", str(REPO / EXAMPLES[-1]))
+    page.wait_for_selector("#search-results-eat img")
+    page.wait_for_selector("#search-results-vanilla img")
+    page.wait_for_selector("#search-seen img")
+    assert page.locator("#search-results-eat .gallery-item").count() == 8
+    assert "top hit" in page.inner_text("#search-info")
+    _shot(page, "1-search-photo")
+
+
+def test_pick_an_example(page):
+    page.locator("#search-examples .thumbnail-item").nth(1).click()  # the trouser
+    page.wait_for_function(
+        "document.querySelector('#search-info').innerText.includes('top hit Trouser')"
+    )
+
+
+def test_a_text_file_gives_a_readable_error(page, tmp_path):
+    bad = tmp_path / "holiday.jpg"
+    bad.write_text("not a photo")
+    page.set_input_files("#search-upload input[type=file]", str(bad))
+    toast = page.get_by_text("holiday.jpg: not an image file")
+    toast.wait_for()
+    _shot(page, "2-search-error")
+    for close in page.locator(".toast-close").all():
+        close.click()
+
+
+def test_cluster_an_uploaded_set(page, tmp_path):
+    page.get_by_role("tab", name="Cluster").click()
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    page.set_input_files(
+        "#cluster-upload input[type=file]", [str(p) for p in EXAMPLES] + [str(bad)]
+    )
+    page.wait_for_selector("#cluster-upload .file-preview, #cluster-upload table")
+    page.click("#cluster-button")
+    page.wait_for_selector("#cluster-gallery-1 img")
+    page.wait_for_selector("#cluster-map img")
+    info = page.inner_text("#cluster-info")
+    assert "9 images" in info and "notes.png" in info
+    assert page.locator("[id^=cluster-gallery-] .gallery-item").count() == 9
+    _shot(page, "3-cluster")
+
+
+def test_attack_a_gallery_image(page):
+    page.get_by_role("tab", name="Attack lab").click()
+    page.locator("#lab-gallery .thumbnail-item").nth(2).click()
+    page.wait_for_function("document.querySelector('#lab-item input').value !== ''")
+    page.click("#lab-button")
+    for panel in (
+        "#lab-vanilla-adv img",
+        "#lab-eat-adv img",
+        "#lab-vanilla-adv-hits img",
+        "#lab-eat-adv-hits img",
+        "#lab-map img",
+    ):
+        page.wait_for_selector(panel)
+    numbers = page.inner_text("#lab-numbers")
+    assert "vanilla" in numbers and "EAT ensemble" in numbers and "true-class rank" in numbers
+    _shot(page, "4-attack-lab")
+
+
+def test_report_tab(page):
+    page.get_by_role("tab", name="Robustness report").click()
+    page.get_by_text("No benchmark results yet").wait_for()
+    _shot(page, "5-report")
+
+
+def test_artifacts_written():
+    shots = sorted(p.name for p in ARTIFACTS.glob("*.png"))
+    assert len(shots) >= 5, shots
+    assert shutil.disk_usage(ARTIFACTS).free > 0

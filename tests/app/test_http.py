@@ -1,0 +1,182 @@
+"""The app through HTTP: gradio_client against a real server started by the fixture."""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "assets" / "examples").glob("*.*"))
+PUBLIC = {"/search", "/cluster", "/attack", "/report", "/status"}
+
+
+def _example(name: str) -> str:
+    return str(next(p for p in EXAMPLES if name in p.name))
+
+
+def _search(client, path, model="both", k=8):
+    return client.predict(handle_file(path) if path else None, model, k, api_name="/search")
+
+
+def _cluster(client, paths, model="eat", algorithm="kmeans", auto_k=True, k=4, attack=False):
+    files = [handle_file(str(p)) for p in paths]
+    return client.predict(
+        files, model, algorithm, auto_k, k, attack, 0.3, 0.1, 5, api_name="/cluster"
+    )
+
+
+def _attack(client, path=None, item=-1, kind="es", eps=0.1, steps=20):
+    file = handle_file(str(path)) if path else None
+    return client.predict(file, item, kind, eps, steps, api_name="/attack")
+
+
+def test_public_endpoints_are_named_and_helpers_hidden(client):
+    named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert named == PUBLIC
+
+
+def test_status_reports_the_gallery_and_models(client):
+    text, info = client.predict(api_name="/status")
+    assert info["gallery_images"] == 2000
+    assert info["models"]["eat"]["members"] == 3
+    assert "2,000" in text
+
+
+def test_search_returns_ranked_results_of_both_models(client):
+    seen, eat, vanilla, summary, details = _search(client, _example("trouser"), "both", 6)
+    assert Image.open(seen).size == (112, 112)
+    for key, gallery in (("eat", eat), ("vanilla", vanilla)):
+        hits = details[key]["hits"]
+        assert [h["rank"] for h in hits] == list(range(1, 7))
+        scores = [h["score"] for h in hits]
+        assert scores == sorted(scores, reverse=True)
+        assert len(gallery["value"]) == 6 and gallery["visible"]
+        assert Path(gallery["value"][0]["image"]).is_file()
+    # The shipped trouser example is a test image: it finds itself, a trouser.
+    assert details["vanilla"]["hits"][0]["class"] == "Trouser"
+    assert details["vanilla"]["hits"][0]["score"] > 0.99
+    assert "EAT ensemble" in summary and "vanilla" in summary
+
+
+def test_search_with_one_model_hides_the_other(client):
+    _, eat, vanilla, _, details = _search(client, _example("sneaker"), "eat", 3)
+    assert set(details) == {"eat"}
+    assert eat["visible"] and not vanilla["visible"]
+
+
+def test_cluster_with_zip_labels_reports_scores_and_downloads(client, tmp_path, fmnist_test_arrays):
+    images, labels = fmnist_test_arrays
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for label, name in ((1, "trousers"), (8, "bags"), (7, "sneakers")):
+            for row in np.flatnonzero(labels == label)[:8]:
+                buffer = io.BytesIO()
+                Image.fromarray(images[row]).save(buffer, format="PNG")
+                zf.writestr(f"{name}/{row}.png", buffer.getvalue())
+    out = _cluster(client, [archive], model="vanilla", auto_k=False, k=3)
+    summary, figure, csv_file, zip_file, *galleries = out
+    details = out[-1]
+    assert "NMI" in summary and details["scores"]["nmi"] > 0.5
+    assert details["clusters"] == 3 and details["images"] == 24
+    assert Image.open(figure).size[0] > 200
+    rows = list(csv.DictReader(open(csv_file, newline="")))
+    assert len(rows) == 24 and {r["folder_label"] for r in rows} == {"trousers", "bags", "sneakers"}
+    with zipfile.ZipFile(zip_file) as zf:
+        assert len(zf.namelist()) == 24
+    shown = [g for g in galleries[:12] if g["visible"]]
+    assert len(shown) == 3 and sum(len(g["value"]) for g in shown) == 24
+
+
+def test_cluster_attack_compares_both_models(client):
+    out = _cluster(client, EXAMPLES, attack=True, auto_k=False, k=3)
+    details = out[-1]
+    assert set(details["attack"]["models"]) == {"vanilla", "eat"}
+    assert out[-2]["visible"]  # the side-by-side figure
+    assert "changed cluster" in out[-3]
+
+
+@pytest.mark.parametrize("kind", ["es", "qa", "ca"])
+def test_attack_on_a_gallery_item_fills_both_panels(client, kind):
+    out = _attack(client, item=12, kind=kind, eps=0.1, steps=10)
+    details = out[-1]
+    assert details["attack"] == kind and details["label_source"] == "gallery item 12"
+    for key in ("vanilla", "eat"):
+        model = details["models"][key]
+        assert model["embedding_shift"] > 0 and model["linf"] <= 0.1 + 1e-6
+        assert len(model["clean_hits"]) == len(model["adversarial_hits"]) == 5
+        assert model["true_class_rank_clean"] >= 1
+    for image in out[:5]:
+        assert Path(image).is_file()
+    assert "true-class rank" in out[9]
+
+
+def test_attack_on_an_upload(client):
+    out = _attack(client, path=_example("photo"), item=-1, kind="qa", eps=0.05, steps=5)
+    assert "upload" in out[-1]["label_source"]
+
+
+def test_report_without_results_says_how_to_get_them(client):
+    text, plots = client.predict(api_name="/report")
+    assert "eat bench" in text
+
+
+def _expect_error(call, *needles):
+    with pytest.raises(AppError) as info:
+        call()
+    message = str(info.value)
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+def test_bad_inputs_give_clear_errors_and_the_server_keeps_serving(client, bad_files):
+    _expect_error(lambda: _search(client, str(bad_files["corrupt"])), "corrupt.png")
+    _expect_error(lambda: _search(client, str(bad_files["text"])), "notes.jpg", "not an image")
+    _expect_error(lambda: _search(client, str(bad_files["huge"])), "megapixel limit")
+    _expect_error(lambda: _search(client, None), "No query image")
+    _expect_error(lambda: _cluster(client, []), "No files were uploaded")
+    _expect_error(lambda: _cluster(client, [_example("bag")]), "at least 2 images")
+    _expect_error(lambda: _cluster(client, list(bad_files.values())), "None of the uploaded files")
+    _expect_error(lambda: _attack(client, path=bad_files["huge"]), "megapixel limit")
+    _expect_error(lambda: _attack(client, item=-1), "No image to attack")
+    _expect_error(lambda: _attack(client, item=5, eps=5.0), "maximum value 0.3")
+    _expect_error(lambda: _attack(client, item=99999), "does not exist")
+    *_, details = _search(client, _example("bag"), "vanilla", 3)
+    assert details["vanilla"]["hits"][0]["class"] == "Bag"
+
+
+def test_bad_files_among_good_ones_are_skipped_by_name(client, bad_files):
+    out = _cluster(client, [*EXAMPLES[:4], bad_files["text"], bad_files["corrupt"]])
+    skipped = {s["file"] for s in out[-1]["skipped"]}
+    assert skipped == {"notes.jpg", "corrupt.png"}
+    assert "Skipped files" in out[0] and out[-1]["images"] == 4
+
+
+def test_concurrent_searches_all_succeed(client):
+    results, errors = [], []
+
+    def one(path):
+        try:
+            results.append(_search(client, path, "eat", 5)[-1])
+        except Exception as exc:  # noqa: BLE001 - collected and reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=one, args=(str(EXAMPLES[i % len(EXAMPLES)]),)) for i in range(8)
+    ]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and len(results) == 8
+    assert time.perf_counter() - started < 60
