@@ -31,9 +31,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .evaluate import (
-    RECALL_KS,
     clustering_scores,
     embed,
+    gallery_retrieval_metrics,
     kmeans_assign,
     retrieval_metrics,
 )
@@ -329,56 +329,6 @@ def clustering_attack(
 
 
 # --------------------------------------------------------------------------- evaluation
-
-
-def gallery_retrieval_metrics(
-    query_embeddings: np.ndarray | torch.Tensor,
-    query_labels: np.ndarray,
-    gallery_embeddings: np.ndarray | torch.Tensor,
-    gallery_labels: np.ndarray,
-    exclude_index: np.ndarray | None = None,
-    ks: tuple[int, ...] = RECALL_KS,
-    chunk: int = 1024,
-) -> dict[str, float]:
-    """Recall@k and mAP@R of queries ranked against a separate gallery.
-
-    ``exclude_index [Q]`` is each query's own gallery row (−1: none), left out of its
-    ranking and of its R (the number of relevant gallery items). With queries equal to
-    the gallery and ``exclude_index = arange(N)`` this equals
-    :func:`eat_models.evaluate.retrieval_metrics`.
-    """
-    q = torch.as_tensor(np.asarray(query_embeddings, dtype=np.float32))
-    g = torch.as_tensor(np.asarray(gallery_embeddings, dtype=np.float32))
-    q_lab = torch.as_tensor(np.asarray(query_labels))
-    g_lab = torch.as_tensor(np.asarray(gallery_labels))
-    excl = (
-        torch.full((len(q),), -1, dtype=torch.long)
-        if exclude_index is None
-        else torch.as_tensor(np.asarray(exclude_index), dtype=torch.long)
-    )
-    r_per_query = (q_lab[:, None] == g_lab[None, :]).sum(dim=1) - (excl >= 0).long()
-    depth = int(min(len(g) - int((excl >= 0).any()), max(max(ks), int(r_per_query.max()))))
-    positions = torch.arange(1, depth + 1, dtype=torch.float32)
-    hits = dict.fromkeys(ks, 0)
-    ap_sum, ap_count = 0.0, 0
-    for start in range(0, len(q), chunk):
-        stop = min(len(q), start + chunk)
-        sims = q[start:stop] @ g.T
-        rows = torch.nonzero(excl[start:stop] >= 0).squeeze(1)
-        sims[rows, excl[start:stop][rows]] = -float("inf")
-        top = sims.topk(depth, dim=1).indices
-        relevant = (g_lab[top] == q_lab[start:stop, None]).float()
-        for k in ks:
-            hits[k] += int(relevant[:, :k].amax(dim=1).sum())
-        r = r_per_query[start:stop]
-        rel_r = relevant * (positions[None, :] <= r[:, None].float())
-        precision = rel_r.cumsum(dim=1) / positions[None, :]
-        valid = r > 0
-        ap_sum += float(((precision * rel_r).sum(dim=1)[valid] / r[valid].float()).sum())
-        ap_count += int(valid.sum())
-    out = {f"recall@{k}": hits[k] / len(q) for k in ks}
-    out["map@r"] = ap_sum / max(ap_count, 1)
-    return out
 
 
 def _batches(rows: np.ndarray, batch_size: int, progress: bool, desc: str):

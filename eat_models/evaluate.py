@@ -56,43 +56,75 @@ def embed(
     return torch.cat(out).numpy().astype(np.float32, copy=False)
 
 
+def gallery_retrieval_metrics(
+    query_embeddings: np.ndarray | torch.Tensor,
+    query_labels: np.ndarray,
+    gallery_embeddings: np.ndarray | torch.Tensor,
+    gallery_labels: np.ndarray,
+    exclude_index: np.ndarray | None = None,
+    ks: tuple[int, ...] = RECALL_KS,
+    chunk: int = 1024,
+) -> dict[str, float]:
+    """Recall@k and mAP@R of queries ranked against a separate gallery.
+
+    ``exclude_index [Q]`` is each query's own gallery row (−1: none), left out of its
+    ranking and of its R (the number of relevant gallery items). With queries equal to
+    the gallery and ``exclude_index = arange(N)`` this is :func:`retrieval_metrics`.
+    """
+    q = torch.as_tensor(np.asarray(query_embeddings, dtype=np.float32))
+    g = torch.as_tensor(np.asarray(gallery_embeddings, dtype=np.float32))
+    q_lab = torch.as_tensor(np.asarray(query_labels))
+    g_lab = torch.as_tensor(np.asarray(gallery_labels))
+    excl = (
+        torch.full((len(q),), -1, dtype=torch.long)
+        if exclude_index is None
+        else torch.as_tensor(np.asarray(exclude_index), dtype=torch.long)
+    )
+    r_per_query = (q_lab[:, None] == g_lab[None, :]).sum(dim=1) - (excl >= 0).long()
+    depth = int(min(len(g) - int((excl >= 0).any()), max(max(ks), int(r_per_query.max()))))
+    positions = torch.arange(1, depth + 1, dtype=torch.float32)
+    hits = dict.fromkeys(ks, 0)
+    ap_sum, ap_count = 0.0, 0
+    for start in range(0, len(q), chunk):
+        stop = min(len(q), start + chunk)
+        sims = q[start:stop] @ g.T
+        rows = torch.nonzero(excl[start:stop] >= 0).squeeze(1)
+        sims[rows, excl[start:stop][rows]] = -float("inf")
+        top = sims.topk(depth, dim=1).indices
+        relevant = (g_lab[top] == q_lab[start:stop, None]).float()
+        for k in ks:
+            hits[k] += int(relevant[:, :k].amax(dim=1).sum())
+        r = r_per_query[start:stop]
+        rel_r = relevant * (positions[None, :] <= r[:, None].float())
+        precision = rel_r.cumsum(dim=1) / positions[None, :]
+        valid = r > 0
+        ap_sum += float(((precision * rel_r).sum(dim=1)[valid] / r[valid].float()).sum())
+        ap_count += int(valid.sum())
+    out = {f"recall@{k}": hits[k] / len(q) for k in ks}
+    out["map@r"] = ap_sum / max(ap_count, 1)
+    return out
+
+
 def retrieval_metrics(
     embeddings: np.ndarray | torch.Tensor,
     labels: np.ndarray,
     ks: Sequence[int] = RECALL_KS,
     chunk: int = 1024,
 ) -> dict[str, float]:
-    """Recall@k for each k and mAP@R, the query excluded from its own ranking."""
-    emb = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
-    lab = torch.as_tensor(np.asarray(labels))
-    n = len(lab)
+    """Recall@k for each k and mAP@R, the set being both queries and gallery, each query
+    excluded from its own ranking (the RobRank protocol)."""
+    n = len(labels)
     if n < 2:
         raise ValueError("retrieval metrics need at least two items")
-    counts = torch.bincount(lab - lab.min())
-    r_per_query = counts[lab - lab.min()] - 1
-    depth = int(min(n - 1, max(max(ks), int(r_per_query.max()))))
-    hits = {k: 0 for k in ks}
-    ap_sum, ap_count = 0.0, 0
-    positions = torch.arange(1, depth + 1, dtype=torch.float32)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        sims = emb[start:stop] @ emb.T
-        sims[torch.arange(stop - start), torch.arange(start, stop)] = -float("inf")
-        top = sims.topk(depth, dim=1).indices
-        relevant = (lab[top] == lab[start:stop, None]).float()
-        for k in ks:
-            hits[k] += int(relevant[:, :k].amax(dim=1).sum())
-        r = r_per_query[start:stop]
-        within_r = positions[None, :] <= r[:, None].float()
-        rel_r = relevant * within_r
-        precision = rel_r.cumsum(dim=1) / positions[None, :]
-        valid = r > 0
-        ap = (precision * rel_r).sum(dim=1)[valid] / r[valid].float()
-        ap_sum += float(ap.sum())
-        ap_count += int(valid.sum())
-    out = {f"recall@{k}": hits[k] / n for k in ks}
-    out["map@r"] = ap_sum / max(ap_count, 1)
-    return out
+    return gallery_retrieval_metrics(
+        embeddings,
+        labels,
+        embeddings,
+        labels,
+        exclude_index=np.arange(n),
+        ks=tuple(ks),
+        chunk=chunk,
+    )
 
 
 def pairwise_f1(labels_true: np.ndarray, labels_pred: np.ndarray) -> float:

@@ -14,13 +14,12 @@ from eat_models.attacks import (
     embedding_shift_attack,
     embedding_shift_objective,
     evaluate_attack,
-    gallery_retrieval_metrics,
     pgd,
     query_attack,
     query_neighbours,
     random_other_clusters,
 )
-from eat_models.evaluate import embed, kmeans_assign, retrieval_metrics
+from eat_models.evaluate import embed, gallery_retrieval_metrics, kmeans_assign, retrieval_metrics
 from eat_models.networks import NetworkConfig, build_network
 from eat_models.train import stratified_slice
 
