@@ -127,7 +127,7 @@ class ClusterResult:
 
     @property
     def n_clusters(self) -> int:
-        return len([c for c in np.unique(self.assignments) if c >= 0])
+        return n_clusters_of(self.assignments)
 
     def cluster_title(self, cluster: int) -> str:
         count = int((self.assignments == cluster).sum())
@@ -156,6 +156,11 @@ class ClusterResult:
             "attack": self.attack.to_dict() if self.attack else None,
             "seconds": round(self.seconds, 3),
         }
+
+
+def n_clusters_of(assignments: np.ndarray) -> int:
+    """Number of clusters, noise (−1) not counted."""
+    return int((np.unique(assignments) >= 0).sum())
 
 
 def _rounded(scores: dict[str, float] | None) -> dict[str, float] | None:
@@ -294,8 +299,7 @@ class ClusterService:
         scores = clustering_scores(labels, assignments) if labels else None
         placement = project_set(embeddings)
         title = (
-            f"{view.label}: {ALGORITHM_LABELS[algorithm]}, "
-            f"{len([c for c in np.unique(assignments) if c >= 0])} clusters"
+            f"{view.label}: {ALGORITHM_LABELS[algorithm]}, {n_clusters_of(assignments)} clusters"
         )
         figure = cluster_maps([ClusterPanel(title, placement.xy, assignments, note=placement.note)])
         out = (
@@ -304,8 +308,10 @@ class ClusterService:
         csv_path, zip_path = write_downloads(batch, assignments, out)
         attack = None
         if attack_fraction > 0:
-            n_found = len([c for c in np.unique(assignments) if c >= 0])
-            attack_k = int(np.clip(n_found, 2, len(batch)))
+            # K = number of classes when the folders name them (the benchmark's protocol),
+            # else the number of clusters just found.
+            n_groups = len(set(labels)) if labels else n_clusters_of(assignments)
+            attack_k = int(np.clip(n_groups, 2, len(batch)))
             attack = self.attack_set(batch, attack_fraction, eps, steps, attack_k)
         return ClusterResult(
             names=batch.names,

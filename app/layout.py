@@ -199,7 +199,7 @@ def build_demo(services: Services) -> gr.Blocks:
                             "Search", variant="primary", elem_id="search-button"
                         )
                     with gr.Column(scale=3, elem_id="search-output"):
-                        with gr.Row():
+                        with gr.Row(elem_id="search-query-row"):
                             seen = gr.Image(
                                 label="What the model saw (28×28 input, enlarged)",
                                 type="pil",
@@ -210,7 +210,7 @@ def build_demo(services: Services) -> gr.Blocks:
                                 elem_classes="eat-pixel",
                             )
                             search_info = gr.Markdown(elem_id="search-info")
-                        with gr.Row():
+                        with gr.Row(elem_id="search-results-row"):
                             eat_results = gr.Gallery(
                                 label=MODEL_LABELS["eat"],
                                 columns=4,
@@ -310,7 +310,7 @@ def build_demo(services: Services) -> gr.Blocks:
                         )
                     with gr.Column(scale=3, elem_id="cluster-output"):
                         cluster_info = gr.Markdown(elem_id="cluster-info")
-                        with gr.Row():
+                        with gr.Row(elem_id="cluster-map-row"):
                             cluster_map = gr.Image(
                                 label="Map of the set, coloured by cluster",
                                 type="pil",
@@ -318,7 +318,7 @@ def build_demo(services: Services) -> gr.Blocks:
                                 format="png",
                                 elem_id="cluster-map",
                             )
-                            with gr.Column(min_width=200):
+                            with gr.Column(min_width=200, elem_id="cluster-downloads"):
                                 cluster_csv = gr.File(
                                     label="file → cluster (CSV)",
                                     interactive=False,

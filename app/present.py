@@ -7,6 +7,8 @@ from .clustering import ALGORITHM_LABELS, ClusterResult
 from .search import SearchResult
 from .uploads import MAX_FILE_BYTES, MAX_FILES, MAX_PIXELS
 
+SHORT_LABELS = {"eat": "EAT", "vanilla": "vanilla"}
+
 
 def limits_text() -> str:
     return (
@@ -119,7 +121,7 @@ def attack_markdown(result: AttackLabResult) -> str:
         top_clean = o.clean_hits[0].class_name if o.clean_hits else "–"
         top_adv = o.adversarial_hits[0].class_name if o.adversarial_hits else "–"
         rows.append(
-            f"| **{o.label}** | {o.embedding_shift:.3f} | {o.true_rank_clean} → "
+            f"| **{SHORT_LABELS[o.key]}** | {o.embedding_shift:.3f} | {o.true_rank_clean} → "
             f"{o.true_rank_adversarial} | {top_clean} → {top_adv} | {o.cluster_clean} → "
             f"{o.cluster_adversarial} | {o.attack_seconds * 1000:.0f} ms |"
         )

@@ -154,6 +154,8 @@ def serve(args: argparse.Namespace) -> int:
             mcp_server=False,
             pwa=False,
             quiet=True,
+            run_history=False,  # no run records in browsers, no bucket uploads
+            footer_links=["api", "settings"],
             blocked_paths=blocked,
             theme=theme,
             css=CSS,

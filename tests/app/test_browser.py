@@ -5,8 +5,8 @@ Screenshots are saved to ``test-artifacts/app/`` for a human to look at.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -39,6 +39,8 @@ def page(server):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.requested_hosts = set()
+        page.on("request", lambda request: page.requested_hosts.add(urlsplit(request.url).hostname))
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(server)
         page.wait_for_selector("#search-upload")
@@ -97,8 +99,12 @@ def test_cluster_an_uploaded_set(page, tmp_path):
 
 def test_attack_a_gallery_image(page):
     page.get_by_role("tab", name="Attack lab").click()
-    page.locator("#lab-gallery .thumbnail-item").nth(2).click()
-    page.wait_for_function("document.querySelector('#lab-item input').value !== ''")
+    before = page.input_value("#lab-item input")
+    page.locator("#lab-gallery .thumbnail-item").nth(2).click()  # a pullover
+    page.wait_for_function(
+        "before => document.querySelector('#lab-item input').value !== before", arg=before
+    )
+    item = page.input_value("#lab-item input")
     page.click("#lab-button")
     for panel in (
         "#lab-vanilla-adv img",
@@ -109,7 +115,8 @@ def test_attack_a_gallery_image(page):
     ):
         page.wait_for_selector(panel)
     numbers = page.inner_text("#lab-numbers")
-    assert "vanilla" in numbers and "EAT ensemble" in numbers and "true-class rank" in numbers
+    assert f"gallery item {item}" in numbers and "Pullover" in numbers
+    assert "vanilla" in numbers and "\nEAT\t" in numbers and "true-class rank" in numbers
     _shot(page, "4-attack-lab")
 
 
@@ -119,7 +126,11 @@ def test_report_tab(page):
     _shot(page, "5-report")
 
 
+def test_nothing_is_fetched_from_outside(page):
+    """No fonts, analytics or scripts from the internet: every request stays local."""
+    assert page.requested_hosts == {"127.0.0.1"}, page.requested_hosts
+
+
 def test_artifacts_written():
     shots = sorted(p.name for p in ARTIFACTS.glob("*.png"))
     assert len(shots) >= 5, shots
-    assert shutil.disk_usage(ARTIFACTS).free > 0
