@@ -290,7 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     from eat_models.provenance import provenance
 
     proc = None
-    record: dict = {"provenance": provenance(), "settings": vars(args).copy()}
+    record: dict = {
+        "provenance": provenance(),
+        "settings": vars(args).copy(),
+        "load_average_before": list(os.getloadavg()),
+    }
     try:
         if args.url:
             url = args.url
@@ -319,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    record["load_average_after"] = list(os.getloadavg())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))

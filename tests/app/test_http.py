@@ -143,6 +143,7 @@ def test_bad_inputs_give_clear_errors_and_the_server_keeps_serving(client, bad_f
     _expect_error(lambda: _search(client, str(bad_files["text"])), "notes.jpg", "not an image")
     _expect_error(lambda: _search(client, str(bad_files["huge"])), "megapixel limit")
     _expect_error(lambda: _search(client, None), "No query image")
+    _expect_error(lambda: _search(client, str(bad_files["empty"])), "empty.png", "empty")
     _expect_error(lambda: _cluster(client, []), "No files were uploaded")
     _expect_error(lambda: _cluster(client, [_example("bag")]), "at least 2 images")
     _expect_error(lambda: _cluster(client, list(bad_files.values())), "None of the uploaded files")
@@ -180,3 +181,12 @@ def test_concurrent_searches_all_succeed(client):
         t.join(timeout=120)
     assert not errors and len(results) == 8
     assert time.perf_counter() - started < 60
+
+
+def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + b"\0" * (11 * 1024 * 1024))
+    with pytest.raises(Exception, match="(?i)size"):
+        _search(client, str(big))
+    *_, details = _search(client, _example("sneaker"), "eat", 2)
+    assert len(details["eat"]["hits"]) == 2

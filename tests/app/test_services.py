@@ -298,3 +298,25 @@ def test_report_reads_table_and_plots(tmp_path, bad_files):
     report = load_report(tmp_path)
     assert report.found and "| eat | 0.8 |" in report.markdown and "![x]" not in report.markdown
     assert [caption for _, caption in report.plots] == ["nmi vs eps"]
+
+
+def test_an_image_folder_gallery(tmp_path, app_models_dir, fmnist_test_arrays):
+    images, labels = fmnist_test_arrays
+    root = tmp_path / "photos"
+    for label, name in ((1, "trousers"), (8, "bags"), (7, "sneakers")):
+        (root / name).mkdir(parents=True)
+        for row in np.flatnonzero(labels == label)[:6]:
+            Image.fromarray(images[row]).save(root / name / f"{row}.png")
+    (root / "bags" / "broken.jpg").write_text("not an image")
+    resources = load_resources(
+        app_models_dir, gallery=str(root), cache_root=tmp_path / "cache", map_points=100
+    )
+    assert len(resources) == 18  # the broken file is skipped, the rest indexed
+    assert resources.class_names == ["bags", "sneakers", "trousers"]
+    from app.search import SearchService
+
+    query = Image.open(next((root / "sneakers").glob("*.png")))
+    hits = SearchService(resources).search(query, "vanilla", 3).results["vanilla"].hits
+    assert hits[0].class_name == "sneakers" and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    x = resources.model_input(hits[0].item_id, "eat")
+    np.testing.assert_allclose(x[0].numpy() * 255, np.asarray(query), atol=1)
