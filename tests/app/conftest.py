@@ -9,6 +9,7 @@ it after the session.
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import shutil
@@ -46,21 +47,36 @@ def png_bytes():
 
 @pytest.fixture(scope="session")
 def app_models_dir(tmp_path_factory, trained_vanilla) -> Path:
-    """``DIR/vanilla`` (the shared small model) and ``DIR/eat`` (a 3-member ensemble)."""
-    from eat_models.train import TrainConfig, train
+    """``DIR/vanilla`` (the shared small model) and ``DIR/eat``: a 3-member ensemble made
+    with ``save_checkpoint`` from that model and two slightly perturbed copies of it (no
+    extra training; the app only needs a real ensemble checkpoint)."""
+    import torch
+
+    from eat_models import load_model, save_checkpoint
+    from eat_models.checkpoint import read_config
+    from eat_models.networks import NetworkConfig
 
     root = tmp_path_factory.mktemp("app-models")
     shutil.copytree(trained_vanilla, root / "vanilla")
-    config = TrainConfig(
-        members=3,
-        epochs=1,
-        max_train=3000,
-        width=8,
-        embedding_dim=32,
-        seed=1,
-        out=str(root / "eat"),
+    _, config = read_config(trained_vanilla)
+    base = load_model(trained_vanilla).net
+    generator = torch.Generator().manual_seed(0)
+    members = []
+    for k in range(3):
+        member = copy.deepcopy(base)
+        with torch.no_grad():
+            for param in member.parameters():
+                noise = torch.randn(param.shape, generator=generator)
+                param.add_(0.05 * k * param.std().nan_to_num(0.0) * noise)
+        members.append(member.eval())
+    network = NetworkConfig.from_dict(config["members"][0]["network"])
+    save_checkpoint(
+        root / "eat",
+        members,
+        [network] * 3,
+        {k: config["meta"][k] for k in ("dataset", "split", "class_names")},
+        train_config={"defense": "perturbed-copies"},
     )
-    train(config, progress=False)
     return root
 
 
