@@ -142,5 +142,5 @@ class SearchService:
             hits = ranked_hits(self.resources, view, vector, k)
             results[key] = ModelSearch(key, view.label, hits, time.perf_counter() - started)
             if model_input is None:
-                model_input = tensor_to_image(tensor, DISPLAY_SIDE)
+                model_input = tensor_to_image(tensor, 2 * DISPLAY_SIDE)
         return SearchResult(model_input=model_input, results=results)

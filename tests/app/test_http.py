@@ -53,7 +53,7 @@ def test_status_reports_the_gallery_and_models(client):
 
 def test_search_returns_ranked_results_of_both_models(client):
     seen, eat, vanilla, summary, details = _search(client, _example("trouser"), "both", 6)
-    assert Image.open(seen).size == (112, 112)
+    assert Image.open(seen).size == (224, 224)
     for key, gallery in (("eat", eat), ("vanilla", vanilla)):
         hits = details[key]["hits"]
         assert [h["rank"] for h in hits] == list(range(1, 7))
