@@ -536,7 +536,8 @@ def build_demo(services: Services) -> gr.Blocks:
 
         def refresh_status():
             info = services.status()
-            return present.status_markdown(info), info, gr.Timer(active=not info["umap_warm"])
+            warming = info["umap_enabled"] and not info["umap_warm"]
+            return present.status_markdown(info), info, gr.Timer(active=warming)
 
         @user_errors("search")
         def search(file, example_index, model, k):

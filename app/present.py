@@ -26,6 +26,8 @@ def status_markdown(status: dict) -> str:
     umap = (
         "UMAP maps ready"
         if status["umap_warm"]
+        else "UMAP off (--no-umap): cached or PCA maps, new points placed by nearest neighbours"
+        if not status["umap_enabled"]
         else "UMAP maps warming up in the background (about a minute; until then maps use "
         "cached or PCA coordinates and new points are placed by nearest neighbours)"
     )

@@ -120,7 +120,9 @@ def serve(args: argparse.Namespace) -> int:
     except ModelsNotFoundError as exc:
         print(f"error: {exc}")
         return 2
-    services = build_services(resources, results_dir=args.results_dir)
+    services = build_services(
+        resources, results_dir=args.results_dir, umap_enabled=not args.no_umap
+    )
     # Requests work on one image (or a few hundred) at a time: one intra-op thread is
     # fastest there, and several requests then run side by side on the cores.
     torch.set_num_threads(1)

@@ -39,6 +39,7 @@ class Services:
     results_dir: Path
     examples: list[Example] = field(default_factory=list)
     lab_picks: list[int] = field(default_factory=list)
+    umap_enabled: bool = True
 
     def report(self) -> Report:
         return load_report(self.results_dir)
@@ -58,6 +59,7 @@ class Services:
                 }
                 for key in MODEL_KEYS
             },
+            "umap_enabled": self.umap_enabled,
             "umap_warm": all(p.warm for p in res.projections) and small_sets_warm(),
             "maps": {key: res.views[key].projection.method for key in MODEL_KEYS},
         }
@@ -79,6 +81,7 @@ def build_services(
     resources: Resources,
     results_dir: str | os.PathLike | None = None,
     examples_dir: str | os.PathLike = EXAMPLES_DIR,
+    umap_enabled: bool = True,
 ) -> Services:
     return Services(
         resources=resources,
@@ -88,4 +91,5 @@ def build_services(
         results_dir=Path(results_dir) if results_dir is not None else DEFAULT_RESULTS_DIR,
         examples=load_examples(examples_dir),
         lab_picks=resources.sample_ids(per_class=2),
+        umap_enabled=umap_enabled,
     )
