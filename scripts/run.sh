@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job: set up, train the default model on Fashion-MNIST and evaluate it.
+# The main job: set everything up, then serve the web app on http://127.0.0.1:7860 with the
+# shipped models in assets/models (no training, no internet). Extra arguments go to
+# `eat app` (e.g. --port 8080, --gallery PHOTOS_ROOT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/eat train --out runs/default "$@"
-.venv/bin/eat eval runs/default
+export GRADIO_ANALYTICS_ENABLED=False
+exec .venv/bin/eat app "$@"
