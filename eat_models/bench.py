@@ -182,6 +182,7 @@ class Bench:
         data_dir: str | None = None,
         progress: bool = True,
         threads: int = 2,
+        device: str = "cpu",
     ) -> None:
         self.profile = profile
         self.out = Path(out)
@@ -189,6 +190,7 @@ class Bench:
         self.data_dir = data_dir
         self.progress = progress
         self.threads = threads
+        self.device = device
         self.rows = {r.name: r for r in bench_rows(profile)}
         (self.out / "rows").mkdir(parents=True, exist_ok=True)
         train_set, test_set = load_fashion_mnist("standard", data_dir)
@@ -223,6 +225,7 @@ class Bench:
             "train_steps": p.train_steps,
             "seed": p.seed,
             "threads": self.threads,
+            "device": self.device,
             "data_dir": self.data_dir,
             "out": str(self.runs / row.name),
         }
@@ -476,6 +479,12 @@ def add_bench_command(sub) -> None:
     p.add_argument("--data-dir", default=None, help="where the Fashion-MNIST IDX files are")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     p.add_argument(
+        "--device",
+        default="cpu",
+        help="where rows are trained: cpu (default; the committed timings are CPU), cuda, "
+        "or auto; attacks and metrics always run on the CPU",
+    )
+    p.add_argument(
         "--ship",
         action="store_true",
         help="afterwards copy the vanilla and eat checkpoints to assets/models/",
@@ -496,7 +505,13 @@ def _cmd_bench(args) -> int:
     out = Path(args.out or ("results/fashion-mnist" + ("-quick" if args.quick else "")))
     runs = Path(args.runs or f"runs/bench/{profile.name}")
     bench = Bench(
-        profile, out, runs, data_dir=args.data_dir, progress=not args.quiet, threads=args.threads
+        profile,
+        out,
+        runs,
+        data_dir=args.data_dir,
+        progress=not args.quiet,
+        threads=args.threads,
+        device=args.device,
     )
     result = bench.run(args.only)
     if args.ship:

@@ -136,6 +136,11 @@ class TrainConfig:
     )
     seed: int = _flag("random seed (data order, init); member k uses seed + k", default=0)
     threads: int = _flag("torch CPU threads", default=2)
+    device: str = _flag(
+        "where training runs: 'cpu' (default), 'cuda', 'cuda:N', or 'auto' (cuda when "
+        "available); the checkpoint is always saved with CPU tensors",
+        default="cpu",
+    )
     out: str = _flag("output checkpoint directory", default="runs/model")
 
     def to_dict(self) -> dict:
@@ -161,6 +166,16 @@ def stratified_slice(dataset: ImageDataset, size: int | None, seed: int) -> Imag
     return dataset.subset(rows[:size])
 
 
+def resolve_device(name: str) -> torch.device:
+    """``'auto'`` → cuda if available else cpu; anything else as torch spells it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
 def network_config_for(config: TrainConfig, dataset: ImageDataset) -> NetworkConfig:
     return default_network_config(
         config.arch,
@@ -183,13 +198,16 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     num_classes = len(np.unique(train_set.labels))
     defense = build_defense(config.defense, config)
     net_config = network_config_for(config, train_set)
+    device = resolve_device(config.device)
 
     members, losses = [], []
     for k in range(defense.num_members):
         torch.manual_seed(config.seed + k)
-        members.append(build_network(net_config))
+        members.append(build_network(net_config).to(device))
         losses.append(
-            MetricLoss(config.loss, int(train_set.labels.max()) + 1, config.embedding_dim)
+            MetricLoss(config.loss, int(train_set.labels.max()) + 1, config.embedding_dim).to(
+                device
+            )
         )
     groups = [{"params": [p for m in members for p in m.parameters()], "lr": config.lr}]
     for loss in losses:
@@ -241,7 +259,9 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
             batches = []
             for rows, local in zip(member_rows, step_batches, strict=True):
                 idx = rows[np.asarray(local)]
-                batches.append(Batch(train_set.batch(idx), labels_tensor[idx]))
+                batches.append(
+                    Batch(train_set.batch(idx).to(device), labels_tensor[idx].to(device))
+                )
             loss, logs = defense.training_loss(members, losses, batches)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -257,6 +277,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
 
     for m in members:
         m.eval()
+        m.cpu()
     meta = {
         "dataset": train_set.name.split("/")[0],
         "split": config.split,
@@ -271,6 +292,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         "train_images": len(train_set),
         "steps": total_steps,
         "threads": config.threads,
+        "device": str(device),
     }
     out = save_checkpoint(config.out, members, [net_config] * len(members), meta, train_record)
     log.info("saved %s after %.1f s", out, wall)

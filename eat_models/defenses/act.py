@@ -28,11 +28,11 @@ from .base import AdversarialDefense, Batch
 def random_triplets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One ``(anchor, positive, negative)`` index triple per anchor that has both."""
     same = labels[:, None] == labels[None, :]
-    positives = same & ~torch.eye(len(labels), dtype=torch.bool)
+    positives = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     negatives = ~same
     anchors = torch.nonzero(positives.any(1) & negatives.any(1)).squeeze(1)
     if len(anchors) == 0:
-        empty = torch.zeros(0, dtype=torch.long)
+        empty = torch.zeros(0, dtype=torch.long, device=labels.device)
         return empty, empty, empty
     pos = torch.multinomial(positives[anchors].float(), 1).squeeze(1)
     neg = torch.multinomial(negatives[anchors].float(), 1).squeeze(1)
@@ -61,7 +61,7 @@ class ACT(AdversarialDefense):
     def training_loss(
         self, members: list[nn.Module], losses: list[MetricLoss], batches: list[Batch]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        total, values = torch.zeros((), requires_grad=True), []
+        total, values = 0.0, []
         for net, loss, batch in zip(members, losses, batches, strict=True):
             anchor, positive, negative = random_triplets(batch.labels)
             m = len(anchor)
@@ -79,4 +79,6 @@ class ACT(AdversarialDefense):
                 value = loss(net(collapsed), labels)
             total = total + value
             values.append(value.item())
+        if not values:  # no batch had an anchor with both a positive and a negative
+            total = batches[0].images.new_zeros((), requires_grad=True)
         return total, {"loss_adv": sum(values) / max(len(values), 1)}

@@ -63,7 +63,9 @@ def batch_clustering_objective(clean_embeddings: torch.Tensor, labels: torch.Ten
     if len(classes) < 2:
         return embedding_shift_objective(clean_embeddings)
     centroids = torch.stack([clean_embeddings[index == c].mean(0) for c in range(len(classes))])
-    target = (index + torch.randint(1, len(classes), index.shape)) % len(classes)
+    target = (index + torch.randint(1, len(classes), index.shape, device=index.device)) % len(
+        classes
+    )
     return clustering_objective(centroids[index], centroids[target])
 
 
