@@ -31,21 +31,21 @@ log = logging.getLogger(__name__)
 #: name -> (defense, overrides). Overrides are TrainConfig fields (and "epochs").
 GRIDS: dict[str, dict[str, tuple[str, dict]]] = {
     "eat-v1": {
-        "at-ensemble": ("at-ensemble", {"members": 3}),
         "eat": ("eat", {"members": 3}),
+        "at-ensemble": ("at-ensemble", {"members": 3}),
         "eat-clean0.5": ("eat", {"members": 3, "clean_weight": 0.5}),
-        "eat-clean1": ("eat", {"members": 3, "clean_weight": 1.0}),
         "eat-cluster": ("eat", {"members": 3, "ensemble_objective": "cluster"}),
         "eat-triplet": ("eat", {"members": 3, "loss": "triplet"}),
-        "eat-triplet-clean0.5": ("eat", {"members": 3, "loss": "triplet", "clean_weight": 0.5}),
         "eat-nosplit": ("eat", {"members": 3, "member_split": "none"}),
         "eat-lens2": ("eat", {"members": 3, "lambda_ensemble": 2.0}),
+        "eat-clean1": ("eat", {"members": 3, "clean_weight": 1.0}),
         "eat-eps0.15": ("eat", {"members": 3, "train_eps": 0.15}),
+        "pgd-at-triplet": ("pgd-at", {"loss": "triplet"}),
+        "at-ensemble-triplet": ("at-ensemble", {"members": 3, "loss": "triplet"}),
+        "eat-triplet-clean0.5": ("eat", {"members": 3, "loss": "triplet", "clean_weight": 0.5}),
         "eat-steps10": ("eat", {"members": 3, "train_steps": 10}),
         "eat-6ep": ("eat", {"members": 3, "epochs": 6}),
         "eat-w32": ("eat", {"members": 3, "width": 32}),
-        "pgd-at-triplet": ("pgd-at", {"loss": "triplet"}),
-        "at-ensemble-triplet": ("at-ensemble", {"members": 3, "loss": "triplet"}),
         "eat-k5": ("eat", {"members": 5}),
     },
 }
