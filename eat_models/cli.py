@@ -89,6 +89,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from . import load_model
     from .evaluate import evaluate_model, format_metrics_table
+    from .provenance import provenance
 
     torch.set_num_threads(args.threads)
     model = load_model(args.checkpoint)
@@ -106,8 +107,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         "test_images": len(test),
         "metrics": metrics,
         "eval_wall_s": round(time.perf_counter() - started, 2),
-        "command": " ".join(sys.argv),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "provenance": provenance(),
     }
     out = Path(args.out) if args.out else Path(args.checkpoint) / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -186,6 +186,17 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_test_set_flags(p: argparse.ArgumentParser, max_test_help: str) -> None:
+    """The flags that pick the test set a checkpoint is scored on (eval and attack)."""
+    p.add_argument("--dataset", default=None, help="override the dataset stored in the checkpoint")
+    p.add_argument("--split", default=None, help="override the split stored in the checkpoint")
+    p.add_argument("--data-dir", default=None, help="where the data is (see 'eat train --help')")
+    p.add_argument(
+        "--download", action="store_true", help="allow downloading Fashion-MNIST if not found"
+    )
+    p.add_argument("--max-test", type=int, default=None, help=max_test_help)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train``, ``eval``, ``speed`` and ``attack`` to the ``eat`` command's subparsers."""
     from .attacks import ATTACKS, QUERY_NEIGHBOURS
@@ -208,15 +219,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with K = number of classes.",
     )
     p.add_argument("checkpoint", help="checkpoint directory written by 'eat train'")
-    p.add_argument("--dataset", default=None, help="override the dataset stored in the checkpoint")
-    p.add_argument("--split", default=None, help="override the split stored in the checkpoint")
-    p.add_argument("--data-dir", default=None, help="where the data is (see 'eat train --help')")
-    p.add_argument(
-        "--download", action="store_true", help="allow downloading Fashion-MNIST if not found"
-    )
-    p.add_argument(
-        "--max-test", type=int, default=None, help="evaluate on a stratified slice of this size"
-    )
+    _add_test_set_flags(p, "evaluate on a stratified slice of this size")
     p.add_argument(
         "--batch-size", type=int, default=512, help="embedding batch size (default: 512)"
     )
@@ -288,15 +291,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="transfer mode: craft on this checkpoint, evaluate on CHECKPOINT",
     )
-    p.add_argument(
-        "--max-test", type=int, default=None, help="attack a stratified slice of this size"
-    )
-    p.add_argument("--dataset", default=None, help="override the dataset stored in the checkpoint")
-    p.add_argument("--split", default=None, help="override the split stored in the checkpoint")
-    p.add_argument("--data-dir", default=None, help="where the data is (see 'eat train --help')")
-    p.add_argument(
-        "--download", action="store_true", help="allow downloading Fashion-MNIST if not found"
-    )
+    _add_test_set_flags(p, "attack a stratified slice of this size")
     p.add_argument(
         "--batch-size", type=int, default=256, help="images attacked at once (default: 256)"
     )

@@ -28,6 +28,7 @@ from .data import (
 from .defenses import DEFENSES, ENSEMBLE_OBJECTIVES, MEMBER_SPLITS, Batch, build_defense
 from .losses import LOSSES, MetricLoss
 from .networks import NetworkConfig, build_network, default_network_config
+from .provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +294,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         "steps": total_steps,
         "threads": config.threads,
         "device": str(device),
+        "provenance": provenance(),
     }
     out = save_checkpoint(config.out, members, [net_config] * len(members), meta, train_record)
     log.info("saved %s after %.1f s", out, wall)

@@ -47,6 +47,10 @@ GRIDS: dict[str, dict[str, tuple[str, dict]]] = {
         "eat-6ep": ("eat", {"members": 3, "epochs": 6}),
         "eat-w32": ("eat", {"members": 3, "width": 32}),
         "eat-k5": ("eat", {"members": 5}),
+        "eat-cluster-clean0.5": (
+            "eat",
+            {"members": 3, "ensemble_objective": "cluster", "clean_weight": 0.5},
+        ),
     },
 }
 
@@ -102,17 +106,34 @@ def summarise(name: str, record: dict) -> dict:
     }
 
 
-def write_results(out: Path, grid: str, summaries: list[dict], meta: dict) -> None:
+def collect(out: Path) -> list[dict]:
+    """A summary of every fully scored entry stored in ``out/rows`` (all invocations)."""
+    summaries = []
+    for path in sorted((out / "rows").glob("*.json")):
+        try:
+            summaries.append(summarise(path.stem, json.loads(path.read_text())))
+        except KeyError:  # still being trained or scored
+            continue
+    return summaries
+
+
+def write_results(out: Path, grid: str, summaries: list[dict], invocations: list[dict]) -> None:
+    """``results.json`` and ``results.md``: every entry, and every invocation that ran some."""
     summaries = sorted(summaries, key=lambda s: -s["ca_nmi"])
+    meta = invocations[-1]
     (out / "results.json").write_text(
-        json.dumps({"meta": meta, "grid": grid, "entries": summaries}, indent=2)
+        json.dumps(
+            {"meta": meta, "invocations": invocations, "grid": grid, "entries": summaries},
+            indent=2,
+        )
     )
-    lines = [
-        f"# EAT tuning sweep `{grid}`",
-        "",
-        f"Command: `{meta['command']}`  ",
-        f"Commit: `{meta['commit']}`, date {meta['date']}, wall {meta['wall_s']:.0f} s, "
-        f"training on `{meta['device']}`, attacks on CPU.",
+    lines = [f"# EAT tuning sweep `{grid}`", ""]
+    for inv in invocations:
+        lines.append(
+            f"- `{inv['command']}` at commit `{inv['commit']}`, {inv['date']}, wall "
+            f"{inv['wall_s']:.0f} s, training on `{inv['device']}`, attacks on CPU"
+        )
+    lines += [
         "",
         f"Benchmark profile: {meta['profile']['max_train'] or 60000} training images, width "
         f"{meta['profile']['width']}, {meta['profile']['adversarial_epochs']} adversarial "
@@ -189,8 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     if meta["commit"] == "unknown" and os.environ.get("EAT_SOURCE_COMMIT"):
         meta["commit"] = os.environ["EAT_SOURCE_COMMIT"] + " (source tree copied, no .git)"
+    previous = out / "results.json"
+    invocations = []
+    if previous.is_file():
+        stored = json.loads(previous.read_text())
+        invocations = stored.get("invocations") or [stored["meta"]]
     started = time.perf_counter()
-    summaries = []
     context = multiprocessing.get_context("spawn")  # CUDA does not survive fork
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
         futures = {
@@ -209,13 +234,12 @@ def main(argv: list[str] | None = None) -> int:
             for name in names
         }
         for future in as_completed(futures):
-            name = futures[future]
             try:
-                summaries.append(summarise(name, future.result()))
+                future.result()
             except Exception:  # one failed entry must not lose the others
-                log.exception("[tune] %s failed", name)
+                log.exception("[tune] %s failed", futures[future])
             meta["wall_s"] = time.perf_counter() - started
-            write_results(out, args.grid, summaries, meta)
+            write_results(out, args.grid, collect(out), [*invocations, meta])
     print((out / "results.md").read_text())
     return 0
 

@@ -90,3 +90,20 @@ def test_unknown_row_is_refused(tiny_bench):
     root, args = tiny_bench
     with pytest.raises(ValueError, match="unknown rows"):
         main([*args, "--only", "nope"])
+
+
+def test_tuning_sweep_scores_each_entry(tmp_path):
+    """`python -m eat_models.tune` on a tiny slice: trained, scored, table written."""
+    from eat_models.tune import main as tune_main
+
+    out = tmp_path / "tune"
+    args = ["--entries", "eat", "at-ensemble", "--max-train", "200", "--attack-images", "60"]
+    args += ["--out", str(out), "--runs", str(tmp_path / "runs"), "--threads", "1"]
+    assert tune_main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert {e["entry"] for e in results["entries"]} == {"eat", "at-ensemble"}
+    for entry in results["entries"]:
+        assert 0 <= entry["ca_nmi"] <= 1 and 0 <= entry["es_r1"] <= 1
+    assert results["meta"]["profile"]["max_train"] == 200
+    md = (out / "results.md").read_text()
+    assert "| eat | members=3 |" in md and results["meta"]["commit"] in md

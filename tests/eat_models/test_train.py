@@ -74,6 +74,9 @@ def test_cli_train_then_eval(tmp_path, capsys):
     assert "| recall@1 |" in printed
     record = json.loads((ckpt / "eval.json").read_text())
     assert record["test_images"] == 500
+    assert {"command", "commit", "date"} <= set(record["provenance"])
+    trained = json.loads((ckpt / "config.json").read_text())["train"]
+    assert {"command", "commit", "date"} <= set(trained["provenance"])
     assert set(record["metrics"]) >= {"recall@1", "recall@8", "map@r", "nmi", "f1", "ari"}
     assert np.isfinite(list(record["metrics"].values())).all()
 
