@@ -143,14 +143,14 @@ def bench_rows(profile: BenchProfile) -> list[Row]:
         Row(
             "eat-split-ens",
             "eat",
-            "Ablation 4: + ensemble-adversarial term (no transfer)",
+            "Ablation 4: + ensemble-adversarial term through F (clustering objective; no transfer)",
             "ablation",
             {"members": k, "lambda_transfer": 0.0},
         ),
         Row(
             "eat",
             "eat",
-            "Full EAT: split + transfer + ensemble-adversarial term",
+            "Full EAT: split + transfer + ensemble term through F (clustering objective)",
             "eat",
             {"members": k},
         ),
