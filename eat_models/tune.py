@@ -98,6 +98,14 @@ def summarise(name: str, record: dict) -> dict:
         "epochs": record["train"]["epochs"],
         "train_wall_s": record["train"]["train_wall_s"],
         "device": record["train"]["config"].get("device", "cpu"),
+        # the recipe as trained (defaults of the commit that trained it included)
+        "loss": record["train"]["config"]["loss"],
+        "clean_weight": record["train"]["config"]["clean_weight"],
+        "ensemble_objective": (
+            record["train"]["config"].get("ensemble_objective")
+            if record["row"]["defense"] == "eat"
+            else None
+        ),
         "clean_r1": clean["recall@1"],
         "clean_nmi": clean["nmi"],
         "es_r1": ev[f"es@0.1/{steps}"]["attacked"]["recall@1"],
@@ -142,9 +150,9 @@ def write_results(out: Path, grid: str, summaries: list[dict], invocations: list
         f"the 10k test set; attacks (PGD-{meta['profile']['eval_steps']}) on a stratified "
         f"{meta['profile']['attack_images']}-image subset. Sorted by CA NMI at ε 0.1.",
         "",
-        "| entry | overrides | train s | clean R@1 | clean NMI | ES R@1 ε0.1 "
-        "| CA NMI ε0.1 | CA NMI ε0.2 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| entry | overrides | loss | clean weight | F objective | train s | clean R@1 "
+        "| clean NMI | ES R@1 ε0.1 | CA NMI ε0.1 | CA NMI ε0.2 |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
         over = dict(s["overrides"])
@@ -152,7 +160,8 @@ def write_results(out: Path, grid: str, summaries: list[dict], invocations: list
             over["epochs"] = s["epochs"]
         over_text = ", ".join(f"{k}={v}" for k, v in over.items()) or "—"
         lines.append(
-            f"| {s['entry']} | {over_text} | {s['train_wall_s']:.0f} | {s['clean_r1']:.3f} "
+            f"| {s['entry']} | {over_text} | {s['loss']} | {s['clean_weight']:g} "
+            f"| {s['ensemble_objective'] or '—'} | {s['train_wall_s']:.0f} | {s['clean_r1']:.3f} "
             f"| {s['clean_nmi']:.3f} | {s['es_r1']:.3f} | {s['ca_nmi']:.3f} "
             f"| {s['ca_nmi_eps0.2']:.3f} |"
         )

@@ -107,3 +107,20 @@ def test_tuning_sweep_scores_each_entry(tmp_path):
     assert results["meta"]["profile"]["max_train"] == 200
     md = (out / "results.md").read_text()
     assert "| eat | members=3 |" in md and results["meta"]["commit"] in md
+
+
+def test_ship_copies_vanilla_and_eat_with_their_numbers(tiny_bench, tmp_path):
+    from eat_models import load_model
+    from eat_models.bench import ship_models
+
+    root, _ = tiny_bench
+    assets = tmp_path / "models"
+    assets.mkdir()
+    ship_models(root / "runs", assets, root / "results")
+    readme = (assets / "README.md").read_text()
+    for name in ("vanilla", "eat"):
+        record = json.loads((root / "results" / "rows" / f"{name}.json").read_text())
+        model = load_model(assets / name)
+        assert model.meta["fingerprint"] == record["fingerprint"]
+        assert f"| {name} | {record['members']} |" in readme
+    assert "eat bench --only vanilla eat --ship" in readme

@@ -10,7 +10,7 @@ import torch
 
 from app.cli import main
 from eat_models import load_model
-from eat_models.train import TrainConfig, train
+from eat_models.train import TrainConfig, resolve_device, train
 
 
 @pytest.mark.parametrize("loss", ["proxy-anchor", "triplet"])
@@ -41,6 +41,14 @@ def test_training_is_reproducible(tmp_path):
     ]
     x = torch.rand(4, 1, 28, 28)
     torch.testing.assert_close(load_model(outs[0])(x), load_model(outs[1])(x))
+
+
+def test_device_choice():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            resolve_device("cuda")
 
 
 def test_trained_model_beats_chance(vanilla_model, fmnist_small):

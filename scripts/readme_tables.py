@@ -1,0 +1,78 @@
+"""Copy the benchmark's tables from results/ into README.md (between marker comments).
+
+    .venv/bin/python scripts/readme_tables.py          # rewrite README.md in place
+    .venv/bin/python scripts/readme_tables.py --check  # exit 1 if README.md is out of date
+
+The README's numbers are never typed by hand: the main table and the targets table come
+from results/fashion-mnist/results.md (written by `eat bench`), the tuning table from
+results/fashion-mnist/tuning-12k/results.md (written by `python -m eat_models.tune`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def section_tables(markdown: str, heading: str) -> str:
+    """The Markdown table(s) under ``## heading`` (up to the next ``##``)."""
+    match = re.search(rf"^## {re.escape(heading)}.*?$(.*?)(?=^## |\Z)", markdown, re.M | re.S)
+    if not match:
+        raise SystemExit(f"no section '## {heading}' found")
+    rows = [line for line in match.group(1).splitlines() if line.startswith("|")]
+    return "\n".join(rows)
+
+
+def first_table(markdown: str) -> str:
+    lines, started = [], False
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            started = True
+            lines.append(line)
+        elif started:
+            break
+    return "\n".join(lines)
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md lacks the markers {start} … {end}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only check, do not write")
+    args = parser.parse_args()
+    bench = (REPO / "results/fashion-mnist/results.md").read_text()
+    tuning = (REPO / "results/fashion-mnist/tuning-12k/results.md").read_text()
+    bench_block = (
+        section_tables(bench, "Main table")
+        + "\n\n**Targets** (DESIGN.md §7; measured on the `eat` row):\n\n"
+        + section_tables(bench, "Targets")
+        + "\n\n![robustness vs eps](results/fashion-mnist/robustness_vs_eps.png)"
+        + "\n![clean vs robust](results/fashion-mnist/clean_vs_robust.png)"
+    )
+    readme_path = REPO / "README.md"
+    readme = readme_path.read_text()
+    updated = replace_block(readme, "bench-table", bench_block)
+    updated = replace_block(updated, "tuning-table", first_table(tuning))
+    if args.check:
+        if updated != readme:
+            print("README.md tables are out of date: run scripts/readme_tables.py")
+            return 1
+        return 0
+    readme_path.write_text(updated)
+    print("README.md tables updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
