@@ -8,6 +8,8 @@ or any HTTP client does), one connection per simulated user:
   must succeed; round-trip p50 / p95 / max (upload of the query included). For
   comparison, sequential searches through ``gradio_client``, which adds its own
   client-side overhead;
+* the same bursts against the plain JSON route ``POST /api/search`` (image in the
+  body, answer in one round trip, no queue);
 * the attack lab's PGD-``--steps`` request on gallery images, one at a time (round trip,
   and the server's own attack time per model).
 
@@ -207,6 +209,68 @@ def concurrent_searches(
     }
 
 
+def api_searches(
+    url: str, queries: list[Path], concurrency: int, rounds: int, model: str, k: int
+) -> dict:
+    """The same bursts against the plain JSON route ``POST /api/search`` (:mod:`app.rest`):
+    the image in the body, the answer in one round trip, one connection per user."""
+    import httpx
+
+    bodies = [q.read_bytes() for q in queries]
+    endpoint = f"{url.rstrip('/')}/api/search?model={model}&k={k}"
+    clients = [httpx.Client(timeout=120) for _ in range(concurrency)]
+    expected = ("eat", "vanilla") if model == "both" else (model,)
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    wall = []
+    for r in range(-1, rounds):  # round -1 warms up and is not counted
+        barrier = threading.Barrier(concurrency)
+
+        def one(i: int, r: int = r, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            t = time.perf_counter()
+            try:
+                response = clients[i].post(
+                    endpoint,
+                    content=bodies[(i + r) % len(bodies)],
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+                response.raise_for_status()
+                results = response.json()["results"]
+                if any(len(results[key]["hits"]) != k for key in expected):
+                    raise RuntimeError("wrong number of hits")
+                with lock:
+                    if r >= 0:
+                        latencies.append(time.perf_counter() - t)
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(concurrency)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if r >= 0:
+            wall.append(time.perf_counter() - started)
+    for client in clients:
+        client.close()
+    return {
+        "route": "POST /api/search",
+        "model": model,
+        "k": k,
+        "concurrency": concurrency,
+        "rounds": rounds,
+        "succeeded": len(latencies),
+        "failed": len(errors),
+        "errors": errors[:5],
+        "round_trip": _summary(latencies) if latencies else None,
+        "burst_wall_s": [round(w, 3) for w in wall],
+    }
+
+
 def gradio_client_searches(url: str, query: Path, repeats: int, model: str, k: int) -> dict:
     """Sequential searches through gradio_client, for comparison (it adds its own
     client-side overhead per call)."""
@@ -315,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
             url, queries, args.concurrency, args.rounds, args.model, args.k
         )
         print("search:", json.dumps(record["search"]["round_trip"]), flush=True)
+        record["search_api"] = api_searches(
+            url, queries, args.concurrency, args.rounds, args.model, args.k
+        )
+        print("search /api/search:", json.dumps(record["search_api"]["round_trip"]), flush=True)
         record["search_gradio_client"] = gradio_client_searches(
             url, queries[0], 10, args.model, args.k
         )
@@ -332,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
     print(f"written to {out}")
-    search_ok = record["search"]["failed"] == 0
+    search_ok = record["search"]["failed"] == 0 and record["search_api"]["failed"] == 0
     return 0 if search_ok else 1
 
 

@@ -130,11 +130,13 @@ def serve(args: argparse.Namespace) -> int:
     import gradio as gr
 
     from .layout import CSS, build_demo
+    from .rest import search_route
     from .uploads import MAX_FILE_BYTES
 
     demo = build_demo(services)
-    # api_open=False: queued events (clustering, attacks) cannot be called around the queue
-    # and its concurrency limit; search is not queued and is answered directly.
+    # api_open=False: queued events cannot be called around the queue and its concurrency
+    # limits (search: 4 at a time; clustering and attacks share one worker). Programs that
+    # want a search in one round trip use the JSON route POST /api/search (app.rest).
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2, api_open=False)
     theme = gr.themes.Default(
         font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -161,6 +163,8 @@ def serve(args: argparse.Namespace) -> int:
             blocked_paths=blocked,
             theme=theme,
             css=CSS,
+            # A plain JSON route for programs, served before Gradio's own routes.
+            app_kwargs={"routes": [search_route(services)]},
         )
     except OSError as exc:
         print(f"error: cannot serve on {args.host}:{args.port} ({exc})")

@@ -61,6 +61,9 @@ class BenchProfile:
     fractions: tuple[float, ...] = (0.1, 0.3)
     sweep_eps: tuple[float, ...] = SWEEP_EPS
     seed: int = 0
+    #: further attack seeds (random starts, attacked subset, targets, k-means) of the
+    #: headline clustering attack, for a spread: is a gap between rows more than noise?
+    extra_attack_seeds: tuple[int, ...] = (1, 2)
 
 
 PROFILES = {
@@ -88,6 +91,7 @@ PROFILES = {
         masking_steps=10,
         masking_restarts=2,
         sweep_eps=(0.05, 0.1, 0.3),
+        extra_attack_seeds=(1,),
     ),
 }
 
@@ -299,7 +303,9 @@ class Bench:
         restarts: int = 1,
         fraction: float = 1.0,
         surrogate: str | None = None,
+        seed: int | None = None,
     ) -> dict:
+        seed = self.profile.seed if seed is None else seed
         key = f"{attack}@{eps:g}/{steps}"
         if restarts > 1:
             key += f"x{restarts}"
@@ -307,6 +313,8 @@ class Bench:
             key += f"/p{fraction:g}"
         if surrogate:
             key += f"/from-{surrogate}"
+        if seed != self.profile.seed:
+            key += f"/s{seed}"
 
         def run() -> dict:
             model = load_model(self.runs / name)
@@ -319,7 +327,7 @@ class Bench:
                 steps,
                 restarts=restarts,
                 fraction=fraction,
-                seed=self.profile.seed,
+                seed=seed,
                 surrogate=sur,
                 progress=self.progress,
             )
@@ -345,6 +353,8 @@ class Bench:
             self.attack(name, "ca", HEADLINE_EPS, p.eval_steps, fraction=fraction)
         self.attack(name, "es", ROBRANK_EPS, p.robrank_steps)
         self.attack(name, "ca", ROBRANK_EPS, p.robrank_steps)
+        for seed in p.extra_attack_seeds:
+            self.attack(name, "ca", HEADLINE_EPS, p.eval_steps, seed=seed)
 
     def sweep(self, name: str) -> None:
         for eps in self.profile.sweep_eps:

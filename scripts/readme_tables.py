@@ -5,12 +5,14 @@
 
 The README's numbers are never typed by hand: the main table and the targets table come
 from results/fashion-mnist/results.md (written by `eat bench`), the tuning table from
-results/fashion-mnist/tuning-12k/results.md (written by `python -m eat_models.tune`).
+results/fashion-mnist/tuning-12k/results.md (written by `python -m eat_models.tune`), the
+load-check lines from results/app/loadcheck.json (written by `python -m app.loadcheck`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -47,6 +49,40 @@ def replace_block(text: str, name: str, body: str) -> str:
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
+def loadcheck_block(record: dict) -> str:
+    """A few lines from results/app/loadcheck.json (written by python -m app.loadcheck)."""
+    prov = record["provenance"]
+    search, api = record["search"], record.get("search_api")
+    attack = record["attack"]
+    lines = [
+        f"`python -m app.loadcheck` (`results/app/loadcheck.json`; commit `{prov['commit'][:12]}`, "
+        f"{prov['date']}, load average before {record['load_average_before'][0]:.2f}), "
+        f"{search['concurrency']} concurrent searches × {search['rounds']} rounds, model "
+        f"`{search['model']}`, k = {search['k']}:",
+        "",
+        "| request | succeeded | p50 | p95 | max | target |",
+        "|---|---:|---:|---:|---:|---|",
+        f"| search, UI endpoint (upload + queued `/search`) | {search['succeeded']}/"
+        f"{search['succeeded'] + search['failed']} | {search['round_trip']['p50_ms']:.0f} ms "
+        f"| {search['round_trip']['p95_ms']:.0f} ms | {search['round_trip']['max_ms']:.0f} ms "
+        "| p95 < 300 ms |",
+    ]
+    if api:
+        lines.append(
+            f"| search, `POST /api/search` (one round trip) | {api['succeeded']}/"
+            f"{api['succeeded'] + api['failed']} | {api['round_trip']['p50_ms']:.0f} ms "
+            f"| {api['round_trip']['p95_ms']:.0f} ms | {api['round_trip']['max_ms']:.0f} ms "
+            "| p95 < 300 ms |"
+        )
+    lines.append(
+        f"| attack lab, PGD-{attack['steps']} {attack['attack'].upper()} on both models, one "
+        f"at a time | {attack['round_trip']['count']} | {attack['round_trip']['p50_ms']:.0f} ms "
+        f"| {attack['round_trip']['p95_ms']:.0f} ms | {attack['round_trip']['max_ms']:.0f} ms "
+        "| < 2 s |"
+    )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check, do not write")
@@ -64,6 +100,8 @@ def main() -> int:
     readme = readme_path.read_text()
     updated = replace_block(readme, "bench-table", bench_block)
     updated = replace_block(updated, "tuning-table", first_table(tuning))
+    loadcheck = json.loads((REPO / "results/app/loadcheck.json").read_text())
+    updated = replace_block(updated, "loadcheck", loadcheck_block(loadcheck))
     if args.check:
         if updated != readme:
             print("README.md tables are out of date: run scripts/readme_tables.py")

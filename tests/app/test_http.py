@@ -190,3 +190,53 @@ def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
         _search(client, str(big))
     *_, details = _search(client, _example("sneaker"), "eat", 2)
     assert len(details["eat"]["hits"]) == 2
+
+
+def _api_search(server, body: bytes, params: str = "", content_type: str = "image/png"):
+    import httpx
+
+    return httpx.post(
+        f"{server}api/search{params}",
+        content=body,
+        headers={"Content-Type": content_type},
+        timeout=60,
+    )
+
+
+def test_json_search_route_answers_in_one_round_trip(server):
+    import httpx
+
+    data = Path(_example("bag")).read_bytes()
+    response = _api_search(server, data, "?model=both&k=4")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["query"] == {"name": "request body", "model": "both", "k": 4}
+    for key in ("eat", "vanilla"):
+        hits = body["results"][key]["hits"]
+        assert [h["rank"] for h in hits] == [1, 2, 3, 4]
+        assert hits[0]["class"] == "Bag"
+    # The same through a multipart form, and the default model (eat) and k.
+    with open(_example("sneaker"), "rb") as fh:
+        form = httpx.post(f"{server}api/search", files={"file": ("s.png", fh)}, timeout=60)
+    assert form.status_code == 200 and form.json()["query"]["name"] == "s.png"
+    assert (
+        set(form.json()["results"]) == {"eat"} and len(form.json()["results"]["eat"]["hits"]) == 8
+    )
+
+
+def test_json_search_route_refuses_bad_input_clearly(server, bad_files):
+    cases = [
+        (bad_files["corrupt"].read_bytes(), "", 400, "request body"),
+        (bad_files["text"].read_bytes(), "", 400, "not an image"),
+        (bad_files["huge"].read_bytes(), "", 400, "megapixel limit"),
+        (b"", "", 400, "empty"),
+        (b"\x89PNG" + b"\0" * (11 * 1024 * 1024), "", 413, "10 MB limit"),
+        (Path(_example("bag")).read_bytes(), "?k=0", 422, "between 1 and"),
+        (Path(_example("bag")).read_bytes(), "?model=resnet", 422, "unknown model"),
+    ]
+    for body, params, status, message in cases:
+        response = _api_search(server, body, params)
+        assert response.status_code == status, (params, response.text)
+        assert message in response.json()["error"], response.json()
+    ok = _api_search(server, Path(_example("bag")).read_bytes(), "?model=vanilla&k=1")
+    assert ok.status_code == 200 and ok.json()["results"]["vanilla"]["hits"][0]["class"] == "Bag"

@@ -53,6 +53,7 @@ def test_quick_bench_writes_every_artefact(tiny_bench):
     assert set(rows) == expected
     for name, record in rows.items():
         assert "clean" in record["evals"] and "ca@0.1/5" in record["evals"], name
+        assert "ca@0.1/5/s1" in record["evals"], name
         assert record["train"]["train_wall_s"] > 0
     assert rows["eat"]["members"] == 3 and rows["pgd-at"]["members"] == 1
     assert "eps 0.05" in (root / "results" / "results.md").read_text()

@@ -1,0 +1,100 @@
+"""A plain JSON search route beside the UI: ``POST /api/search``.
+
+For programs (and curl) rather than browsers: the image goes in the request body, the
+top-k of each chosen model comes back as JSON, in one round trip — no upload step, no
+queue, no event stream. It calls the same :class:`~app.search.SearchService` as the
+Search tab, with the same limits on file size and pixels and the same error texts::
+
+    curl --data-binary @shirt.png -H 'Content-Type: image/png' \\
+        'http://127.0.0.1:7860/api/search?model=both&k=5'
+    curl -F file=@shirt.png 'http://127.0.0.1:7860/api/search'
+
+Answers: 200 with ``{"query": {...}, "results": {model: {"hits": [...]}}}``; 400 for an
+empty body or an image that cannot be read; 413 for a body over the file-size limit;
+422 for a bad ``model`` or ``k``. Each error is ``{"error": "<readable message>"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from .search import DEFAULT_K, SEARCH_CHOICES, check_k
+from .services import Services
+from .uploads import MAX_FILE_BYTES, UploadError, decode_image
+
+log = logging.getLogger(__name__)
+
+SEARCH_PATH = "/api/search"
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _read_body(request: Request) -> tuple[bytes, str]:
+    """The image bytes and a display name, from a raw body or a multipart ``file`` field."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_FILE_BYTES + 64 * 1024:
+        raise OverflowError
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        async with request.form(max_files=1, max_fields=4) as form:
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise UploadError("No image: send it as the form field 'file'.")
+            data = await upload.read(MAX_FILE_BYTES + 1)
+            name = upload.filename or "upload"
+    else:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:
+                raise OverflowError
+            chunks.append(chunk)
+        data, name = b"".join(chunks), "request body"
+    if len(data) > MAX_FILE_BYTES:
+        raise OverflowError
+    if not data:
+        raise UploadError("No image: the request body is empty.")
+    return data, name
+
+
+def search_route(services: Services) -> Route:
+    """The ``POST /api/search`` route, bound to ``services``."""
+
+    async def search(request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        model = request.query_params.get("model", "eat")
+        if model not in SEARCH_CHOICES:
+            return _error(
+                422, f"unknown model {model!r}; choose one of {', '.join(SEARCH_CHOICES)}"
+            )
+        try:
+            k = check_k(request.query_params.get("k", DEFAULT_K))
+        except ValueError as exc:
+            return _error(422, str(exc))
+        try:
+            data, name = await _read_body(request)
+            image = await run_in_threadpool(decode_image, data, name)
+            result = await run_in_threadpool(services.search.search, image, model, k)
+        except OverflowError:
+            return _error(413, f"The image is over the {MAX_FILE_BYTES // (1024 * 1024)} MB limit.")
+        except (UploadError, ValueError) as exc:
+            return _error(400, str(exc))
+        except Exception:
+            log.exception("unexpected error in %s", SEARCH_PATH)
+            return _error(500, "Something went wrong while searching; the server logged it.")
+        return JSONResponse(
+            {
+                "query": {"name": name, "model": model, "k": k},
+                "results": result.to_dict(),
+                "seconds": round(time.perf_counter() - started, 4),
+            }
+        )
+
+    return Route(SEARCH_PATH, search, methods=["POST"], name="api_search")
