@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# Tolerance for "did not rise": k-means on a 2,000-image subset jitters by about this much.
+# Tolerance for "did not rise" where no spread was measured (ES): k-means / ranking jitter.
 MASKING_TOLERANCE = 0.01
+# For CA the tolerance is this many pooled standard deviations of the headline CA NMI over
+# attack seeds (measured in the same run, every row), if that is larger.
+NOISE_SDS = 2.0
 
 #: wall-time budget of a whole benchmark run on the 2-core machine, by profile
 BUDGET_S = {"full": 120 * 60, "quick": 5 * 60}
@@ -158,12 +161,18 @@ def write_report(out: Path, meta: dict, rows: dict[str, dict], profile) -> dict:
             cells = [_fmt(v.at(attack, e, metric)) for e in profile.sweep_eps]
             lines.append(f"| {name} | {attack.upper()} {metric} | " + " | ".join(cells) + " |")
 
-    checks, check_lines = _masking_checks(views, sweep_names, profile)
+    ca_tol, pooled_sd = ca_tolerance(views, profile)
+    checks, check_lines = _masking_checks(views, sweep_names, profile, ca_tol)
     lines += [
         "",
         "## Gradient-masking checks",
         "",
-        f"Tolerance {MASKING_TOLERANCE} (k-means jitter).",
+        f"A check fails when the attacked metric moves the wrong way by more than the "
+        f"tolerance: ES {MASKING_TOLERANCE}; CA {ca_tol:.3f} = max({MASKING_TOLERANCE}, "
+        f"{NOISE_SDS:g} × {pooled_sd:.4f}, the pooled sd of CA NMI over "
+        f"{1 + len(profile.extra_attack_seeds)} attack seeds of every row). k-means after a "
+        "clustering attack is noisy, and the CA objective (toward a target centroid) is not "
+        "NMI itself, so small rises with more steps are expected even without masking.",
         "",
         "| row | check | values | pass |",
         "|---|---|---|:---:|",
@@ -172,7 +181,13 @@ def write_report(out: Path, meta: dict, rows: dict[str, dict], profile) -> dict:
     plots = _plots(out, views, sweep_names, profile)
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    result = {"meta": meta, "rows": rows, "targets": targets, "masking_checks": checks}
+    result = {
+        "meta": meta,
+        "rows": rows,
+        "targets": targets,
+        "masking_checks": checks,
+        "masking_tolerance": {"es": MASKING_TOLERANCE, "ca": ca_tol, "ca_pooled_sd": pooled_sd},
+    }
     (out / "results.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -252,13 +267,25 @@ def _targets(
     return out, lines
 
 
-def _masking_checks(views, names, profile) -> tuple[list, list[str]]:
+def ca_tolerance(views, profile) -> tuple[float, float]:
+    """(CA tolerance, pooled sd of the headline CA NMI over attack seeds across rows)."""
+    variances = []
+    for v in views.values():
+        values = v.ca_seed_values(profile.extra_attack_seeds)
+        if len(values) > 1:
+            mean = sum(values) / len(values)
+            variances.append(sum((x - mean) ** 2 for x in values) / (len(values) - 1))
+    pooled = (sum(variances) / len(variances)) ** 0.5 if variances else 0.0
+    return max(MASKING_TOLERANCE, NOISE_SDS * pooled), pooled
+
+
+def _masking_checks(views, names, profile, ca_tol: float) -> tuple[list, list[str]]:
     out, lines = [], []
     steps = profile.eval_steps
-    tol = MASKING_TOLERANCE
     for name in names:
         v = views[name]
         for attack, metric in (("ca", "nmi"), ("es", "recall@1")):
+            tol = ca_tol if attack == "ca" else MASKING_TOLERANCE
             series = [v.at(attack, e, metric) for e in profile.sweep_eps]
             if all(x is not None for x in series):
                 ok = all(b <= a + tol for a, b in zip(series, series[1:], strict=False))
