@@ -83,6 +83,30 @@ def loadcheck_block(record: dict) -> str:
     return "\n".join(lines)
 
 
+FOUNDATION_RUNS = (
+    ("proxy-anchor (default)", "proxy-anchor-8ep"),
+    ("triplet (margin 0.2, semi-hard)", "triplet-8ep"),
+)
+
+
+def foundation_block() -> str:
+    """The clean table from results/foundation/*-{eval,train}.json (eat eval / eat train)."""
+    keys = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "nmi", "f1", "ari")
+    lines = [
+        "| loss | Recall@1 | Recall@2 | Recall@4 | Recall@8 | mAP@R | NMI | F1 | ARI "
+        "| training wall | load average |",
+        "|---|" + "---:|" * 10,
+    ]
+    for label, stem in FOUNDATION_RUNS:
+        folder = REPO / "results" / "foundation"
+        metrics = json.loads((folder / f"{stem}-eval.json").read_text())["metrics"]
+        train = json.loads((folder / f"{stem}-train.json").read_text())
+        load = train["provenance"]["load_average"][0]
+        cells = " | ".join(f"{metrics[k]:.3f}" for k in keys)
+        lines.append(f"| {label} | {cells} | {train['train_wall_s']:.0f} s | {load:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check, do not write")
@@ -100,6 +124,7 @@ def main() -> int:
     readme = readme_path.read_text()
     updated = replace_block(readme, "bench-table", bench_block)
     updated = replace_block(updated, "tuning-table", first_table(tuning))
+    updated = replace_block(updated, "foundation-table", foundation_block())
     loadcheck = json.loads((REPO / "results/app/loadcheck.json").read_text())
     updated = replace_block(updated, "loadcheck", loadcheck_block(loadcheck))
     if args.check:
