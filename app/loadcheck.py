@@ -155,19 +155,15 @@ def wait_until_warm(url: str, timeout: float) -> tuple[bool, float]:
         user.close()
 
 
-def concurrent_searches(
-    url: str, queries: list[Path], concurrency: int, rounds: int, model: str, k: int
-) -> dict:
-    """``rounds`` bursts of ``concurrency`` simultaneous searches (upload + search), one
-    connection per user, all released at once by a barrier, after one uncounted burst."""
-    users = [HTTPUser(url) for _ in range(concurrency)]
-    for user in users[:3]:  # warm the server's code paths once
-        user.call("search", [user.upload(queries[0]), model, k])
+def search_bursts(search, concurrency: int, rounds: int, model: str, k: int) -> dict:
+    """``rounds`` bursts of ``concurrency`` simultaneous calls of ``search(i, r)`` (user i,
+    round r; returns the per-model results dict), all released at once by a barrier,
+    after one uncounted warm-up burst. Every answer must hold ``k`` hits per model."""
+    expected = ("eat", "vanilla") if model == "both" else (model,)
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
     wall = []
-    expected = ("eat", "vanilla") if model == "both" else (model,)
     for r in range(-1, rounds):  # round -1 warms caches (thumbnail files) and is not counted
         barrier = threading.Barrier(concurrency)
 
@@ -175,69 +171,7 @@ def concurrent_searches(
             barrier.wait()
             t = time.perf_counter()
             try:
-                query = users[i].upload(queries[(i + r) % len(queries)])
-                out = users[i].call("search", [query, model, k])
-                if any(len(out[-1][key]["hits"]) != k for key in expected):
-                    raise RuntimeError("wrong number of hits")
-                with lock:
-                    if r >= 0:
-                        latencies.append(time.perf_counter() - t)
-            except Exception as exc:  # noqa: BLE001 - counted and reported
-                with lock:
-                    errors.append(f"{type(exc).__name__}: {exc}")
-
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(concurrency)]
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if r >= 0:
-            wall.append(time.perf_counter() - started)
-    for user in users:
-        user.close()
-    return {
-        "model": model,
-        "k": k,
-        "concurrency": concurrency,
-        "rounds": rounds,
-        "succeeded": len(latencies),
-        "failed": len(errors),
-        "errors": errors[:5],
-        "round_trip": _summary(latencies) if latencies else None,
-        "burst_wall_s": [round(w, 3) for w in wall],
-    }
-
-
-def api_searches(
-    url: str, queries: list[Path], concurrency: int, rounds: int, model: str, k: int
-) -> dict:
-    """The same bursts against the plain JSON route ``POST /api/search`` (:mod:`app.rest`):
-    the image in the body, the answer in one round trip, one connection per user."""
-    import httpx
-
-    bodies = [q.read_bytes() for q in queries]
-    endpoint = f"{url.rstrip('/')}/api/search?model={model}&k={k}"
-    clients = [httpx.Client(timeout=120) for _ in range(concurrency)]
-    expected = ("eat", "vanilla") if model == "both" else (model,)
-    latencies: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-    wall = []
-    for r in range(-1, rounds):  # round -1 warms up and is not counted
-        barrier = threading.Barrier(concurrency)
-
-        def one(i: int, r: int = r, barrier: threading.Barrier = barrier) -> None:
-            barrier.wait()
-            t = time.perf_counter()
-            try:
-                response = clients[i].post(
-                    endpoint,
-                    content=bodies[(i + r) % len(bodies)],
-                    headers={"Content-Type": "application/octet-stream"},
-                )
-                response.raise_for_status()
-                results = response.json()["results"]
+                results = search(i, r)
                 if any(len(results[key]["hits"]) != k for key in expected):
                     raise RuntimeError("wrong number of hits")
                 with lock:
@@ -255,10 +189,7 @@ def api_searches(
             t.join()
         if r >= 0:
             wall.append(time.perf_counter() - started)
-    for client in clients:
-        client.close()
     return {
-        "route": "POST /api/search",
         "model": model,
         "k": k,
         "concurrency": concurrency,
@@ -269,6 +200,53 @@ def api_searches(
         "round_trip": _summary(latencies) if latencies else None,
         "burst_wall_s": [round(w, 3) for w in wall],
     }
+
+
+def concurrent_searches(
+    url: str, queries: list[Path], concurrency: int, rounds: int, model: str, k: int
+) -> dict:
+    """Bursts of simultaneous searches through the UI's endpoint (upload + queued
+    ``/search``), one connection per user."""
+    users = [HTTPUser(url) for _ in range(concurrency)]
+    for user in users[:3]:  # warm the server's code paths once
+        user.call("search", [user.upload(queries[0]), model, k])
+
+    def search(i: int, r: int) -> dict:
+        query = users[i].upload(queries[(i + r) % len(queries)])
+        return users[i].call("search", [query, model, k])[-1]
+
+    try:
+        return search_bursts(search, concurrency, rounds, model, k)
+    finally:
+        for user in users:
+            user.close()
+
+
+def api_searches(
+    url: str, queries: list[Path], concurrency: int, rounds: int, model: str, k: int
+) -> dict:
+    """The same bursts against the plain JSON route ``POST /api/search`` (:mod:`app.rest`):
+    the image in the body, the answer in one round trip, one connection per user."""
+    import httpx
+
+    bodies = [q.read_bytes() for q in queries]
+    endpoint = f"{url.rstrip('/')}/api/search?model={model}&k={k}"
+    clients = [httpx.Client(timeout=120) for _ in range(concurrency)]
+
+    def search(i: int, r: int) -> dict:
+        response = clients[i].post(
+            endpoint,
+            content=bodies[(i + r) % len(bodies)],
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        response.raise_for_status()
+        return response.json()["results"]
+
+    try:
+        return {"route": "POST /api/search", **search_bursts(search, concurrency, rounds, model, k)}
+    finally:
+        for client in clients:
+            client.close()
 
 
 def gradio_client_searches(url: str, query: Path, repeats: int, model: str, k: int) -> dict:

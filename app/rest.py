@@ -80,8 +80,9 @@ def search_route(services: Services) -> Route:
             return _error(422, str(exc))
         try:
             data, name = await _read_body(request)
-            image = await run_in_threadpool(decode_image, data, name)
-            result = await run_in_threadpool(services.search.search, image, model, k)
+            result = await run_in_threadpool(
+                lambda: services.search.search(decode_image(data, name), model, k)
+            )
         except OverflowError:
             return _error(413, f"The image is over the {MAX_FILE_BYTES // (1024 * 1024)} MB limit.")
         except (UploadError, ValueError) as exc:

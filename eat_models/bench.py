@@ -106,6 +106,7 @@ class Row:
     group: str  # baseline | ablation | eat | equal-compute
     overrides: dict = field(default_factory=dict)
     compute_of: str | None = None  # train for as long as this row took (equal compute)
+    epochs: int | None = None  # a fixed number of epochs instead of the profile's
 
 
 def bench_rows(profile: BenchProfile) -> list[Row]:
@@ -238,6 +239,8 @@ class Bench:
 
     def epochs_for(self, row: Row) -> int:
         p = self.profile
+        if row.epochs is not None:
+            return row.epochs
         base = p.vanilla_epochs if row.defense == "vanilla" else p.adversarial_epochs
         if row.compute_of is None:
             return base

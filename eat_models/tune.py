@@ -74,10 +74,8 @@ def _evaluate_entry(
     bench = Bench(profile, Path(out), Path(runs), data_dir, False, threads, device)
     overrides = dict(overrides)
     epochs = overrides.pop("epochs", None)
-    row = Row(name, defense, f"tuning: {defense} {overrides}", "tuning", overrides)
+    row = Row(name, defense, f"tuning: {defense} {overrides}", "tuning", overrides, epochs=epochs)
     bench.rows = {name: row}
-    if epochs is not None:
-        bench.epochs_for = lambda _row: epochs  # type: ignore[method-assign]
     started = time.perf_counter()
     bench.ensure_trained(row, force=False)
     bench.clean(name)
