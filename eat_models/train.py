@@ -25,10 +25,18 @@ from .data import (
     load_dataset,
     stratified_split,
 )
-from .defenses import DEFENSES, ENSEMBLE_OBJECTIVES, MEMBER_SPLITS, Batch, build_defense
+from .defenses import (
+    DEFENSES,
+    ENSEMBLE_OBJECTIVES,
+    HM_DESTINATIONS,
+    MEMBER_SPLITS,
+    Batch,
+    build_defense,
+)
 from .losses import LOSSES, MetricLoss
 from .networks import NetworkConfig, build_network, default_network_config
 from .provenance import provenance
+from .weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +74,8 @@ class TrainConfig:
     defense: str = _flag(
         "training defense: vanilla (no defense), pgd-at (Madry AT on the metric loss), "
         "trades (clean loss + beta * embedding shift), est / act (RobRank's embedding-shifted "
-        "and anti-collapse triplet), at-ensemble (K independent PGD-AT members), "
+        "and anti-collapse triplet), hm (hardness manipulation, Zhou & Patel 2022), "
+        "at-ensemble (K independent PGD-AT members), "
         "eat (Ensemble Adversarial Training)",
         default="vanilla",
         choices=tuple(DEFENSES),
@@ -114,7 +123,8 @@ class TrainConfig:
     )
     member_split: str = _flag(
         "eat: how members' home data is split: 'stratified' (K parts, every class in each), "
-        "'class-disjoint' (K parts, disjoint classes) or 'none' (all data for everyone)",
+        "'overlap' (member k on all stratified parts but the k-th), 'class-disjoint' (K parts, "
+        "disjoint classes) or 'none' (all data for everyone)",
         default="stratified",
         choices=MEMBER_SPLITS,
     )
@@ -134,6 +144,31 @@ class TrainConfig:
         "results/fashion-mnist/tuning-12k) or 'shift' (embedding shift ||F(x_adv) - F(x)||)",
         default="cluster",
         choices=ENSEMBLE_OBJECTIVES,
+    )
+    ema_decay: float = _flag(
+        "average each member's weights along training (EMA with this decay, e.g. 0.99; "
+        "0: off). The checkpoint then holds the averaged weights; the last raw weights go "
+        "to OUT/raw",
+        default=0.0,
+    )
+    ensemble_every: int = _flag(
+        "eat: run the term through F on every n-th step only (1: every step)", default=1
+    )
+    ensemble_steps: int | None = _flag(
+        "eat: PGD steps of the term through F (default: --train-steps; its step size then "
+        "follows the default rule)",
+        default=None,
+    )
+    hm_destination: str = _flag(
+        "hm: destination hardness of the hardness manipulation: 'lga' (linear gradual "
+        "adversary, -margin * clip(previous loss / margin, 0, 1)) or 'semihard' (the "
+        "hardness of a semi-hard triplet of the same anchor)",
+        default="lga",
+        choices=HM_DESTINATIONS,
+    )
+    hm_ics_weight: float = _flag(
+        "hm: weight of the intra-class structure term (0: off; the HM&ICS paper uses 0.5)",
+        default=0.0,
     )
     seed: int = _flag("random seed (data order, init); member k uses seed + k", default=0)
     threads: int = _flag("torch CPU threads", default=2)
@@ -188,6 +223,39 @@ def network_config_for(config: TrainConfig, dataset: ImageDataset) -> NetworkCon
     )
 
 
+def member_samplers(
+    labels: np.ndarray,
+    member_rows: list[np.ndarray],
+    classes_per_batch: int,
+    samples_per_class: int,
+    seed: int,
+) -> list[ClassBalancedBatchSampler]:
+    """One class-balanced sampler per member over its own rows, all of one length.
+
+    An epoch is one pass of the *ensemble* over the training set: member k passes over
+    its own part once, so a step count of ``min_k |rows_k| // batch``. For a single
+    model, or members that all sample every row, that is ``len(labels) // batch`` as for
+    any model; for EAT's K disjoint parts it is 1/K of that, so an EAT epoch costs about
+    one PGD-AT epoch of attack work (DESIGN.md §2 step 4).
+    """
+    labels = np.asarray(labels)
+    num_classes = len(np.unique(labels))
+    p = min(classes_per_batch, num_classes)
+    batch_size = p * samples_per_class
+    steps = max(1, min(len(rows) for rows in member_rows) // batch_size)
+    samplers = []
+    for k, rows in enumerate(member_rows):
+        # A member whose rows hold fewer than P classes (class-disjoint parts) takes more
+        # images per class, so every member's batch has the same size.
+        p_k = min(p, len(np.unique(labels[rows])))
+        samplers.append(
+            ClassBalancedBatchSampler(
+                labels[rows], p_k, batch_size // p_k, num_batches=steps, seed=seed + 1000 * k
+            )
+        )
+    return samplers
+
+
 def train(config: TrainConfig, progress: bool = True) -> Path:
     """Train per ``config`` and save the checkpoint to ``config.out``; returns its path."""
     torch.set_num_threads(config.threads)
@@ -215,29 +283,21 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         groups += loss.parameter_groups(config.lr)
     optimiser = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
-    p = min(config.classes_per_batch, num_classes)
-    batch_size = p * config.samples_per_class
     member_rows = defense.member_rows(train_set.labels)
-    samplers = []
-    for k, rows in enumerate(member_rows):
-        # A member whose rows hold fewer than P classes (class-disjoint parts) takes more
-        # images per class, so every member's batch has the same size.
-        p_k = min(p, len(np.unique(train_set.labels[rows])))
-        samplers.append(
-            ClassBalancedBatchSampler(
-                train_set.labels[rows],
-                p_k,
-                batch_size // p_k,
-                num_batches=max(1, len(train_set) // batch_size),
-                seed=config.seed + 1000 * k,
-            )
-        )
+    samplers = member_samplers(
+        train_set.labels,
+        member_rows,
+        config.classes_per_batch,
+        config.samples_per_class,
+        config.seed,
+    )
     steps_per_epoch = len(samplers[0])
     total_steps = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=[g["lr"] for g in groups], total_steps=total_steps, pct_start=0.1
     )
     labels_tensor = torch.as_tensor(train_set.labels)
+    average = WeightAverage(members, config.ema_decay) if config.ema_decay > 0 else None
     log.info(
         "training %s × %d on %d images (%d classes), %d steps",
         config.defense,
@@ -268,6 +328,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
             loss.backward()
             optimiser.step()
             scheduler.step()
+            if average is not None:
+                average.update(members)
             for key, value in logs.items():
                 running[key] = 0.9 * running.get(key, value) + 0.1 * value
             bar.update(1)
@@ -279,6 +341,9 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     for m in members:
         m.eval()
         m.cpu()
+    deployed = members
+    if average is not None:
+        deployed = [m.cpu() for m in average.averaged]
     meta = {
         "dataset": train_set.name.split("/")[0],
         "split": config.split,
@@ -292,10 +357,16 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         "history": history,
         "train_images": len(train_set),
         "steps": total_steps,
+        "steps_per_epoch": steps_per_epoch,
+        "weights": f"ema {config.ema_decay:g}" if average is not None else "last",
         "threads": config.threads,
         "device": str(device),
         "provenance": provenance(),
     }
-    out = save_checkpoint(config.out, members, [net_config] * len(members), meta, train_record)
+    net_configs = [net_config] * len(members)
+    if average is not None:
+        raw_record = {**train_record, "weights": "last (raw weights of an EMA run)"}
+        save_checkpoint(Path(config.out) / "raw", members, net_configs, meta, raw_record)
+    out = save_checkpoint(config.out, deployed, net_configs, meta, train_record)
     log.info("saved %s after %.1f s", out, wall)
     return out

@@ -52,6 +52,35 @@ GRIDS: dict[str, dict[str, tuple[str, dict]]] = {
             {"members": 3, "ensemble_objective": "cluster", "clean_weight": 0.5},
         ),
     },
+    # After the epoch was redefined as one pass of the ensemble (member k over its own
+    # part once): robustness against training compute for PGD-AT, HM and EAT variants.
+    "eat-v2": {
+        **{f"pgd-at-e{e}": ("pgd-at", {"epochs": e}) for e in (3, 10, 20, 40)},
+        **{f"hm-e{e}": ("hm", {"epochs": e}) for e in (3, 6, 12)},
+        **{f"hm-ics-e{e}": ("hm", {"epochs": e, "hm_ics_weight": 0.5}) for e in (6,)},
+        **{f"eat-e{e}": ("eat", {"members": 3, "epochs": e}) for e in (3, 8, 16)},
+        **{
+            f"eat-nof-e{e}": ("eat", {"members": 3, "lambda_ensemble": 0.0, "epochs": e})
+            for e in (10, 20)
+        },
+        **{
+            f"eat-f2-e{e}": ("eat", {"members": 3, "ensemble_every": 2, "epochs": e})
+            for e in (8, 16)
+        },
+        **{
+            f"eat-ema-e{e}": ("eat", {"members": 3, "ema_decay": 0.98, "epochs": e})
+            for e in (8, 16)
+        },
+        **{
+            f"pgd-at-ema-e{e}": ("pgd-at", {"ema_decay": 0.995, "epochs": e})
+            for e in (20,)
+        },
+        "eat-overlap-e8": ("eat", {"members": 3, "member_split": "overlap", "epochs": 8}),
+        "eat-triplet-e8": ("eat", {"members": 3, "loss": "triplet", "epochs": 8}),
+        "pgd-at-triplet-e20": ("pgd-at", {"loss": "triplet", "epochs": 20}),
+        "eat-k2-e8": ("eat", {"members": 2, "epochs": 8}),
+        "eat-eps0.15-e8": ("eat", {"members": 3, "train_eps": 0.15, "epochs": 8}),
+    },
 }
 
 
@@ -95,6 +124,8 @@ def summarise(name: str, record: dict) -> dict:
         "overrides": record["row"]["overrides"],
         "epochs": record["train"]["epochs"],
         "train_wall_s": record["train"]["train_wall_s"],
+        "seconds_per_epoch": record["train"]["train_wall_s"] / record["train"]["epochs"],
+        "steps": record["train"]["steps"],
         "device": record["train"]["config"].get("device", "cpu"),
         # the recipe as trained (defaults of the commit that trained it included)
         "loss": record["train"]["config"]["loss"],
@@ -123,6 +154,16 @@ def collect(out: Path) -> list[dict]:
     return summaries
 
 
+def pgd_at_seconds_per_epoch(summaries: list[dict]) -> float | None:
+    """Median training seconds per epoch of the plain PGD-AT entries (only epochs changed)."""
+    values = sorted(
+        s["seconds_per_epoch"]
+        for s in summaries
+        if s["defense"] == "pgd-at" and set(s["overrides"]) <= {"epochs"} and s["epochs"]
+    )
+    return values[len(values) // 2] if values else None
+
+
 def write_results(out: Path, grid: str, summaries: list[dict], invocations: list[dict]) -> None:
     """``results.json`` and ``results.md``: every entry, and every invocation that ran some."""
     summaries = sorted(summaries, key=lambda s: -s["ca_nmi"])
@@ -133,6 +174,7 @@ def write_results(out: Path, grid: str, summaries: list[dict], invocations: list
             indent=2,
         )
     )
+    reference = pgd_at_seconds_per_epoch(summaries)
     lines = [f"# EAT tuning sweep `{grid}`", ""]
     for inv in invocations:
         lines.append(
@@ -148,9 +190,14 @@ def write_results(out: Path, grid: str, summaries: list[dict], invocations: list
         f"the 10k test set; attacks (PGD-{meta['profile']['eval_steps']}) on a stratified "
         f"{meta['profile']['attack_images']}-image subset. Sorted by CA NMI at ε 0.1.",
         "",
-        "| entry | overrides | loss | clean weight | F objective | train s | clean R@1 "
-        "| clean NMI | ES R@1 ε0.1 | CA NMI ε0.1 | CA NMI ε0.2 |",
-        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "Cost per epoch is the entry's training seconds per epoch over plain PGD-AT's "
+        f"({reference:.1f} s, the median over the pgd-at entries without other overrides)."
+        if reference
+        else "",
+        "",
+        "| entry | overrides | loss | clean weight | F objective | train s | cost/epoch "
+        "vs PGD-AT | clean R@1 | clean NMI | ES R@1 ε0.1 | CA NMI ε0.1 | CA NMI ε0.2 |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
         over = dict(s["overrides"])
@@ -159,7 +206,9 @@ def write_results(out: Path, grid: str, summaries: list[dict], invocations: list
         over_text = ", ".join(f"{k}={v}" for k, v in over.items()) or "—"
         lines.append(
             f"| {s['entry']} | {over_text} | {s['loss']} | {s['clean_weight']:g} "
-            f"| {s['ensemble_objective'] or '—'} | {s['train_wall_s']:.0f} | {s['clean_r1']:.3f} "
+            f"| {s['ensemble_objective'] or '—'} | {s['train_wall_s']:.0f} "
+            f"| {s['seconds_per_epoch'] / reference if reference else float('nan'):.2f}× "
+            f"| {s['clean_r1']:.3f} "
             f"| {s['clean_nmi']:.3f} | {s['es_r1']:.3f} | {s['ca_nmi']:.3f} "
             f"| {s['ca_nmi_eps0.2']:.3f} |"
         )

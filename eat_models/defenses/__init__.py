@@ -6,6 +6,7 @@ pgd-at         Madry PGD adversarial training on the metric loss
 trades         clean metric loss + β·‖f(x) − f(x̃)‖², x̃ maximising the shift
 est            RobRank's embedding-shifted triplet: metric loss on ES examples
 act            RobRank's anti-collapse triplet: collapse (p, n), learn to separate
+hm             hardness manipulation with a gradual adversary (Zhou & Patel, CVPR 2022)
 at-ensemble    K independent PGD-AT members (default K = 3)
 eat            Ensemble Adversarial Training: split + own AT + self-transfer + F term
 =============  ==================================================================
@@ -18,12 +19,13 @@ from .at_ensemble import ATEnsemble
 from .base import AdversarialDefense, Batch, Defense, LossPart
 from .eat import EAT, ENSEMBLE_OBJECTIVES, MEMBER_SPLITS
 from .est import EST
+from .hm import HM, HM_DESTINATIONS
 from .pgd_at import PGDAT
 from .trades import TRADES
 from .vanilla import Vanilla
 
 DEFENSES: dict[str, type[Defense]] = {
-    cls.name: cls for cls in (Vanilla, PGDAT, TRADES, EST, ACT, ATEnsemble, EAT)
+    cls.name: cls for cls in (Vanilla, PGDAT, TRADES, EST, ACT, HM, ATEnsemble, EAT)
 }
 
 
@@ -38,6 +40,7 @@ def build_defense(name: str, config) -> Defense:
 __all__ = [
     "DEFENSES",
     "ENSEMBLE_OBJECTIVES",
+    "HM_DESTINATIONS",
     "MEMBER_SPLITS",
     "AdversarialDefense",
     "Batch",

@@ -1,0 +1,177 @@
+"""HM: hardness manipulation with a gradual adversary (Zhou & Patel, "Enhancing Adversarial
+Robustness for Deep Metric Learning", CVPR 2022), our own implementation from the paper's
+definitions (see ../shared/REFERENCES.md).
+
+The hardness of a triplet (a, p, n) is ``H = d(a, p) − d(a, n)`` (Euclidean distance of
+L2-normalised embeddings; harder triplets have larger H, a violated one H > −margin).
+Per step:
+
+1. **Source triplets**: one random (anchor, positive, negative) per anchor of the batch
+   (RobRank's random source hardness), from the clean batch.
+2. **Destination hardness** H_D (``hm_destination``):
+   * ``lga`` (default) — the *linear gradual adversary*: ``H_D = −m · clip(ℓ_{t−1}/m, 0, 1)``
+     with m the triplet margin (0.2) and ℓ_{t−1} the previous step's triplet loss on the
+     manipulated triplets (2.0 before the first step). While the model still has a large
+     loss the destination is easy (−m); as it learns, the destination moves to 0, harder.
+   * ``semihard`` — for each source anchor, the hardness of a semi-hard triplet of the same
+     anchor in the clean embeddings (d(a,p) < d(a,n) < d(a,p) + m; the hardest negative
+     when there is none).
+3. **Hardness manipulation**: PGD (L∞ ``train_eps``, ``train_steps`` steps, no random
+   start, as RobRank) on all three images of every source triplet, minimising
+   ``mean max(0, H_D − H̃_S)²`` — raising each triplet's hardness to at least H_D
+   (the paper's element-wise "ET" alignment).
+4. **Training** on the manipulated triplets: the triplet loss
+   ``mean relu(d(ã, p̃) − d(ã, ñ) + m)`` (with Proxy-Anchor, our adaptation: the member's
+   metric loss of ``[ã; p̃; ñ]`` with their labels). Optionally **ICS** (intra-class
+   structure, ``hm_ics_weight`` λ, 0.5 in the paper): ``λ · mean relu(d(a, ã) − d(a, p))``
+   on clean a, p and the manipulated anchor ã, i.e. the triplet loss with margin 0 that
+   keeps an anchor's adversarial copy closer to it than its positive is.
+
+Cost per step: ``train_steps`` forward/backward passes on 3 × batch images for the PGD,
+plus one training pass on them (and 2 × batch clean images with ICS).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks import Objective, eval_mode, pgd
+from ..losses import MetricLoss
+from .act import random_triplets
+from .base import AdversarialDefense, Batch
+
+HM_DESTINATIONS = ("lga", "semihard")
+#: RobRank's initial "previous loss" of the gradual adversary (an easy first destination).
+INITIAL_PREVIOUS_LOSS = 2.0
+
+
+def hardness(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """``H = d(a, p) − d(a, n)`` per triplet (rows of the three ``[m, D]`` tensors)."""
+    return F.pairwise_distance(anchor, positive, eps=0) - F.pairwise_distance(
+        anchor, negative, eps=0
+    )
+
+
+def split_triplets(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``[a; p; n]`` (3·m rows) → ``(a, p, n)``."""
+    return embeddings.chunk(3)
+
+
+def linear_gradual_destination(previous_loss: float, margin: float) -> float:
+    """LGA: ``−margin · clip(previous_loss / margin, 0, 1)``, in ``[−margin, 0]``."""
+    return -margin * min(max(previous_loss / margin, 0.0), 1.0)
+
+
+def semihard_destination(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    margin: float,
+) -> torch.Tensor:
+    """Per source triplet, the hardness of a semi-hard triplet ``(a, p, n*)`` of its anchor
+    and positive: n* the nearest negative farther than p (within the margin band when one
+    is), else the hardest (nearest) negative."""
+    dist = torch.cdist(embeddings[anchors], embeddings)  # [m, B]
+    d_ap = dist.gather(1, positives[:, None])  # [m, 1]
+    negative = labels[None, :] != labels[anchors][:, None]
+    inf = torch.tensor(float("inf"), device=dist.device)
+    band = negative & (dist > d_ap) & (dist < d_ap + margin)
+    in_band = torch.where(band, dist, inf).min(1).values
+    hardest = torch.where(negative, dist, inf).min(1).values
+    d_an = torch.where(torch.isfinite(in_band), in_band, hardest)
+    return d_ap.squeeze(1) - d_an
+
+
+def hardness_manipulation_objective(destination: torch.Tensor | float) -> Objective:
+    """The adversary's objective on ``[a; p; n]`` embeddings, to *maximise*:
+    ``−mean max(0, H_D − H)²`` (PGD raises each triplet's hardness H up to H_D)."""
+
+    def objective(embeddings: torch.Tensor) -> torch.Tensor:
+        shortfall = (destination - hardness(*split_triplets(embeddings))).clamp(min=0)
+        return -shortfall.square().mean()
+
+    return objective
+
+
+def triplet_loss(
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """``mean relu(d(a, p) − d(a, n) + margin)`` over the given triplets (no mining)."""
+    return F.relu(hardness(anchor, positive, negative) + margin).mean()
+
+
+def intra_class_structure_loss(
+    clean_anchor: torch.Tensor, adversarial_anchor: torch.Tensor, clean_positive: torch.Tensor
+) -> torch.Tensor:
+    """ICS: ``mean relu(d(a, ã) − d(a, p))``, the triplet loss (a, ã, p) with margin 0."""
+    return triplet_loss(clean_anchor, adversarial_anchor, clean_positive, margin=0.0)
+
+
+class HM(AdversarialDefense):
+    """Train on triplets whose hardness PGD raised to a gradually harder destination."""
+
+    name = "hm"
+    #: triplet margin m of the hardness scale (RobRank's cosine/normalised margin, ours too)
+    margin = 0.2
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.previous_loss: dict[int, float] = {}
+
+    def craft(self, model: nn.Module, images: torch.Tensor, objective: Objective) -> torch.Tensor:
+        """PGD from the clean images (RobRank's HM has no random start)."""
+        return pgd(model, images, objective, self.eps, self.steps, self.step_size, random_start=False)
+
+    def destination(
+        self, member: int, net: nn.Module, batch: Batch, anchors, positives
+    ) -> torch.Tensor | float:
+        kind = self.config.hm_destination
+        if kind == "lga":
+            previous = self.previous_loss.get(member, INITIAL_PREVIOUS_LOSS)
+            return linear_gradual_destination(previous, self.margin)
+        if kind == "semihard":
+            with torch.no_grad(), eval_mode(net):
+                clean = net(batch.images)
+            return semihard_destination(clean, batch.labels, anchors, positives, self.margin)
+        raise ValueError(f"unknown hm_destination {kind!r}; choose one of {HM_DESTINATIONS}")
+
+    def training_loss(
+        self, members: list[nn.Module], losses: list[MetricLoss], batches: list[Batch]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        ics_weight = float(self.config.hm_ics_weight)
+        total, logs = 0.0, {"loss_adv": [], "hm_destination": [], "loss_ics": []}
+        for k, (net, loss, batch) in enumerate(zip(members, losses, batches, strict=True)):
+            anchor, positive, negative = random_triplets(batch.labels)
+            m = len(anchor)
+            if m == 0:
+                continue
+            destination = self.destination(k, net, batch, anchor, positive)
+            source = torch.cat([batch.images[anchor], batch.images[positive], batch.images[negative]])
+            manipulated = self.craft(net, source, hardness_manipulation_objective(destination))
+            inputs = [manipulated]
+            if ics_weight > 0:
+                inputs += [batch.images[anchor], batch.images[positive]]
+            embeddings = net(torch.cat(inputs))
+            adv = embeddings[: 3 * m]
+            ea, ep, en = split_triplets(adv)
+            raw_triplet = triplet_loss(ea, ep, en, self.margin)
+            if loss.name == "triplet":
+                value = raw_triplet
+            else:
+                labels = torch.cat([batch.labels[anchor], batch.labels[positive], batch.labels[negative]])
+                value = loss(adv, labels)
+            self.previous_loss[k] = raw_triplet.item()
+            logs["loss_adv"].append(value.item())
+            logs["hm_destination"].append(float(torch.as_tensor(destination).mean()))
+            if ics_weight > 0:
+                clean_a, clean_p = embeddings[3 * m :].chunk(2)
+                ics = intra_class_structure_loss(clean_a, ea, clean_p)
+                value = value + ics_weight * ics
+                logs["loss_ics"].append(ics.item())
+            total = total + value
+        if not logs["loss_adv"]:  # no batch had an anchor with both a positive and a negative
+            total = batches[0].images.new_zeros((), requires_grad=True)
+        return total, {key: sum(v) / len(v) for key, v in logs.items() if v}
