@@ -36,7 +36,12 @@ log = logging.getLogger(__name__)
 SWEEP_EPS = (0.03, 0.05, 0.1, 0.2, 0.3)
 HEADLINE_EPS = 0.1
 ROBRANK_EPS, ROBRANK_STEPS = 0.3, 32
-BASELINES = ("pgd-at", "trades", "est", "act", "at-ensemble")
+BASELINES = ("pgd-at", "trades", "est", "act", "hm", "at-ensemble")
+#: rows trained with further seeds by ``eat bench --seeds`` (plus the best single-model
+#: row at equal training compute, chosen from the results)
+SEEDED_ROWS = ("eat", "at-ensemble", "hm")
+#: optimiser steps timed to give a row of its own cost (a wider network) equal compute
+CALIBRATION_STEPS = 12
 
 
 @dataclass
@@ -107,10 +112,12 @@ class Row:
     overrides: dict = field(default_factory=dict)
     compute_of: str | None = None  # train for as long as this row took (equal compute)
     epochs: int | None = None  # a fixed number of epochs instead of the profile's
+    seed_of: str | None = None  # a further training seed of this row
 
 
 def bench_rows(profile: BenchProfile) -> list[Row]:
     k = profile.members
+    wide = wide_width(profile)
     return [
         Row("vanilla", "vanilla", "Vanilla DML, single model (no defense)", "baseline"),
         Row(
@@ -124,6 +131,12 @@ def bench_rows(profile: BenchProfile) -> list[Row]:
         Row("trades", "trades", "TRADES adapted to DML", "baseline"),
         Row("est", "est", "EST, embedding-shifted triplet (RobRank)", "baseline"),
         Row("act", "act", "ACT, anti-collapse triplet (RobRank)", "baseline"),
+        Row(
+            "hm",
+            "hm",
+            "HM, hardness manipulation with the linear gradual adversary (Zhou & Patel 2022)",
+            "baseline",
+        ),
         Row(
             "at-ensemble",
             "at-ensemble",
@@ -173,7 +186,38 @@ def bench_rows(profile: BenchProfile) -> list[Row]:
             "equal-compute",
             compute_of="eat",
         ),
+        Row(
+            "hm-eqc",
+            "hm",
+            "HM trained at EAT's training compute",
+            "equal-compute",
+            compute_of="eat",
+        ),
+        Row(
+            "pgd-at-wide-eqc",
+            "pgd-at",
+            f"PGD-AT, one network of the ensemble's inference FLOPs (width {wide}), "
+            "at EAT's training compute",
+            "equal-compute",
+            {"width": wide},
+            compute_of="eat",
+        ),
+        Row(
+            "hm-wide-eqc",
+            "hm",
+            f"HM, one network of the ensemble's inference FLOPs (width {wide}), "
+            "at EAT's training compute",
+            "equal-compute",
+            {"width": wide},
+            compute_of="eat",
+        ),
     ]
+
+
+def wide_width(profile: BenchProfile) -> int:
+    """Width of one small CNN with about the FLOPs of K members: conv FLOPs grow with the
+    square of the width, so ``width · √K`` (16 → 28 for K = 3)."""
+    return int(round(profile.width * profile.members**0.5))
 
 
 class Bench:
@@ -245,13 +289,39 @@ class Bench:
         if row.compute_of is None:
             return base
         reference = self.load_row(row.compute_of)
-        single = self.load_row(row.defense)
-        if reference is None or single is None:
-            raise RuntimeError(
-                f"row {row.name} needs rows {row.compute_of} and {row.defense} first"
-            )
-        ratio = reference["train"]["train_wall_s"] / single["train"]["train_wall_s"]
-        return max(base, int(round(base * ratio)))
+        if reference is None:
+            raise RuntimeError(f"row {row.name} needs row {row.compute_of} first")
+        budget = reference["train"]["train_wall_s"]
+        if not row.overrides:  # the same network as the defense's base row: its time per epoch
+            single = self.load_row(row.defense)
+            if single is None:
+                raise RuntimeError(f"row {row.name} needs row {row.defense} first")
+            seconds_per_epoch = single["train"]["train_wall_s"] / single["train"]["epochs"]
+        else:
+            seconds_per_epoch = self.calibrate(row)
+        return max(base, int(round(budget / seconds_per_epoch)))
+
+    def calibrate(self, row: Row) -> float:
+        """Seconds per epoch of ``row``'s own configuration, from timing a few steps."""
+        config = self.train_config(row, epochs=1)
+        config.out = str(self.runs / "_calibration" / row.name)
+        started = time.perf_counter()
+        train(config, progress=False, max_steps=CALIBRATION_STEPS)
+        wall = time.perf_counter() - started
+        record = json.loads((Path(config.out) / "config.json").read_text())["train"]
+        per_step = record["train_wall_s"] / record["steps"]
+        # the loop's time per step, plus the fixed set-up (data, networks) of a run
+        setup = wall - record["train_wall_s"]
+        seconds = per_step * record["steps_per_epoch"]
+        log.info(
+            "[bench] %s: %.3f s/step × %d steps/epoch (+%.1f s set-up)",
+            row.name,
+            per_step,
+            record["steps_per_epoch"],
+            setup,
+        )
+        shutil.rmtree(config.out, ignore_errors=True)
+        return seconds
 
     def ensure_trained(self, row: Row, force: bool) -> dict:
         record = self.load_row(row.name)
@@ -381,8 +451,60 @@ class Bench:
                 scores[name] = record["evals"][key]["attacked"]["nmi"]
         return max(scores, key=scores.get) if scores else None
 
+    # ------------------------------------------------------------------ training seeds
+    def best_single_equal_compute(self) -> str | None:
+        """The single-model row at EAT's training compute with the highest headline CA NMI."""
+        key = f"ca@{HEADLINE_EPS:g}/{self.profile.eval_steps}"
+        scores = {}
+        for name, row in self.rows.items():
+            record = self.load_row(name)
+            if row.compute_of and record and record["members"] == 1 and key in record["evals"]:
+                scores[name] = record["evals"][key]["attacked"]["nmi"]
+        return max(scores, key=scores.get) if scores else None
+
+    def seed_row(self, name: str, seed: int) -> Row:
+        """Row ``name`` again with training seed ``seed``, for as many epochs as it took."""
+        base = self.rows[name]
+        record = self.load_row(name)
+        if record is None:
+            raise RuntimeError(f"train row {name} before its seeds")
+        return Row(
+            f"{name}-s{seed}",
+            base.defense,
+            f"{base.description} (training seed {seed})",
+            base.group,
+            {**base.overrides, "seed": seed},
+            epochs=record["train"]["epochs"],
+            seed_of=name,
+        )
+
+    def run_seeds(self, seeds: list[int]) -> None:
+        """Train and score the decisive rows with further training seeds (resumable)."""
+        names = [n for n in (*SEEDED_ROWS, self.best_single_equal_compute()) if n]
+        for name in names:
+            if self.load_row(name) is None:
+                log.warning("[bench] row %s not trained: no seeds for it", name)
+                continue
+            for seed in seeds:
+                row = self.seed_row(name, seed)
+                self.ensure_trained(row, force=False)
+                self.clean(row.name)
+                self.attack(row.name, "es", HEADLINE_EPS, self.profile.eval_steps)
+                self.attack(row.name, "ca", HEADLINE_EPS, self.profile.eval_steps)
+                self.attack(row.name, "ca", 0.2, self.profile.eval_steps)
+
+    def seed_records(self) -> dict[str, list[dict]]:
+        """``{row: [record of the profile's seed, records of further seeds…]}``."""
+        out: dict[str, list[dict]] = {}
+        for path in sorted((self.out / "rows").glob("*.json")):
+            record = json.loads(path.read_text())
+            base = record["row"].get("seed_of")
+            if base and self.load_row(base):
+                out.setdefault(base, [self.load_row(base)]).append(record)
+        return out
+
     # ------------------------------------------------------------------ driver
-    def run(self, only: list[str] | None = None) -> dict:
+    def run(self, only: list[str] | None = None, seeds: list[int] | None = None) -> dict:
         started = time.perf_counter()
         names = list(self.rows) if not only else only
         unknown = [n for n in names if n not in self.rows]
@@ -399,6 +521,8 @@ class Bench:
                 self.sweep(name)
                 if name != "vanilla":
                     self.masking_checks(name)
+        if seeds:
+            self.run_seeds(seeds)
         wall = time.perf_counter() - started
         return self.write_report(wall)
 
@@ -416,8 +540,12 @@ class Bench:
             "this_invocation_wall_s": round(wall, 1),
             "total_row_wall_s": round(sum(_row_wall(r) for r in rows.values()), 1),
             "best_baseline": self.best_baseline(),
+            "best_single_equal_compute": self.best_single_equal_compute(),
+            "seed_rows_wall_s": round(
+                sum(_row_wall(r) for recs in self.seed_records().values() for r in recs[1:]), 1
+            ),
         }
-        return write_report(self.out, meta, rows, self.profile)
+        return write_report(self.out, meta, rows, self.profile, self.seed_records())
 
 
 def _row_wall(record: dict) -> float:
@@ -426,28 +554,33 @@ def _row_wall(record: dict) -> float:
     )
 
 
-def ship_models(runs: Path, assets: Path, out: Path) -> None:
-    """Copy the benchmark's vanilla model and EAT ensemble into ``assets/models``, with a
+def ship_models(runs: Path, assets: Path, out: Path, baseline: str | None) -> None:
+    """Copy the benchmark's vanilla model, its strongest single-model defense at EAT's
+    training compute (``baseline``) and the EAT ensemble into ``assets/models``, with a
     README giving their benchmark numbers and how to reproduce them."""
+    shipped = {"vanilla": "vanilla", "eat": "eat"}
+    if baseline:
+        shipped["baseline"] = baseline
     lines = [
         "# Shipped demo models",
         "",
-        "`vanilla/` and `eat/` are the `vanilla` and `eat` rows of the Fashion-MNIST benchmark,",
+        "`vanilla/`, `baseline/` and `eat/` are rows of the Fashion-MNIST benchmark: `vanilla`,",
+        f"the strongest single-model defense at EAT's training compute (`{baseline}`) and `eat`,",
         f"copied here by `eat bench --ship` (full results in `{out}`). The web app loads them.",
         "",
-        "| model | members | train s | clean R@1 | clean NMI | ES R@1 (eps 0.1) "
+        "| model | benchmark row | members | train s | clean R@1 | clean NMI | ES R@1 (eps 0.1) "
         "| CA NMI (eps 0.1) | fingerprint |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for name in ("vanilla", "eat"):
-        src, dst = runs / name, assets / name
+    for target, name in shipped.items():
+        src, dst = runs / name, assets / target
         if not (src / "config.json").is_file():
             raise FileNotFoundError(f"{src} has not been trained")
         record = json.loads((out / "rows" / f"{name}.json").read_text())
         ev = record["evals"]
         steps = next(k for k in ev if k.startswith("ca@0.1/")).split("/")[1]
         lines.append(
-            f"| {name} | {record['members']} | {record['train']['train_wall_s']:.0f} "
+            f"| {target} | {name} | {record['members']} | {record['train']['train_wall_s']:.0f} "
             f"| {ev['clean']['metrics']['recall@1']:.3f} | {ev['clean']['metrics']['nmi']:.3f} "
             f"| {ev[f'es@0.1/{steps}']['attacked']['recall@1']:.3f} "
             f"| {ev[f'ca@0.1/{steps}']['attacked']['nmi']:.3f} | `{record['fingerprint']}` |"
@@ -462,7 +595,7 @@ def ship_models(runs: Path, assets: Path, out: Path) -> None:
         "Reproduce them (each row's full training config, every flag, is inside its",
         "`config.json` under `train`):",
         "",
-        "    eat bench --only vanilla eat --ship",
+        f"    eat bench --only vanilla eat {baseline or ''} --ship",
         "",
     ]
     (assets / "README.md").write_text("\n".join(lines))
@@ -524,6 +657,16 @@ def add_bench_command(sub) -> None:
         action="store_true",
         help="afterwards copy the vanilla and eat checkpoints to assets/models/",
     )
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        metavar="SEED",
+        default=None,
+        help="also train the decisive rows (eat, at-ensemble, hm and the best single-model "
+        "row at equal compute) with these further training seeds, and report mean ± sd over "
+        "all seeds (resumable; e.g. --seeds 1 2)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_bench)
 
@@ -548,9 +691,9 @@ def _cmd_bench(args) -> int:
         threads=args.threads,
         device=args.device,
     )
-    result = bench.run(args.only)
+    result = bench.run(args.only, args.seeds)
     if args.ship:
-        ship_models(runs, Path("assets/models"), out)
+        ship_models(runs, Path("assets/models"), out, bench.best_single_equal_compute())
     print((out / "results.md").read_text())
     print(f"results written to {out} ({result['meta']['this_invocation_wall_s']:.0f} s)")
     return 0

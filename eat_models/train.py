@@ -27,6 +27,7 @@ from .data import (
 )
 from .defenses import (
     DEFENSES,
+    ENSEMBLE_BATCHES,
     ENSEMBLE_OBJECTIVES,
     HM_DESTINATIONS,
     MEMBER_SPLITS,
@@ -159,6 +160,17 @@ class TrainConfig:
         "follows the default rule)",
         default=None,
     )
+    ensemble_batch: str = _flag(
+        "eat: which images the term through F attacks each step: 'share' (rows k::K of member "
+        "k's batch, about one batch) or 'all' (all K member batches; K times the cost)",
+        default="share",
+        choices=ENSEMBLE_BATCHES,
+    )
+    member_crafts: bool = _flag(
+        "eat: craft examples against each member's own loss (with --no-member-crafts the "
+        "members train only on the examples crafted against F, jointly, and transfer nothing)",
+        default=True,
+    )
     hm_destination: str = _flag(
         "hm: destination hardness of the hardness manipulation: 'lga' (linear gradual "
         "adversary, -margin * clip(previous loss / margin, 0, 1)) or 'semihard' (the "
@@ -256,8 +268,12 @@ def member_samplers(
     return samplers
 
 
-def train(config: TrainConfig, progress: bool = True) -> Path:
-    """Train per ``config`` and save the checkpoint to ``config.out``; returns its path."""
+def train(config: TrainConfig, progress: bool = True, max_steps: int | None = None) -> Path:
+    """Train per ``config`` and save the checkpoint to ``config.out``; returns its path.
+
+    ``max_steps`` stops after that many optimiser steps (the schedule stays the one of the
+    full run): the benchmark times a few steps to give a new row equal training compute.
+    """
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     train_set, _ = load_dataset(
@@ -310,13 +326,19 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     started = time.perf_counter()
     history = []
     bar = tqdm(total=total_steps, desc=f"train {config.defense}", disable=not progress, unit="step")
+    steps_done = 0
     for epoch in range(config.epochs):
+        if max_steps is not None and steps_done >= max_steps:
+            break
         for s in samplers:
             s.set_epoch(epoch)
         for m in members:
             m.train()
         running: dict[str, float] = {}
         for step_batches in zip(*samplers, strict=True):
+            if max_steps is not None and steps_done >= max_steps:
+                break
+            steps_done += 1
             batches = []
             for rows, local in zip(member_rows, step_batches, strict=True):
                 idx = rows[np.asarray(local)]
@@ -356,7 +378,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         "train_wall_s": round(wall, 2),
         "history": history,
         "train_images": len(train_set),
-        "steps": total_steps,
+        "steps": steps_done,
         "steps_per_epoch": steps_per_epoch,
         "weights": f"ema {config.ema_decay:g}" if average is not None else "last",
         "threads": config.threads,

@@ -71,10 +71,19 @@ GRIDS: dict[str, dict[str, tuple[str, dict]]] = {
             f"eat-ema-e{e}": ("eat", {"members": 3, "ema_decay": 0.98, "epochs": e})
             for e in (8, 16)
         },
+        **{f"pgd-at-ema-e{e}": ("pgd-at", {"ema_decay": 0.995, "epochs": e}) for e in (20,)},
         **{
-            f"pgd-at-ema-e{e}": ("pgd-at", {"ema_decay": 0.995, "epochs": e})
-            for e in (20,)
+            f"eat-joint-e{e}": (
+                "eat",
+                {"members": 3, "member_crafts": False, "ensemble_batch": "all", "epochs": e},
+            )
+            for e in (3, 6, 12)
         },
+        **{
+            f"eat-joint-share-e{e}": ("eat", {"members": 3, "member_crafts": False, "epochs": e})
+            for e in (10, 20)
+        },
+        **{f"pgd-at-w28-e{e}": ("pgd-at", {"width": 28, "epochs": e}) for e in (5, 10, 20)},
         "eat-overlap-e8": ("eat", {"members": 3, "member_split": "overlap", "epochs": 8}),
         "eat-triplet-e8": ("eat", {"members": 3, "loss": "triplet", "epochs": 8}),
         "pgd-at-triplet-e20": ("pgd-at", {"loss": "triplet", "epochs": 20}),
@@ -154,6 +163,45 @@ def collect(out: Path) -> list[dict]:
     return summaries
 
 
+def family(entry: str) -> str:
+    """``eat-f2-e8`` → ``eat-f2``: entries that differ only in epochs form one curve."""
+    head, _, tail = entry.rpartition("-e")
+    return head if head and tail.isdigit() else entry
+
+
+def plot_compute_curves(out: Path, summaries: list[dict]) -> bool:
+    """``robustness_vs_compute.png``: CA NMI (ε 0.1) and clean NMI against training seconds."""
+    curves: dict[str, list[dict]] = {}
+    for s in summaries:
+        curves.setdefault(family(s["entry"]), []).append(s)
+    if not summaries:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, points in sorted(curves.items()):
+        points = sorted(points, key=lambda s: s["train_wall_s"])
+        xs = [s["train_wall_s"] for s in points]
+        style = "-" if name.startswith("eat") else "--"
+        for ax, key in zip(axes, ("ca_nmi", "clean_nmi"), strict=True):
+            ax.plot(xs, [s[key] for s in points], style, marker="o", label=name)
+    for ax, title in zip(
+        axes, ("NMI under the clustering attack (eps 0.1, PGD-20)", "clean NMI"), strict=True
+    ):
+        ax.set_xscale("log")
+        ax.set_xlabel("training seconds (2 CPU cores)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "robustness_vs_compute.png", dpi=110)
+    plt.close(fig)
+    return True
+
+
 def pgd_at_seconds_per_epoch(summaries: list[dict]) -> float | None:
     """Median training seconds per epoch of the plain PGD-AT entries (only epochs changed)."""
     values = sorted(
@@ -212,6 +260,13 @@ def write_results(out: Path, grid: str, summaries: list[dict], invocations: list
             f"| {s['clean_nmi']:.3f} | {s['es_r1']:.3f} | {s['ca_nmi']:.3f} "
             f"| {s['ca_nmi_eps0.2']:.3f} |"
         )
+    if plot_compute_curves(out, summaries):
+        lines += [
+            "",
+            "Robustness against training compute (entries named `FAMILY-eN` joined per family):",
+            "",
+            "![robustness vs compute](robustness_vs_compute.png)",
+        ]
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from .act import ACT
 from .at_ensemble import ATEnsemble
 from .base import AdversarialDefense, Batch, Defense, LossPart
-from .eat import EAT, ENSEMBLE_OBJECTIVES, MEMBER_SPLITS
+from .eat import EAT, ENSEMBLE_BATCHES, ENSEMBLE_OBJECTIVES, MEMBER_SPLITS
 from .est import EST
 from .hm import HM, HM_DESTINATIONS
 from .pgd_at import PGDAT
@@ -39,6 +39,7 @@ def build_defense(name: str, config) -> Defense:
 
 __all__ = [
     "DEFENSES",
+    "ENSEMBLE_BATCHES",
     "ENSEMBLE_OBJECTIVES",
     "HM_DESTINATIONS",
     "MEMBER_SPLITS",

@@ -117,9 +117,24 @@ class AdversarialDefense(Defense):
     def step_size(self) -> float | None:
         return self.config.train_step_size
 
-    def craft(self, model: nn.Module, images: torch.Tensor, objective: Objective) -> torch.Tensor:
-        """PGD with the training budget (random start, one restart)."""
-        return pgd(model, images, objective, self.eps, self.steps, self.step_size)
+    #: whether the training PGD starts from a random point of the ε-ball
+    random_start = True
+
+    def craft(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        objective: Objective,
+        steps: int | None = None,
+        step_size: float | None = None,
+    ) -> torch.Tensor:
+        """PGD with the training budget (one restart); ``steps`` overrides the budget's
+        step count, and then the step size follows the default rule unless given."""
+        if steps is None:
+            steps, step_size = self.steps, self.step_size
+        return pgd(
+            model, images, objective, self.eps, steps, step_size, random_start=self.random_start
+        )
 
     def craft_against_loss(self, net: nn.Module, loss: MetricLoss, batch: Batch) -> torch.Tensor:
         """Madry's inner max: examples maximising the member's own metric loss."""

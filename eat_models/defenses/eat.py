@@ -26,6 +26,10 @@ F(x) = normalize(mean_k f_k(x)). Every part below is a switch, so the ablation r
    (``results/fashion-mnist/tuning-12k``). ``ensemble_every`` n runs the term on every
    n-th step only, and ``ensemble_steps`` sets its PGD steps (default: ``train_steps``):
    PGD through F costs K member passes per step, as much as all K member crafts.
+   ``ensemble_batch`` ``all`` attacks all K member batches through F (K× the cost of
+   ``share``). With ``member_crafts`` off, members craft nothing against themselves (and
+   so transfer nothing): the ensemble is adversarially trained only as the deployed F
+   ("adversarial training of the ensemble", Grefenstette et al. 2018).
 
 The step loss (a zero weight skips the part, and its PGD run, entirely)::
 
@@ -44,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attacks import Objective, clustering_objective, embedding_shift_objective, eval_mode, pgd
+from ..attacks import Objective, clustering_objective, embedding_shift_objective, eval_mode
 from ..data import class_disjoint_parts, stratified_split
 from ..ensemble import AveragedEmbedding
 from ..losses import MetricLoss
@@ -52,6 +56,7 @@ from .base import AdversarialDefense, Batch, LossPart, member_loss
 
 MEMBER_SPLITS = ("stratified", "overlap", "class-disjoint", "none")
 ENSEMBLE_OBJECTIVES = ("shift", "cluster")
+ENSEMBLE_BATCHES = ("share", "all")
 
 
 def ensemble_batch(batches: list[Batch]) -> Batch:
@@ -116,9 +121,7 @@ class EAT(AdversarialDefense):
                 f"unknown ensemble_objective {kind!r}; choose one of {ENSEMBLE_OBJECTIVES}"
             )
         steps = self.config.ensemble_steps
-        steps = self.steps if steps is None else int(steps)
-        step_size = self.step_size if self.config.ensemble_steps is None else None
-        return pgd(ensemble, batch.images, objective, self.eps, steps, step_size)
+        return self.craft(ensemble, batch.images, objective, None if steps is None else int(steps))
 
     def ensemble_term_now(self) -> bool:
         """Whether this step trains on x̃_F (every ``ensemble_every``-th step)."""
@@ -132,19 +135,40 @@ class EAT(AdversarialDefense):
         lambda_transfer = float(self.config.lambda_transfer) if k > 1 else 0.0
         lambda_ensemble = float(self.config.lambda_ensemble) if self.ensemble_term_now() else 0.0
         self.steps_taken += 1
+        member_crafts = bool(self.config.member_crafts)
+        if not member_crafts and not lambda_ensemble > 0:
+            raise ValueError(
+                "eat with member_crafts off trains only on the examples crafted against F: it "
+                "needs lambda_ensemble > 0 and ensemble_every 1"
+            )
+        if not member_crafts:
+            lambda_transfer = 0.0
         own = [
-            self.craft_against_loss(net, loss, batch)
+            self.craft_against_loss(net, loss, batch) if member_crafts else None
             for net, loss, batch in zip(members, losses, batches, strict=True)
         ]
         if lambda_ensemble > 0:
-            target = ensemble_batch(batches)
+            rows = self.config.ensemble_batch
+            if rows == "share":
+                target = ensemble_batch(batches)
+            elif rows == "all":
+                target = Batch(
+                    torch.cat([b.images for b in batches]), torch.cat([b.labels for b in batches])
+                )
+            else:
+                raise ValueError(
+                    f"unknown ensemble_batch {rows!r}; choose one of {ENSEMBLE_BATCHES}"
+                )
             ensemble_part = LossPart(
                 self.craft_against_ensemble(members, target), target.labels, lambda_ensemble
             )
         total = 0.0
         logs: dict[str, list[float]] = {"loss_adv": [], "loss_transfer": [], "loss_ensemble": []}
         for i, (net, loss, batch) in enumerate(zip(members, losses, batches, strict=True)):
-            parts = self.adversarial_parts(own[i], batch)
+            if member_crafts:
+                parts = self.adversarial_parts(own[i], batch)
+            else:  # joint training on x̃_F, plus the member's clean batch if clean_weight > 0
+                parts = self.adversarial_parts(batch.images, batch)[1:]
             first_transfer = len(parts)
             if lambda_transfer > 0:
                 parts += [
@@ -156,7 +180,8 @@ class EAT(AdversarialDefense):
                 parts.append(ensemble_part)
             value, values = member_loss(net, loss, parts)
             total = total + value
-            logs["loss_adv"].append(values[0])
+            if member_crafts:
+                logs["loss_adv"].append(values[0])
             if lambda_transfer > 0:
                 transfer = values[first_transfer : first_transfer + k - 1]
                 logs["loss_transfer"].append(sum(transfer) / len(transfer))

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks import Objective, eval_mode, pgd
+from ..attacks import Objective, eval_mode
 from ..losses import MetricLoss
 from .act import random_triplets
 from .base import AdversarialDefense, Batch
@@ -116,14 +116,12 @@ class HM(AdversarialDefense):
     name = "hm"
     #: triplet margin m of the hardness scale (RobRank's cosine/normalised margin, ours too)
     margin = 0.2
+    #: PGD starts from the clean images, as RobRank's HM does
+    random_start = False
 
     def __init__(self, config) -> None:
         super().__init__(config)
         self.previous_loss: dict[int, float] = {}
-
-    def craft(self, model: nn.Module, images: torch.Tensor, objective: Objective) -> torch.Tensor:
-        """PGD from the clean images (RobRank's HM has no random start)."""
-        return pgd(model, images, objective, self.eps, self.steps, self.step_size, random_start=False)
 
     def destination(
         self, member: int, net: nn.Module, batch: Batch, anchors, positives
@@ -149,7 +147,9 @@ class HM(AdversarialDefense):
             if m == 0:
                 continue
             destination = self.destination(k, net, batch, anchor, positive)
-            source = torch.cat([batch.images[anchor], batch.images[positive], batch.images[negative]])
+            source = torch.cat(
+                [batch.images[anchor], batch.images[positive], batch.images[negative]]
+            )
             manipulated = self.craft(net, source, hardness_manipulation_objective(destination))
             inputs = [manipulated]
             if ics_weight > 0:
@@ -161,7 +161,9 @@ class HM(AdversarialDefense):
             if loss.name == "triplet":
                 value = raw_triplet
             else:
-                labels = torch.cat([batch.labels[anchor], batch.labels[positive], batch.labels[negative]])
+                labels = torch.cat(
+                    [batch.labels[anchor], batch.labels[positive], batch.labels[negative]]
+                )
                 value = loss(adv, labels)
             self.previous_loss[k] = raw_triplet.item()
             logs["loss_adv"].append(value.item())

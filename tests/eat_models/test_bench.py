@@ -49,6 +49,10 @@ def test_quick_bench_writes_every_artefact(tiny_bench):
         "eat",
         "pgd-at-eqc",
         "trades-eqc",
+        "hm",
+        "hm-eqc",
+        "pgd-at-wide-eqc",
+        "hm-wide-eqc",
     }
     assert set(rows) == expected
     for name, record in rows.items():
@@ -62,6 +66,28 @@ def test_quick_bench_writes_every_artefact(tiny_bench):
     for plot in ("robustness_vs_eps.png", "clean_vs_robust.png"):
         assert (root / "results" / plot).read_bytes()[:4] == b"\x89PNG"
     assert rows["pgd-at-eqc"]["train"]["epochs"] >= rows["pgd-at"]["train"]["epochs"]
+    assert rows["pgd-at-wide-eqc"]["train"]["config"]["width"] == 14  # 8·√3: K members' FLOPs
+
+
+def test_seeds_train_the_decisive_rows_again_and_report_mean_and_sd(tiny_bench):
+    root, args = tiny_bench
+    assert main([*args, "--seeds", "1"]) == 0
+    results = json.loads((root / "results" / "results.json").read_text())
+    best = results["meta"]["best_single_equal_compute"]
+    assert best in {"pgd-at-eqc", "trades-eqc", "hm-eqc", "pgd-at-wide-eqc", "hm-wide-eqc"}
+    seeds = results["training_seeds"]
+    assert set(seeds) == {"eat", "at-ensemble", "hm", best}
+    for name, summary in seeds.items():
+        record = json.loads((root / "results" / "rows" / f"{name}-s1.json").read_text())
+        assert record["train"]["config"]["seed"] == 1
+        base = results["rows"][name]
+        assert record["train"]["epochs"] == base["train"]["epochs"]
+        values = [base["evals"]["ca@0.1/5"]["attacked"]["nmi"]]
+        values.append(record["evals"]["ca@0.1/5"]["attacked"]["nmi"])
+        assert summary["ca_nmi"]["values"] == values
+        assert summary["ca_nmi"]["mean"] == pytest.approx(sum(values) / 2)
+    assert "## Training seeds" in (root / "results" / "results.md").read_text()
+    assert any(t["target"].startswith("decisive") for t in results["targets"])
 
 
 def test_rerun_keeps_finished_rows(tiny_bench):
@@ -110,18 +136,18 @@ def test_tuning_sweep_scores_each_entry(tmp_path):
     assert "| eat | members=3 |" in md and results["meta"]["commit"] in md
 
 
-def test_ship_copies_vanilla_and_eat_with_their_numbers(tiny_bench, tmp_path):
+def test_ship_copies_vanilla_baseline_and_eat_with_their_numbers(tiny_bench, tmp_path):
     from eat_models import load_model
     from eat_models.bench import ship_models
 
     root, _ = tiny_bench
     assets = tmp_path / "models"
     assets.mkdir()
-    ship_models(root / "runs", assets, root / "results")
+    ship_models(root / "runs", assets, root / "results", "pgd-at-eqc")
     readme = (assets / "README.md").read_text()
-    for name in ("vanilla", "eat"):
+    for target, name in (("vanilla", "vanilla"), ("baseline", "pgd-at-eqc"), ("eat", "eat")):
         record = json.loads((root / "results" / "rows" / f"{name}.json").read_text())
-        model = load_model(assets / name)
+        model = load_model(assets / target)
         assert model.meta["fingerprint"] == record["fingerprint"]
-        assert f"| {name} | {record['members']} |" in readme
-    assert "eat bench --only vanilla eat --ship" in readme
+        assert f"| {target} | {name} | {record['members']} |" in readme
+    assert "eat bench --only vanilla eat pgd-at-eqc --ship" in readme

@@ -288,3 +288,68 @@ def test_class_disjoint_members_train_with_full_batches(tmp_path):
     )
     out = train(config, progress=False)
     assert load_model(out).meta["num_members"] == 3
+
+
+def test_an_eat_epoch_passes_each_member_over_its_own_part_exactly_once():
+    from eat_models.data import stratified_split
+    from eat_models.train import member_samplers
+
+    labels = np.repeat(np.arange(10), 48)  # 48 per class → 3 parts of 16 per class
+    parts = stratified_split(labels, 3, seed=0)
+    samplers = member_samplers(labels, parts, classes_per_batch=10, samples_per_class=4, seed=0)
+    assert [len(s) for s in samplers] == [4, 4, 4]  # 160 rows per part / batch 40
+    for rows, sampler in zip(parts, samplers, strict=True):
+        visited = np.concatenate([rows[np.asarray(b)] for b in sampler])
+        assert np.array_equal(np.sort(visited), rows)
+    # a single model (or members on all rows) makes one pass over everything: 480 / 40
+    single = member_samplers(labels, [np.arange(480)], 10, 4, seed=0)
+    assert len(single[0]) == 12
+
+
+def test_eat_pgd_calls_per_epoch_are_k_per_step_plus_one_per_f_term(tmp_path, monkeypatch):
+    """1,200 images, batch 160: an EAT epoch is 400 // 160 = 2 steps of 3 member crafts,
+    plus the term through F on every 2nd step (1 craft); PGD-AT makes 1200 // 160 = 7."""
+    calls = []
+    original = defense_base.pgd
+
+    def counting(model, images, *args, **kwargs):
+        calls.append((type(model).__name__, len(images)))
+        return original(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(defense_base, "pgd", counting)
+    common = dict(epochs=1, max_train=1200, width=4, embedding_dim=16, train_steps=1)
+    out = train(
+        TrainConfig(defense="eat", ensemble_every=2, out=str(tmp_path / "eat"), **common),
+        progress=False,
+    )
+    record = json.loads((out / "config.json").read_text())["train"]
+    assert record["steps_per_epoch"] == 2
+    assert [name for name, _ in calls].count("AveragedEmbedding") == 1
+    assert len(calls) == 2 * 3 + 1
+    assert all(n == 160 for _, n in calls[:3])  # each member craft: one batch
+    calls.clear()
+    train(TrainConfig(defense="pgd-at", out=str(tmp_path / "pgd"), **common), progress=False)
+    assert len(calls) == 7
+
+
+def test_eat_without_member_crafts_trains_jointly_on_examples_crafted_against_f(pool, monkeypatch):
+    seen = []
+    original = defense_base.pgd
+
+    def counting(model, images, *args, **kwargs):
+        seen.append((type(model).__name__, len(images)))
+        return original(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(defense_base, "pgd", counting)
+    members, losses = _setup(3)
+    batches = _batches(pool, 3)
+    config = _config("eat", member_crafts=False, ensemble_batch="all")
+    loss, logs = build_defense("eat", config).training_loss(members, losses, batches)
+    assert seen == [("AveragedEmbedding", 3 * P * M)]  # one PGD, through F, on all K batches
+    assert set(logs) == {"loss_ensemble"}
+    grads = _grads(members, loss)
+    assert all(g.abs().sum() > 0 for g in grads)
+    with pytest.raises(ValueError, match="lambda_ensemble"):
+        build_defense(
+            "eat", _config("eat", member_crafts=False, lambda_ensemble=0.0)
+        ).training_loss(members, losses, batches)
