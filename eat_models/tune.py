@@ -252,10 +252,11 @@ def write_results(out: Path, grid: str, summaries: list[dict], invocations: list
         if s["epochs"] != PROFILES["full"].adversarial_epochs:
             over["epochs"] = s["epochs"]
         over_text = ", ".join(f"{k}={v}" for k, v in over.items()) or "—"
+        cost = f"{s['seconds_per_epoch'] / reference:.2f}×" if reference else "–"
         lines.append(
             f"| {s['entry']} | {over_text} | {s['loss']} | {s['clean_weight']:g} "
             f"| {s['ensemble_objective'] or '—'} | {s['train_wall_s']:.0f} "
-            f"| {s['seconds_per_epoch'] / reference if reference else float('nan'):.2f}× "
+            f"| {cost} "
             f"| {s['clean_r1']:.3f} "
             f"| {s['clean_nmi']:.3f} | {s['es_r1']:.3f} | {s['ca_nmi']:.3f} "
             f"| {s['ca_nmi_eps0.2']:.3f} |"

@@ -136,6 +136,25 @@ def test_tuning_sweep_scores_each_entry(tmp_path):
     assert "| eat | members=3 |" in md and results["meta"]["commit"] in md
 
 
+def test_tuning_grid_v2_reports_cost_per_epoch_and_a_compute_curve(tmp_path):
+    from eat_models.tune import family
+    from eat_models.tune import main as tune_main
+
+    assert family("eat-f2-e16") == "eat-f2" and family("hm-e3") == "hm" and family("eat") == "eat"
+    out = tmp_path / "tune"
+    args = ["--grid", "eat-v2", "--entries", "pgd-at-e3", "eat-e3", "--max-train", "960"]
+    args += ["--attack-images", "60", "--out", str(out), "--runs", str(tmp_path / "runs")]
+    assert tune_main([*args, "--threads", "1"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    entries = {e["entry"]: e for e in results["entries"]}
+    pgd, eat = entries["pgd-at-e3"], entries["eat-e3"]
+    assert eat["steps"] * 3 == pgd["steps"]  # an EAT epoch: each member over its third once
+    md = (out / "results.md").read_text()
+    ratio = eat["seconds_per_epoch"] / pgd["seconds_per_epoch"]
+    assert f"| {ratio:.2f}× |" in md and "| 1.00× |" in md
+    assert (out / "robustness_vs_compute.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_ship_copies_vanilla_baseline_and_eat_with_their_numbers(tiny_bench, tmp_path):
     from eat_models import load_model
     from eat_models.bench import ship_models
