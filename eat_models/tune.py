@@ -84,6 +84,20 @@ GRIDS: dict[str, dict[str, tuple[str, dict]]] = {
             for e in (10, 20)
         },
         **{f"pgd-at-w28-e{e}": ("pgd-at", {"width": 28, "epochs": e}) for e in (5, 10, 20)},
+        **{
+            f"eat-nof-lr2-e{e}": (
+                "eat",
+                {"members": 3, "lambda_ensemble": 0.0, "lr": 2e-3, "epochs": e},
+            )
+            for e in (10,)
+        },
+        **{
+            f"eat-nof-ema-e{e}": (
+                "eat",
+                {"members": 3, "lambda_ensemble": 0.0, "ema_decay": 0.98, "epochs": e},
+            )
+            for e in (10, 20)
+        },
         "eat-overlap-e8": ("eat", {"members": 3, "member_split": "overlap", "epochs": 8}),
         "eat-triplet-e8": ("eat", {"members": 3, "loss": "triplet", "epochs": 8}),
         "pgd-at-triplet-e20": ("pgd-at", {"loss": "triplet", "epochs": 20}),
