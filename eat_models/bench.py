@@ -324,10 +324,13 @@ class Bench:
         return seconds
 
     def ensure_trained(self, row: Row, force: bool) -> dict:
+        """Train ``row`` unless its record exists (``force``: always). A stored record whose
+        checkpoint is gone (a fresh clone: ``runs/`` is not committed) is kept, and the
+        checkpoint is made again only when an evaluation needs it (:meth:`checkpoint`)."""
         record = self.load_row(row.name)
-        ckpt = self.runs / row.name
-        if record and not force and (ckpt / "config.json").is_file():
+        if record and not force:
             return record
+        ckpt = self.runs / row.name
         epochs = self.epochs_for(row)
         config = self.train_config(row, epochs)
         log.info("[bench] training %s (%s, %d epochs)", row.name, row.defense, epochs)
@@ -352,12 +355,37 @@ class Bench:
         self.save_row(row.name, record)
         return record
 
+    def checkpoint(self, name: str) -> Path:
+        """Row ``name``'s checkpoint, retrained if it is missing. Training is seeded, so the
+        same weights come back: the stored evaluations are kept when the fingerprint matches
+        and dropped when it does not."""
+        ckpt = self.runs / name
+        if (ckpt / "config.json").is_file():
+            return ckpt
+        row = self.rows.get(name) or self.seed_row(
+            self.load_row(name)["row"]["seed_of"], self.load_row(name)["train"]["config"]["seed"]
+        )
+        old = self.load_row(name)
+        log.info("[bench] checkpoint of %s missing: retraining it", name)
+        record = self.ensure_trained(row, force=True)
+        if old and old["fingerprint"] == record["fingerprint"]:
+            record["evals"] = old["evals"]
+            record["train"]["retrained_for_checkpoint"] = True
+        elif old:
+            log.warning("[bench] %s retrained with another fingerprint: evaluations redone", name)
+        self.save_row(name, record)
+        return ckpt
+
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, name: str, key: str, fn) -> dict:
-        """Run ``fn()`` unless ``key`` is already stored for row ``name``; store the result."""
+    def evaluate(self, name: str, key: str, fn, needs: tuple[str | None, ...] = ()) -> dict:
+        """Run ``fn()`` unless ``key`` is already stored for row ``name``; store the result.
+        The checkpoints of ``name`` and ``needs`` are made first (untimed) if missing."""
         record = self.load_row(name)
         if key in record["evals"]:
             return record["evals"][key]
+        for other in (name, *needs):
+            if other:
+                self.checkpoint(other)
         started = time.perf_counter()
         result = fn()
         result["wall_s"] = round(time.perf_counter() - started, 2)
@@ -390,8 +418,8 @@ class Bench:
             key += f"/s{seed}"
 
         def run() -> dict:
-            model = load_model(self.runs / name)
-            sur = load_model(self.runs / surrogate) if surrogate else None
+            model = load_model(self.checkpoint(name))
+            sur = load_model(self.checkpoint(surrogate)) if surrogate else None
             return evaluate_attack(
                 model,
                 self.attack_test,
@@ -405,11 +433,11 @@ class Bench:
                 progress=self.progress,
             )
 
-        return self.evaluate(name, key, run)
+        return self.evaluate(name, key, run, needs=(surrogate,))
 
     def clean(self, name: str) -> dict:
         def run() -> dict:
-            model = load_model(self.runs / name)
+            model = load_model(self.checkpoint(name))
             return {
                 "metrics": evaluate_model(model, self.clean_test, progress=self.progress),
                 "images": len(self.clean_test),
@@ -517,7 +545,7 @@ class Bench:
             self.ensure_trained(row, force=bool(only))
             self.headline(name)
         for name in ("vanilla", self.best_baseline(), "eat"):
-            if name and (self.runs / name / "config.json").is_file() and self.load_row(name):
+            if name and self.load_row(name):
                 self.sweep(name)
                 if name != "vanilla":
                     self.masking_checks(name)
@@ -693,7 +721,11 @@ def _cmd_bench(args) -> int:
     )
     result = bench.run(args.only, args.seeds)
     if args.ship:
-        ship_models(runs, Path("assets/models"), out, bench.best_single_equal_compute())
+        baseline = bench.best_single_equal_compute()
+        for name in ("vanilla", "eat", baseline):
+            if name:
+                bench.checkpoint(name)
+        ship_models(runs, Path("assets/models"), out, baseline)
     print((out / "results.md").read_text())
     print(f"results written to {out} ({result['meta']['this_invocation_wall_s']:.0f} s)")
     return 0

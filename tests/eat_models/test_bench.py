@@ -113,6 +113,28 @@ def test_only_retrains_the_named_row(tiny_bench):
     assert (rows / "trades.json").read_text() == untouched
 
 
+def test_a_missing_checkpoint_is_remade_only_when_an_evaluation_needs_it(tiny_bench):
+    import dataclasses
+    import shutil
+
+    from eat_models.bench import PROFILES, Bench
+
+    root, args = tiny_bench
+    rows = root / "results" / "rows"
+    shutil.rmtree(root / "runs" / "est")
+    before = json.loads((rows / "est.json").read_text())
+    assert main(args) == 0  # every evaluation of est is stored: no retraining
+    assert not (root / "runs" / "est").exists()
+    assert json.loads((rows / "est.json").read_text()) == before
+    profile = dataclasses.replace(PROFILES["quick"], max_train=400, attack_images=80)
+    bench = Bench(profile, root / "results", root / "runs", progress=False)
+    bench.attack("est", "es", 0.05, 2)
+    after = json.loads((rows / "est.json").read_text())
+    assert (root / "runs" / "est" / "config.json").is_file()
+    assert after["fingerprint"] == before["fingerprint"]  # seeded: the same weights again
+    assert set(after["evals"]) == set(before["evals"]) | {"es@0.05/2"}
+
+
 def test_unknown_row_is_refused(tiny_bench):
     root, args = tiny_bench
     with pytest.raises(ValueError, match="unknown rows"):
