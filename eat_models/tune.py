@@ -58,17 +58,26 @@ GRIDS: dict[str, dict[str, tuple[str, dict]]] = {
         **{f"pgd-at-e{e}": ("pgd-at", {"epochs": e}) for e in (3, 10, 20, 40)},
         **{f"hm-e{e}": ("hm", {"epochs": e}) for e in (3, 6, 12)},
         **{f"hm-ics-e{e}": ("hm", {"epochs": e, "hm_ics_weight": 0.5}) for e in (6,)},
-        **{f"eat-e{e}": ("eat", {"members": 3, "epochs": e}) for e in (3, 8, 16)},
+        **{
+            f"eat-e{e}": ("eat", {"members": 3, "lambda_ensemble": 1.0, "epochs": e})
+            for e in (3, 8, 16)
+        },
         **{
             f"eat-nof-e{e}": ("eat", {"members": 3, "lambda_ensemble": 0.0, "epochs": e})
             for e in (10, 20)
         },
         **{
-            f"eat-f2-e{e}": ("eat", {"members": 3, "ensemble_every": 2, "epochs": e})
+            f"eat-f2-e{e}": (
+                "eat",
+                {"members": 3, "lambda_ensemble": 1.0, "ensemble_every": 2, "epochs": e},
+            )
             for e in (8, 16)
         },
         **{
-            f"eat-ema-e{e}": ("eat", {"members": 3, "ema_decay": 0.98, "epochs": e})
+            f"eat-ema-e{e}": (
+                "eat",
+                {"members": 3, "lambda_ensemble": 1.0, "ema_decay": 0.98, "epochs": e},
+            )
             for e in (8, 16)
         },
         **{f"pgd-at-ema-e{e}": ("pgd-at", {"ema_decay": 0.995, "epochs": e}) for e in (20,)},
@@ -98,11 +107,13 @@ GRIDS: dict[str, dict[str, tuple[str, dict]]] = {
             )
             for e in (10, 20)
         },
-        "eat-overlap-e8": ("eat", {"members": 3, "member_split": "overlap", "epochs": 8}),
-        "eat-triplet-e8": ("eat", {"members": 3, "loss": "triplet", "epochs": 8}),
-        "pgd-at-triplet-e20": ("pgd-at", {"loss": "triplet", "epochs": 20}),
-        "eat-k2-e8": ("eat", {"members": 2, "epochs": 8}),
-        "eat-eps0.15-e8": ("eat", {"members": 3, "train_eps": 0.15, "epochs": 8}),
+        "eat-overlap-e10": ("eat", {"members": 3, "member_split": "overlap", "epochs": 10}),
+        "eat-triplet-e10": ("eat", {"members": 3, "loss": "triplet", "epochs": 10}),
+        "pgd-at-triplet-e10": ("pgd-at", {"loss": "triplet", "epochs": 10}),
+        "eat-k2-e10": ("eat", {"members": 2, "epochs": 10}),
+        "eat-k5-e10": ("eat", {"members": 5, "epochs": 10}),
+        "eat-eps0.15-e10": ("eat", {"members": 3, "train_eps": 0.15, "epochs": 10}),
+        "pgd-at-eps0.15-e10": ("pgd-at", {"train_eps": 0.15, "epochs": 10}),
     },
 }
 

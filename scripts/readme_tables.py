@@ -5,7 +5,7 @@
 
 The README's numbers are never typed by hand: the main table and the targets table come
 from results/fashion-mnist/results.md (written by `eat bench`), the tuning table from
-results/fashion-mnist/tuning-12k/results.md (written by `python -m eat_models.tune`), the
+results/fashion-mnist/tuning-12k{,-v2}/results.md (written by `python -m eat_models.tune`), the
 load-check lines from results/app/loadcheck.json (written by `python -m app.loadcheck`).
 """
 
@@ -124,6 +124,8 @@ def main() -> int:
     readme = readme_path.read_text()
     updated = replace_block(readme, "bench-table", bench_block)
     updated = replace_block(updated, "tuning-table", first_table(tuning))
+    tuning_v2 = (REPO / "results/fashion-mnist/tuning-12k-v2/results.md").read_text()
+    updated = replace_block(updated, "tuning-v2-table", first_table(tuning_v2))
     updated = replace_block(updated, "foundation-table", foundation_block())
     loadcheck = json.loads((REPO / "results/app/loadcheck.json").read_text())
     updated = replace_block(updated, "loadcheck", loadcheck_block(loadcheck))

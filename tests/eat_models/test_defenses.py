@@ -112,11 +112,11 @@ def _record_forwards(members):
 @pytest.mark.parametrize(
     "overrides, trained_rows",
     [
-        ({}, M * P * 4),  # own + 2 transferred + ensemble batch
-        ({"clean_weight": 0.5}, M * P * 5),
-        ({"lambda_transfer": 0.0}, M * P * 2),
-        ({"lambda_ensemble": 0.0}, M * P * 3),
-        ({"lambda_transfer": 0.0, "lambda_ensemble": 0.0}, M * P),
+        ({}, M * P * 3),  # own + 2 transferred (the term through F is off by default)
+        ({"lambda_ensemble": 1.0}, M * P * 4),  # + the ensemble batch
+        ({"lambda_ensemble": 1.0, "clean_weight": 0.5}, M * P * 5),
+        ({"lambda_ensemble": 1.0, "lambda_transfer": 0.0}, M * P * 2),
+        ({"lambda_transfer": 0.0}, M * P),
     ],
 )
 def test_eat_switches_change_what_each_member_trains_on(pool, overrides, trained_rows):
@@ -132,10 +132,11 @@ def test_eat_switches_change_what_each_member_trains_on(pool, overrides, trained
         crafting = [n for is_training, n in member_calls if not is_training]
         assert training == [trained_rows]  # one forward over all parts, in train mode
         own = steps + 1  # PGD steps plus the final best-iterate check
-        through_f = 0 if overrides.get("lambda_ensemble") == 0.0 else 1 + steps + 1
+        f_term = overrides.get("lambda_ensemble", 0.0) > 0
+        through_f = 1 + steps + 1 if f_term else 0
         assert len(crafting) == own + through_f  # crafting only in eval mode
     assert ("loss_transfer" in logs) == (overrides.get("lambda_transfer") != 0.0)
-    assert ("loss_ensemble" in logs) == (overrides.get("lambda_ensemble") != 0.0)
+    assert ("loss_ensemble" in logs) == f_term
 
 
 def test_eat_runs_pgd_through_the_ensemble_only_when_lambda_ensemble_is_on(pool, monkeypatch):
