@@ -101,6 +101,14 @@ GRIDS: dict[str, dict[str, tuple[str, dict]]] = {
             for e in (10,)
         },
         **{
+            f"eat-nof-lr3-e{e}": (
+                "eat",
+                {"members": 3, "lambda_ensemble": 0.0, "lr": 3e-3, "epochs": e},
+            )
+            for e in (10,)
+        },
+        **{f"pgd-at-lr2-e{e}": ("pgd-at", {"lr": 2e-3, "epochs": e}) for e in (10,)},
+        **{
             f"eat-nof-ema-e{e}": (
                 "eat",
                 {"members": 3, "lambda_ensemble": 0.0, "ema_decay": 0.98, "epochs": e},
