@@ -105,9 +105,11 @@ GRIDS: dict[str, dict[str, tuple[str, dict]]] = {
                 "eat",
                 {"members": 3, "lambda_ensemble": 0.0, "lr": 3e-3, "epochs": e},
             )
-            for e in (10,)
+            for e in (10, 20)
         },
-        **{f"pgd-at-lr2-e{e}": ("pgd-at", {"lr": 2e-3, "epochs": e}) for e in (10,)},
+        **{f"pgd-at-lr2-e{e}": ("pgd-at", {"lr": 2e-3, "epochs": e}) for e in (10, 20)},
+        **{f"pgd-at-lr3-e{e}": ("pgd-at", {"lr": 3e-3, "epochs": e}) for e in (10,)},
+        **{f"hm-lr2-e{e}": ("hm", {"lr": 2e-3, "epochs": e}) for e in (5,)},
         **{
             f"eat-nof-ema-e{e}": (
                 "eat",
