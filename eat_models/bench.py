@@ -347,6 +347,7 @@ class Bench:
                 "train_wall_s": round(wall, 1),
                 "loop_wall_s": train_info["train_wall_s"],
                 "steps": train_info["steps"],
+                "learning_rate": train_info.get("learning_rate"),
                 "config": {k: v for k, v in config.__dict__.items() if k != "data_dir"},
             },
             "members": model.meta["num_members"],

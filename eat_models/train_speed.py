@@ -66,8 +66,8 @@ class StepTimer:
             self.losses.append(MetricLoss(self.config.loss, 10, self.config.embedding_dim))
         groups = [{"params": [p for m in self.members for p in m.parameters()]}]
         for loss in self.losses:
-            groups += loss.parameter_groups(self.config.lr)
-        self.optimiser = torch.optim.AdamW(groups, lr=self.config.lr)
+            groups += loss.parameter_groups(self.defense.learning_rate)
+        self.optimiser = torch.optim.AdamW(groups, lr=self.defense.learning_rate)
         self.train_set = train_set
         self.rows = self.defense.member_rows(train_set.labels)
         self.samplers = member_samplers(

@@ -59,24 +59,33 @@ GRIDS: dict[str, dict[str, tuple[str, dict]]] = {
         **{f"hm-e{e}": ("hm", {"epochs": e}) for e in (3, 6, 12)},
         **{f"hm-ics-e{e}": ("hm", {"epochs": e, "hm_ics_weight": 0.5}) for e in (6,)},
         **{
-            f"eat-e{e}": ("eat", {"members": 3, "lambda_ensemble": 1.0, "epochs": e})
+            f"eat-e{e}": ("eat", {"members": 3, "lambda_ensemble": 1.0, "lr": 1e-3, "epochs": e})
             for e in (3, 8, 16)
         },
         **{
-            f"eat-nof-e{e}": ("eat", {"members": 3, "lambda_ensemble": 0.0, "epochs": e})
+            f"eat-nof-e{e}": (
+                "eat",
+                {"members": 3, "lambda_ensemble": 0.0, "lr": 1e-3, "epochs": e},
+            )
             for e in (10, 20)
         },
         **{
             f"eat-f2-e{e}": (
                 "eat",
-                {"members": 3, "lambda_ensemble": 1.0, "ensemble_every": 2, "epochs": e},
+                {
+                    "members": 3,
+                    "lambda_ensemble": 1.0,
+                    "ensemble_every": 2,
+                    "lr": 1e-3,
+                    "epochs": e,
+                },
             )
             for e in (8, 16)
         },
         **{
             f"eat-ema-e{e}": (
                 "eat",
-                {"members": 3, "lambda_ensemble": 1.0, "ema_decay": 0.98, "epochs": e},
+                {"members": 3, "lambda_ensemble": 1.0, "ema_decay": 0.98, "lr": 1e-3, "epochs": e},
             )
             for e in (8, 16)
         },
@@ -84,12 +93,21 @@ GRIDS: dict[str, dict[str, tuple[str, dict]]] = {
         **{
             f"eat-joint-e{e}": (
                 "eat",
-                {"members": 3, "member_crafts": False, "ensemble_batch": "all", "epochs": e},
+                {
+                    "members": 3,
+                    "member_crafts": False,
+                    "ensemble_batch": "all",
+                    "lr": 1e-3,
+                    "epochs": e,
+                },
             )
             for e in (3, 6, 12)
         },
         **{
-            f"eat-joint-share-e{e}": ("eat", {"members": 3, "member_crafts": False, "epochs": e})
+            f"eat-joint-share-e{e}": (
+                "eat",
+                {"members": 3, "member_crafts": False, "lr": 1e-3, "epochs": e},
+            )
             for e in (10, 20)
         },
         **{f"pgd-at-w28-e{e}": ("pgd-at", {"width": 28, "epochs": e}) for e in (5, 10, 20)},
@@ -113,7 +131,7 @@ GRIDS: dict[str, dict[str, tuple[str, dict]]] = {
         **{
             f"eat-nof-ema-e{e}": (
                 "eat",
-                {"members": 3, "lambda_ensemble": 0.0, "ema_decay": 0.98, "epochs": e},
+                {"members": 3, "lambda_ensemble": 0.0, "ema_decay": 0.98, "lr": 1e-3, "epochs": e},
             )
             for e in (10, 20)
         },
@@ -168,6 +186,7 @@ def summarise(name: str, record: dict) -> dict:
         "overrides": record["row"]["overrides"],
         "epochs": record["train"]["epochs"],
         "train_wall_s": record["train"]["train_wall_s"],
+        "lr": record["train"].get("learning_rate") or record["train"]["config"]["lr"],
         "seconds_per_epoch": record["train"]["train_wall_s"] / record["train"]["epochs"],
         "steps": record["train"]["steps"],
         "device": record["train"]["config"].get("device", "cpu"),
@@ -278,9 +297,9 @@ def write_results(out: Path, grid: str, summaries: list[dict], invocations: list
         if reference
         else "",
         "",
-        "| entry | overrides | loss | clean weight | F objective | train s | cost/epoch "
+        "| entry | overrides | loss | lr | clean weight | F objective | train s | cost/epoch "
         "vs PGD-AT | clean R@1 | clean NMI | ES R@1 ε0.1 | CA NMI ε0.1 | CA NMI ε0.2 |",
-        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
         over = dict(s["overrides"])
@@ -289,7 +308,7 @@ def write_results(out: Path, grid: str, summaries: list[dict], invocations: list
         over_text = ", ".join(f"{k}={v}" for k, v in over.items()) or "—"
         cost = f"{s['seconds_per_epoch'] / reference:.2f}×" if reference else "–"
         lines.append(
-            f"| {s['entry']} | {over_text} | {s['loss']} | {s['clean_weight']:g} "
+            f"| {s['entry']} | {over_text} | {s['loss']} | {s['lr']:g} | {s['clean_weight']:g} "
             f"| {s['ensemble_objective'] or '—'} | {s['train_wall_s']:.0f} "
             f"| {cost} "
             f"| {s['clean_r1']:.3f} "

@@ -46,9 +46,17 @@ class Defense:
 
     name = "vanilla"
     default_members = 1
+    #: AdamW learning rate when ``config.lr`` is None
+    default_lr = 1e-3
 
     def __init__(self, config) -> None:
         self.config = config
+
+    @property
+    def learning_rate(self) -> float:
+        """``config.lr``, or the defense's own default when it is None."""
+        lr = getattr(self.config, "lr", None)
+        return self.default_lr if lr is None else float(lr)
 
     @property
     def num_members(self) -> int:
