@@ -235,13 +235,16 @@ def plot_compute_curves(out: Path, summaries: list[dict]) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, points in sorted(curves.items()):
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    colours = plt.get_cmap("tab20").colors
+    for i, (name, points) in enumerate(sorted(curves.items())):
         points = sorted(points, key=lambda s: s["train_wall_s"])
         xs = [s["train_wall_s"] for s in points]
         style = "-" if name.startswith("eat") else "--"
+        marker = "os^Dv"[i % 5]
         for ax, key in zip(axes, ("ca_nmi", "clean_nmi"), strict=True):
-            ax.plot(xs, [s[key] for s in points], style, marker="o", label=name)
+            ys = [s[key] for s in points]
+            ax.plot(xs, ys, style, marker=marker, color=colours[i % 20], label=name)
     for ax, title in zip(
         axes, ("NMI under the clustering attack (eps 0.1, PGD-20)", "clean NMI"), strict=True
     ):
