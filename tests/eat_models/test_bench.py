@@ -164,13 +164,14 @@ def test_tuning_grid_v2_reports_cost_per_epoch_and_a_compute_curve(tmp_path):
 
     assert family("eat-f2-e16") == "eat-f2" and family("hm-e3") == "hm" and family("eat") == "eat"
     out = tmp_path / "tune"
-    args = ["--grid", "eat-v2", "--entries", "pgd-at-e3", "eat-e3", "--max-train", "960"]
+    args = ["--grid", "eat-v2", "--entries", "pgd-at-e3", "eat-e3", "--max-train", "1200"]
     args += ["--attack-images", "60", "--out", str(out), "--runs", str(tmp_path / "runs")]
     assert tune_main([*args, "--threads", "1"]) == 0
     results = json.loads((out / "results.json").read_text())
     entries = {e["entry"]: e for e in results["entries"]}
     pgd, eat = entries["pgd-at-e3"], entries["eat-e3"]
-    assert eat["steps"] * 3 == pgd["steps"]  # an EAT epoch: each member over its third once
+    # an epoch: PGD-AT 1200 // 160 = 7 steps; EAT, each member over its third once, 400 // 160
+    assert (pgd["steps"], eat["steps"]) == (3 * 7, 3 * 2)
     md = (out / "results.md").read_text()
     ratio = eat["seconds_per_epoch"] / pgd["seconds_per_epoch"]
     assert f"| {ratio:.2f}× |" in md and "| 1.00× |" in md
