@@ -48,7 +48,6 @@ def test_quick_bench_writes_every_artefact(tiny_bench):
         "eat-split-ens",
         "eat",
         "pgd-at-eqc",
-        "trades-eqc",
         "hm",
         "hm-eqc",
         "pgd-at-wide-eqc",
@@ -74,7 +73,7 @@ def test_seeds_train_the_decisive_rows_again_and_report_mean_and_sd(tiny_bench):
     assert main([*args, "--seeds", "1"]) == 0
     results = json.loads((root / "results" / "results.json").read_text())
     best = results["meta"]["best_single_equal_compute"]
-    assert best in {"pgd-at-eqc", "trades-eqc", "hm-eqc", "pgd-at-wide-eqc", "hm-wide-eqc"}
+    assert best in {"pgd-at-eqc", "hm-eqc", "pgd-at-wide-eqc", "hm-wide-eqc"}
     seeds = results["training_seeds"]
     assert set(seeds) == {"eat", "at-ensemble", "hm", best}
     for name, summary in seeds.items():
