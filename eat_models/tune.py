@@ -177,6 +177,19 @@ def _evaluate_entry(
     return bench.load_row(name)
 
 
+def f_term_text(record: dict) -> str | None:
+    """EAT's term through F as trained: ``off``, or objective, weight and frequency."""
+    if record["row"]["defense"] != "eat":
+        return None
+    config = record["train"]["config"]
+    weight = float(config.get("lambda_ensemble", 1.0))
+    if weight == 0:
+        return "off"
+    text = f"{config.get('ensemble_objective', 'shift')} ×{weight:g}"
+    every = int(config.get("ensemble_every", 1))
+    return text + (f", every {every}" if every > 1 else "")
+
+
 def summarise(name: str, record: dict) -> dict:
     ev, steps = record["evals"], PROFILES["full"].eval_steps
     clean = ev["clean"]["metrics"]
@@ -198,6 +211,7 @@ def summarise(name: str, record: dict) -> dict:
             if record["row"]["defense"] == "eat"
             else None
         ),
+        "f_term": f_term_text(record),
         "clean_r1": clean["recall@1"],
         "clean_nmi": clean["nmi"],
         "es_r1": ev[f"es@0.1/{steps}"]["attacked"]["recall@1"],
@@ -300,7 +314,7 @@ def write_results(out: Path, grid: str, summaries: list[dict], invocations: list
         if reference
         else "",
         "",
-        "| entry | overrides | loss | lr | clean weight | F objective | train s | cost/epoch "
+        "| entry | overrides | loss | lr | clean weight | F term | train s | cost/epoch "
         "vs PGD-AT | clean R@1 | clean NMI | ES R@1 ε0.1 | CA NMI ε0.1 | CA NMI ε0.2 |",
         "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -312,7 +326,7 @@ def write_results(out: Path, grid: str, summaries: list[dict], invocations: list
         cost = f"{s['seconds_per_epoch'] / reference:.2f}×" if reference else "–"
         lines.append(
             f"| {s['entry']} | {over_text} | {s['loss']} | {s['lr']:g} | {s['clean_weight']:g} "
-            f"| {s['ensemble_objective'] or '—'} | {s['train_wall_s']:.0f} "
+            f"| {s.get('f_term') or '—'} | {s['train_wall_s']:.0f} "
             f"| {cost} "
             f"| {s['clean_r1']:.3f} "
             f"| {s['clean_nmi']:.3f} | {s['es_r1']:.3f} | {s['ca_nmi']:.3f} "
@@ -356,8 +370,26 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="smoke runs only: attack this many test images instead of 2000",
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: rebuild OUT/results.{json,md} and the plot from the stored rows",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.report_only:
+        out = Path(args.out)
+        stored = json.loads((out / "results.json").read_text())
+        invocations = stored.get("invocations") or [stored["meta"]]
+        write_results(out, stored.get("grid", args.grid), collect(out), invocations)
+        rendered = provenance()
+        with open(out / "results.md", "a") as fh:
+            fh.write(
+                f"\nTable re-rendered from the stored rows (nothing retrained) by "
+                f"`{rendered['command']}` at commit `{rendered['commit']}`, {rendered['date']}.\n"
+            )
+        print((out / "results.md").read_text())
+        return 0
 
     grid = GRIDS[args.grid]
     names = args.entries or list(grid)
