@@ -479,6 +479,12 @@ class Bench:
                 scores[name] = record["evals"][key]["attacked"]["nmi"]
         return max(scores, key=scores.get) if scores else None
 
+    def checked_rows(self) -> list[str]:
+        """Rows that get the ε sweep and the gradient-masking checks: vanilla, the best
+        baseline, EAT, the best single model at equal compute and HM (the newest defense)."""
+        names = ("vanilla", self.best_baseline(), "eat", self.best_single_equal_compute(), "hm")
+        return [n for n in dict.fromkeys(names) if n and self.load_row(n)]
+
     # ------------------------------------------------------------------ training seeds
     def best_single_equal_compute(self) -> str | None:
         """The single-model row at EAT's training compute with the highest headline CA NMI."""
@@ -546,11 +552,10 @@ class Bench:
             row = self.rows[name]
             self.ensure_trained(row, force=bool(only))
             self.headline(name)
-        for name in ("vanilla", self.best_baseline(), "eat"):
-            if name and self.load_row(name):
-                self.sweep(name)
-                if name != "vanilla":
-                    self.masking_checks(name)
+        for name in self.checked_rows():
+            self.sweep(name)
+            if name != "vanilla":
+                self.masking_checks(name)
         if seeds:
             self.run_seeds(seeds)
         wall = time.perf_counter() - started
@@ -571,6 +576,7 @@ class Bench:
             "total_row_wall_s": round(sum(_row_wall(r) for r in rows.values()), 1),
             "best_baseline": self.best_baseline(),
             "best_single_equal_compute": self.best_single_equal_compute(),
+            "checked_rows": self.checked_rows(),
             "seed_rows_wall_s": round(
                 sum(_row_wall(r) for recs in self.seed_records().values() for r in recs[1:]), 1
             ),

@@ -245,7 +245,8 @@ def write_report(
         targets += seed_targets
         lines += seed_lines
 
-    sweep_names = [n for n in ("vanilla", meta.get("best_baseline"), "eat") if n in views]
+    checked = meta.get("checked_rows") or ("vanilla", meta.get("best_baseline"), "eat")
+    sweep_names = [n for n in checked if n in views]
     lines += [
         "",
         f"## Epsilon sweep (PGD-{steps})",
