@@ -221,6 +221,14 @@ def _safe_name(index: int, name: str) -> str:
     return f"{index:03d}_{base}"
 
 
+def csv_cell(value):
+    """A CSV cell a spreadsheet will not run: text starting with ``= + - @``, a tab or a
+    carriage return gets a leading apostrophe (OWASP's advice on CSV injection)."""
+    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+        return "'" + value
+    return value
+
+
 def write_downloads(
     batch: UploadBatch, assignments: np.ndarray, out_dir: Path
 ) -> tuple[Path, Path]:
@@ -234,7 +242,8 @@ def write_downloads(
         writer.writerow(["file", "cluster"] + (["folder_label"] if labels else []))
         for i, item in enumerate(batch.images):
             cluster = "noise" if assignments[i] < 0 else int(assignments[i]) + 1
-            writer.writerow([item.name, cluster] + ([labels[i]] if labels else []))
+            row = [item.name, cluster] + ([labels[i]] if labels else [])
+            writer.writerow([csv_cell(v) for v in row])
     zip_path = out_dir / "clusters.zip"
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for i, item in enumerate(batch.images):

@@ -34,6 +34,8 @@ MAX_TOTAL_BYTES = 200 * 1024 * 1024
 # Decoded uploads are shrunk to this side at once: plenty for 28-224 px models, and
 # 200 uploads never hold more than a few MB of pixels.
 WORKING_MAX_SIDE = 512
+#: skipped files listed by name before the rest are only counted
+MAX_SKIPPED_LINES = 20
 
 # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that; we refuse earlier
 # ourselves (see decode_image), this is the second line for any other Image.open.
@@ -85,9 +87,12 @@ class UploadBatch:
             return None
         return labels  # type: ignore[return-value]
 
-    def skipped_summary(self) -> str:
-        """One line per skipped file, or an empty string."""
-        return "\n".join(f"- {s.name}: {s.reason}" for s in self.skipped)
+    def skipped_summary(self, limit: int = MAX_SKIPPED_LINES) -> str:
+        """One line per skipped file (at most ``limit``, then a count), or an empty string."""
+        lines = [f"- {s.name}: {s.reason}" for s in self.skipped[:limit]]
+        if len(self.skipped) > limit:
+            lines.append(f"- … and {len(self.skipped) - limit} more skipped files")
+        return "\n".join(lines)
 
 
 def _megabytes(n: int) -> str:
@@ -136,6 +141,7 @@ def decode_image(data: bytes, name: str) -> Image.Image:
             image.draft("RGB", (WORKING_MAX_SIDE, WORKING_MAX_SIDE))  # JPEG: decode at low res
             image.load()
             image = ImageOps.exif_transpose(image)
+            image = to_eight_bit(image)
             if image.mode not in ("L", "RGB", "RGBA", "LA"):
                 has_alpha = image.mode == "P" and "transparency" in image.info
                 image = image.convert("RGBA" if has_alpha else "RGB")
@@ -145,6 +151,31 @@ def decode_image(data: bytes, name: str) -> Image.Image:
         except (OSError, ValueError, SyntaxError, EOFError, struct.error):
             raise UploadError(f"{name}: the image file is corrupt or truncated") from None
     return image
+
+
+def to_eight_bit(image: Image.Image) -> Image.Image:
+    """High-bit-depth greyscale (16-bit ``I;16*``, 32-bit ``I``, float ``F``) scaled to 8-bit
+    ``L`` over the range of its bit depth, not clipped (a clipped 16-bit image is all white).
+
+    16-bit and 32-bit integer images are divided by 257 (65535 → 255) unless their values
+    already fit in 8 bits; float images are taken as [0, 1] when they fit, else scaled by
+    their maximum.
+    """
+    if not (image.mode.startswith("I") or image.mode == "F"):
+        return image
+    import numpy as np
+
+    values = np.asarray(image, dtype=np.float64)
+    top = float(values.max()) if values.size else 0.0
+    if image.mode == "F":
+        scale = 255.0 if top <= 1.0 else 255.0 / max(top, 1e-12)
+    elif top <= 255:
+        scale = 1.0
+    elif top <= 65535:
+        scale = 1.0 / 257.0
+    else:
+        scale = 255.0 / top
+    return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), mode="L")
 
 
 def _read_limited(path: Path, name: str) -> bytes:
@@ -185,14 +216,26 @@ def _is_zip(path: Path) -> bool:
         return False
 
 
+def _unsafe_member(filename: str) -> bool:
+    """A zip entry whose path climbs out of the archive or is absolute."""
+    return filename.startswith(("/", "\\")) or ".." in filename.replace("\\", "/").split("/")
+
+
 def _zip_members(path: Path, name: str) -> list[zipfile.ZipInfo]:
+    """Entries worth opening: files, no hidden or ``__MACOSX`` folders. Entries with ``..``
+    or an absolute path are kept, to be reported as skipped."""
     try:
         with zipfile.ZipFile(path) as zf:
             return [
                 info
                 for info in zf.infolist()
                 if not info.is_dir()
-                and not any(part.startswith((".", "__MACOSX")) for part in info.filename.split("/"))
+                and (
+                    _unsafe_member(info.filename)
+                    or not any(
+                        part.startswith((".", "__MACOSX")) for part in info.filename.split("/")
+                    )
+                )
             ]
     except (zipfile.BadZipFile, OSError, ValueError):
         raise UploadError(f"{name}: not a readable zip archive") from None
@@ -240,6 +283,12 @@ class _Collector:
                 if self.full:
                     self.ignored += 1
                     continue
+                if _unsafe_member(info.filename):
+                    self.skip(shown, "its path leaves the archive ('..' or absolute): not opened")
+                    continue
+                if info.flag_bits & 0x1:
+                    self.skip(shown, "encrypted (password-protected): cannot be opened")
+                    continue
                 if member.suffix.lower() == ".zip":
                     self.skip(shown, "zip files inside a zip are not opened")
                     continue
@@ -249,7 +298,14 @@ class _Collector:
                 try:
                     with zf.open(info) as fh:
                         data = fh.read(MAX_FILE_BYTES + 1)
-                except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError):
+                except (
+                    zipfile.BadZipFile,
+                    OSError,
+                    ValueError,
+                    NotImplementedError,
+                    EOFError,
+                    RuntimeError,  # zipfile's "encrypted, password required"
+                ):
                     self.skip(shown, "could not be extracted (corrupt or encrypted)")
                     continue
                 label = member.parent.name or None

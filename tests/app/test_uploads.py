@@ -173,3 +173,54 @@ def test_an_image_over_the_pixel_limit_is_refused_by_its_header(tmp_path):
     Image.new("L", (6000, 5000), 10).save(path)  # 30 MP: over the app's limit, under Pillow's
     with pytest.raises(UploadError, match="6000×5000 pixels is more than the 25 megapixel"):
         load_image(path)
+
+
+def test_a_password_protected_zip_is_listed_as_encrypted_not_an_error(tmp_path, png_bytes):
+    import subprocess
+
+    img = png_bytes(np.zeros((28, 28), dtype=np.uint8))
+    (tmp_path / "a.png").write_bytes(img)
+    archive = tmp_path / "locked.zip"
+    subprocess.run(["zip", "-q", "-P", "secret", str(archive), "a.png"], cwd=tmp_path, check=True)
+    with pytest.raises(UploadError) as info:
+        load_uploads([archive])
+    assert "locked.zip/a.png: encrypted (password-protected)" in str(info.value)
+    # beside a readable image, the encrypted entry is skipped and the rest is used
+    batch = load_uploads([archive, tmp_path / "a.png"])
+    assert batch.names == ["a.png"] and "encrypted" in batch.skipped[0].reason
+
+
+def test_zip_entries_that_leave_the_archive_are_listed_as_skipped(tmp_path, png_bytes):
+    img = png_bytes(np.zeros((28, 28), dtype=np.uint8))
+    archive = _zip(tmp_path / "evil.zip", {"ok/a.png": img, "../../etc/b.png": img})
+    batch = load_uploads([archive])
+    assert batch.names == ["evil.zip/ok/a.png"]
+    skipped = {s.name: s.reason for s in batch.skipped}
+    assert "leaves the archive" in skipped["evil.zip/../../etc/b.png"]
+
+
+def test_the_skipped_list_is_capped(tmp_path, png_bytes):
+    img = png_bytes(np.zeros((28, 28), dtype=np.uint8))
+    files = {f"junk{i}.txt": b"x" for i in range(30)} | {"a.png": img}
+    batch = load_uploads([_zip(tmp_path / "many.zip", files)])
+    summary = batch.skipped_summary()
+    assert len(batch.skipped) == 30
+    assert summary.count("\n- many.zip/junk") == uploads.MAX_SKIPPED_LINES - 1
+    assert summary.endswith("… and 10 more skipped files")
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped():
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(ramp, mode="I;16").save(buffer, format="PNG")
+    decoded = np.asarray(decode_image(buffer.getvalue(), "deep.png").convert("L"), dtype=float)
+    assert np.abs(decoded - np.rint(ramp / 257.0)).max() <= 1
+    assert (decoded == 255).mean() < 0.01  # clipped, 99.6 % of the pixels were 255
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_escaped():
+    from app.clustering import csv_cell
+
+    assert csv_cell("=SUM(A1)") == "'=SUM(A1)" and csv_cell("@SUM(A1)") == "'@SUM(A1)"
+    assert csv_cell("-2+3") == "'-2+3" and csv_cell("+1") == "'+1"
+    assert csv_cell("shoes") == "shoes" and csv_cell(3) == 3
