@@ -10,7 +10,8 @@ Search tab, with the same limits on file size and pixels and the same error text
     curl -F file=@shirt.png 'http://127.0.0.1:7860/api/search'
 
 Answers: 200 with ``{"query": {...}, "results": {model: {"hits": [...]}}}``; 400 for an
-empty body or an image that cannot be read; 413 for a body over the file-size limit;
+empty body, an image that cannot be read or a malformed multipart form (two files, too
+many fields, a missing boundary); 413 for a body over the file-size limit;
 422 for a bad ``model`` or ``k``. Each error is ``{"error": "<readable message>"}``.
 """
 
@@ -20,6 +21,8 @@ import logging
 import time
 
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -43,7 +46,15 @@ async def _read_body(request: Request) -> tuple[bytes, str]:
     if declared and declared.isdigit() and int(declared) > MAX_FILE_BYTES + 64 * 1024:
         raise OverflowError
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        async with request.form(max_files=1, max_fields=4) as form:
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except (HTTPException, MultiPartException, ValueError) as exc:  # parser errors too
+            detail = getattr(exc, "detail", None) or getattr(exc, "message", "") or "unreadable"
+            raise UploadError(
+                f"Malformed multipart form ({str(detail).rstrip('.')}): send one image as "
+                "the form field 'file', or the image itself as the request body."
+            ) from None
+        async with form:
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 raise UploadError("No image: send it as the form field 'file'.")

@@ -240,3 +240,28 @@ def test_json_search_route_refuses_bad_input_clearly(server, bad_files):
         assert message in response.json()["error"], response.json()
     ok = _api_search(server, Path(_example("bag")).read_bytes(), "?model=vanilla&k=1")
     assert ok.status_code == 200 and ok.json()["results"]["vanilla"]["hits"][0]["class"] == "Bag"
+
+
+def test_json_search_route_answers_malformed_multipart_with_400(server):
+    import httpx
+
+    data = Path(_example("bag")).read_bytes()
+    two_files = httpx.post(
+        f"{server}api/search",
+        files=[("file", ("a.png", data)), ("file", ("b.png", data))],
+        timeout=60,
+    )
+    many_fields = httpx.post(
+        f"{server}api/search",
+        data={f"f{i}": "x" for i in range(6)},
+        files={"file": ("a.png", data)},
+        timeout=60,
+    )
+    no_boundary = _api_search(server, data, content_type="multipart/form-data")
+    bad_boundary = _api_search(
+        server, b"--zz\r\nnonsense", content_type="multipart/form-data; boundary=yy"
+    )
+    for response in (two_files, many_fields, no_boundary, bad_boundary):
+        assert response.status_code == 400, response.text
+        assert "form field 'file'" in response.json()["error"], response.json()
+    assert _api_search(server, data).status_code == 200  # and the server is fine
