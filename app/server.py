@@ -47,6 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s)"
     )
     parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a Host header the server answers (repeatable; '*' for any). Requests naming "
+        "another host get 400, which closes DNS rebinding (default: localhost, 127.0.0.1, "
+        "::1 and --host)",
+    )
+    parser.add_argument(
         "--models",
         default=str(DEFAULT_MODELS_DIR),
         help="folder holding the checkpoints vanilla/ and eat/ written by 'eat train' "
@@ -95,6 +104,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def allowed_hosts(args: argparse.Namespace) -> list[str]:
+    """Host names the server answers: ``--allowed-host`` values, else the loopback names
+    and the bound address."""
+    if args.allowed_host:
+        return list(args.allowed_host)
+    hosts = ["localhost", "127.0.0.1", "::1", "[::1]"]
+    if args.host not in ("0.0.0.0", "::", "") and args.host not in hosts:
+        hosts.append(args.host)
+    return hosts
+
+
 def serve(args: argparse.Namespace) -> int:
     """Load everything, launch the server, warm UMAP, block until interrupted."""
     started = time.perf_counter()
@@ -128,6 +148,8 @@ def serve(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
 
     import gradio as gr
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from .layout import CSS, build_demo
     from .rest import search_route
@@ -163,8 +185,14 @@ def serve(args: argparse.Namespace) -> int:
             blocked_paths=blocked,
             theme=theme,
             css=CSS,
-            # A plain JSON route for programs, served before Gradio's own routes.
-            app_kwargs={"routes": [search_route(services)]},
+            # A plain JSON route for programs, served before Gradio's own routes, and a
+            # Host-header check in front of everything (DNS rebinding).
+            app_kwargs={
+                "routes": [search_route(services)],
+                "middleware": [
+                    Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(args))
+                ],
+            },
         )
     except OSError as exc:
         print(f"error: cannot serve on {args.host}:{args.port} ({exc})")

@@ -265,3 +265,21 @@ def test_json_search_route_answers_malformed_multipart_with_400(server):
         assert response.status_code == 400, response.text
         assert "form field 'file'" in response.json()["error"], response.json()
     assert _api_search(server, data).status_code == 200  # and the server is fine
+
+
+def test_requests_naming_another_host_are_refused(server):
+    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends Host: evil.example."""
+    import httpx
+
+    data = Path(_example("bag")).read_bytes()
+    evil = httpx.post(
+        f"{server}api/search",
+        content=data,
+        headers={"Content-Type": "image/png", "Host": "evil.example"},
+        timeout=60,
+    )
+    assert evil.status_code == 400
+    assert httpx.get(server, headers={"Host": "evil.example:80"}, timeout=60).status_code == 400
+    assert httpx.get(server, timeout=60).status_code == 200
+    port = server.rstrip("/").rsplit(":", 1)[1]
+    assert httpx.get(server, headers={"Host": f"localhost:{port}"}, timeout=60).status_code == 200
