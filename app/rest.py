@@ -17,6 +17,7 @@ many fields, a missing boundary); 413 for a body over the file-size limit;
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -34,6 +35,8 @@ from .uploads import MAX_FILE_BYTES, UploadError, decode_image
 log = logging.getLogger(__name__)
 
 SEARCH_PATH = "/api/search"
+#: requests that decode and embed at the same time (the UI's search queue allows 4 too)
+API_CONCURRENCY = 4
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -75,8 +78,10 @@ async def _read_body(request: Request) -> tuple[bytes, str]:
     return data, name
 
 
-def search_route(services: Services) -> Route:
-    """The ``POST /api/search`` route, bound to ``services``."""
+def search_route(services: Services, concurrency: int = API_CONCURRENCY) -> Route:
+    """The ``POST /api/search`` route, bound to ``services``. At most ``concurrency``
+    requests decode and embed at once (like the UI's search queue); the others wait."""
+    limiter = asyncio.Semaphore(concurrency)
 
     async def search(request: Request) -> JSONResponse:
         started = time.perf_counter()
@@ -91,9 +96,10 @@ def search_route(services: Services) -> Route:
             return _error(422, str(exc))
         try:
             data, name = await _read_body(request)
-            result = await run_in_threadpool(
-                lambda: services.search.search(decode_image(data, name), model, k)
-            )
+            async with limiter:
+                result = await run_in_threadpool(
+                    lambda: services.search.search(decode_image(data, name), model, k)
+                )
         except OverflowError:
             return _error(413, f"The image is over the {MAX_FILE_BYTES // (1024 * 1024)} MB limit.")
         except (UploadError, ValueError) as exc:

@@ -7,7 +7,14 @@ Every upload goes through here before any model sees it. Limits (one place each)
 * ``MAX_PIXELS`` per image: the header is read first and a larger image is refused
   before its pixel data is decoded (decompression bombs); Pillow's own guard is set to
   the same limit as a second line,
-* ``MAX_TOTAL_BYTES`` of uncompressed data per request (zip bombs).
+* ``MAX_TOTAL_BYTES`` of uncompressed data per request (zip bombs),
+* ``MAX_REQUEST_PIXELS`` decoded pixels per request (summed over its images, from their
+  headers, after JPEG's draft reduction), so 200 small files that each decode to 25
+  megapixels cannot hold a worker for minutes,
+* ``MAX_PIXELS_IN_FLIGHT`` decoded pixels across all concurrent requests
+  (:data:`PIXELS_IN_FLIGHT`): a decode waits until its pixels fit, so memory stays bounded
+  however many requests arrive at once; after a large decode the freed heap is handed back
+  to the system (``malloc_trim``).
 
 A file that is not an image, is corrupt or breaks a limit is reported by name and
 skipped; the rest are processed. Only when nothing usable is left does a call raise
@@ -16,12 +23,15 @@ skipped; the rest are processed. Only when nothing usable is left does a call ra
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
 import struct
+import threading
 import warnings
 import zipfile
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -31,6 +41,10 @@ MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_FILES = 200
 MAX_PIXELS = 25_000_000
 MAX_TOTAL_BYTES = 200 * 1024 * 1024
+MAX_REQUEST_PIXELS = 100_000_000
+MAX_PIXELS_IN_FLIGHT = 60_000_000
+#: decodes at least this large give their freed memory back to the system afterwards
+TRIM_AFTER_PIXELS = 4_000_000
 # Decoded uploads are shrunk to this side at once: plenty for 28-224 px models, and
 # 200 uploads never hold more than a few MB of pixels.
 WORKING_MAX_SIDE = 512
@@ -44,6 +58,45 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 class UploadError(ValueError):
     """An upload that cannot be used at all; the message is shown to the user as is."""
+
+
+class PixelBudget:
+    """Decoded pixels held by decodes in progress, across threads, at most ``capacity``.
+
+    :meth:`reserve` blocks until the pixels fit (a single reservation may take the whole
+    capacity), so concurrent decodes of huge images queue instead of multiplying memory.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = int(capacity)
+        self.in_use = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def reserve(self, pixels: int):
+        pixels = min(int(pixels), self.capacity)
+        with self._cond:
+            self._cond.wait_for(lambda: self.in_use + pixels <= self.capacity)
+            self.in_use += pixels
+            self.peak = max(self.peak, self.in_use)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_use -= pixels
+                self._cond.notify_all()
+
+
+PIXELS_IN_FLIGHT = PixelBudget(MAX_PIXELS_IN_FLIGHT)
+
+
+def _trim_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc); a no-op elsewhere."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass
@@ -107,11 +160,13 @@ def _too_many_pixels(name: str, size: str = "") -> str:
     )
 
 
-def decode_image(data: bytes, name: str) -> Image.Image:
+def decode_image(data: bytes, name: str, pixel_allowance: int | None = None) -> Image.Image:
     """Decode image bytes, refusing what is too large, not an image or corrupt.
 
     Returns an RGB/L/RGBA image of at most ``WORKING_MAX_SIDE`` pixels a side (EXIF
-    orientation applied, first frame of an animation). Raises :class:`UploadError`.
+    orientation applied, first frame of an animation). The decode holds its pixels in
+    :data:`PIXELS_IN_FLIGHT` while it runs. ``pixel_allowance``: what is left of the
+    request's decoded-pixel budget; a larger image is refused. Raises :class:`UploadError`.
     """
     if not data:
         raise UploadError(f"{name}: the file is empty")
@@ -139,16 +194,28 @@ def decode_image(data: bytes, name: str) -> Image.Image:
             raise UploadError(_too_many_pixels(name, f"{width}×{height}"))
         try:
             image.draft("RGB", (WORKING_MAX_SIDE, WORKING_MAX_SIDE))  # JPEG: decode at low res
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            image = to_eight_bit(image)
-            if image.mode not in ("L", "RGB", "RGBA", "LA"):
-                has_alpha = image.mode == "P" and "transparency" in image.info
-                image = image.convert("RGBA" if has_alpha else "RGB")
-            image.thumbnail((WORKING_MAX_SIDE, WORKING_MAX_SIDE), Image.BILINEAR)
+            decoded = image.size[0] * image.size[1]
+            if pixel_allowance is not None and decoded > pixel_allowance:
+                raise UploadError(
+                    f"{name}: decoding its {image.size[0]}×{image.size[1]} pixels would pass "
+                    f"the {MAX_REQUEST_PIXELS / 1e6:.0f} megapixel budget per request"
+                )
+            with PIXELS_IN_FLIGHT.reserve(decoded):
+                image.load()
+                ImageOps.exif_transpose(image, in_place=True)  # no copy of a huge image
+                image = to_eight_bit(image)
+                if image.mode not in ("L", "RGB", "RGBA", "LA"):
+                    has_alpha = image.mode == "P" and "transparency" in image.info
+                    image = image.convert("RGBA" if has_alpha else "RGB")
+                image.thumbnail((WORKING_MAX_SIDE, WORKING_MAX_SIDE), Image.BILINEAR)
+            if decoded >= TRIM_AFTER_PIXELS:
+                _trim_heap()
+            image.info["decoded_pixels"] = decoded
         except Image.DecompressionBombError:
             raise UploadError(_too_many_pixels(name)) from None
-        except (OSError, ValueError, SyntaxError, EOFError, struct.error):
+        except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
+            if isinstance(exc, UploadError):
+                raise
             raise UploadError(f"{name}: the image file is corrupt or truncated") from None
     return image
 
@@ -248,6 +315,7 @@ class _Collector:
         self.batch = UploadBatch()
         self.max_files = max_files
         self.total_bytes = 0
+        self.total_pixels = 0
         self.ignored = 0
 
     @property
@@ -265,10 +333,11 @@ class _Collector:
             )
             return
         try:
-            image = decode_image(data, name)
+            image = decode_image(data, name, MAX_REQUEST_PIXELS - self.total_pixels)
         except UploadError as exc:
             self.batch.skipped.append(Skipped(name, str(exc).removeprefix(f"{name}: ")))
             return
+        self.total_pixels += image.info.get("decoded_pixels", 0)
         self.batch.images.append(UploadedImage(name=name, image=image, data=data, label=label))
 
     def skip(self, name: str, reason: str) -> None:

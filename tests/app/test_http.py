@@ -283,3 +283,54 @@ def test_requests_naming_another_host_are_refused(server):
     assert httpx.get(server, timeout=60).status_code == 200
     port = server.rstrip("/").rsplit(":", 1)[1]
     assert httpx.get(server, headers={"Host": f"localhost:{port}"}, timeout=60).status_code == 200
+
+
+def _rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
+def _server_pid(server: str) -> int:
+    port = server.rstrip("/").rsplit(":", 1)[1]
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"app" in args and port.encode() in args:
+                return int(proc.name)
+    raise AssertionError("server process not found")
+
+
+def test_concurrent_high_resolution_uploads_keep_memory_bounded(server, tmp_path):
+    """40 concurrent 5000×5000 RGBA PNGs of ~100 KB (25 megapixels each, the per-image limit)
+    once took the server from 1.3 to 8.2 GB. Decodes now wait for room in a pixel budget."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.uploads import MAX_PIXELS_IN_FLIGHT
+
+    buffer = io.BytesIO()
+    Image.new("RGBA", (5000, 5000), (200, 30, 30, 255)).save(buffer, format="PNG")
+    body = buffer.getvalue()
+    assert len(body) < 200_000
+    pid = _server_pid(server)
+    before = _rss_kib(pid, "VmRSS")
+
+    def post(_):
+        return _api_search(server, body, "?k=1").status_code
+
+    with ThreadPoolExecutor(40) as pool:
+        statuses = list(pool.map(post, range(40)))
+    assert statuses == [200] * 40
+    peak_growth_mb = (_rss_kib(pid, "VmHWM") - before) / 1024
+    after_mb = (_rss_kib(pid, "VmRSS") - before) / 1024
+    # at most 60 megapixels decode at once (2 of these, 100 MB each as RGBA): was +6.9 GB
+    assert MAX_PIXELS_IN_FLIGHT <= 60_000_000
+    assert peak_growth_mb < 1024, peak_growth_mb
+    assert after_mb < 300, after_mb  # and the memory comes back
+    started = time.perf_counter()
+    assert _api_search(server, Path(_example("bag")).read_bytes(), "?k=3").status_code == 200
+    assert time.perf_counter() - started < 10  # once 12 s after such a burst

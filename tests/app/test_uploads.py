@@ -224,3 +224,41 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_escaped():
     assert csv_cell("=SUM(A1)") == "'=SUM(A1)" and csv_cell("@SUM(A1)") == "'@SUM(A1)"
     assert csv_cell("-2+3") == "'-2+3" and csv_cell("+1") == "'+1"
     assert csv_cell("shoes") == "shoes" and csv_cell(3) == 3
+
+
+def test_the_pixel_budget_holds_concurrent_decodes_under_its_capacity():
+    import threading
+
+    budget = uploads.PixelBudget(10)
+    inside, seen = [0], []
+    lock = threading.Lock()
+
+    def work():
+        with budget.reserve(6):
+            with lock:
+                inside[0] += 6
+                seen.append(inside[0])
+            time.sleep(0.01)
+            with lock:
+                inside[0] -= 6
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert max(seen) == 6 and budget.peak == 6 and budget.in_use == 0
+    with budget.reserve(50):  # larger than the capacity: takes all of it, does not deadlock
+        assert budget.in_use == 10
+
+
+def test_a_request_stops_decoding_past_its_pixel_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr(uploads, "MAX_REQUEST_PIXELS", 3000)
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"im{i}.png"
+        path.write_bytes(_image_bytes("L", "PNG", size=(40, 30)))  # 1,200 pixels each
+        paths.append(path)
+    batch = load_uploads(paths)
+    assert batch.names == ["im0.png", "im1.png"]
+    assert "megapixel budget per request" in batch.skipped[0].reason
