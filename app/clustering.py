@@ -35,6 +35,7 @@ from eat_models.evaluate import clustering_scores
 from .gallery import MODEL_KEYS, Resources
 from .plots import ClusterPanel, cluster_maps
 from .projection import Placement, project_set
+from .text import plural
 from .uploads import UploadBatch, UploadError
 
 ALGORITHMS = ("kmeans", "agglomerative", "hdbscan")
@@ -308,7 +309,8 @@ class ClusterService:
         scores = clustering_scores(labels, assignments) if labels else None
         placement = project_set(embeddings)
         title = (
-            f"{view.label}: {ALGORITHM_LABELS[algorithm]}, {n_clusters_of(assignments)} clusters"
+            f"{view.label}: {ALGORITHM_LABELS[algorithm]}, "
+            f"{plural(n_clusters_of(assignments), 'cluster')}"
         )
         figure = cluster_maps([ClusterPanel(title, placement.xy, assignments, note=placement.note)])
         out = (
@@ -317,10 +319,10 @@ class ClusterService:
         csv_path, zip_path = write_downloads(batch, assignments, out)
         attack = None
         if attack_fraction > 0:
-            # K = number of classes when the folders name them (the benchmark's protocol),
-            # else the number of clusters just found.
-            n_groups = len(set(labels)) if labels else n_clusters_of(assignments)
-            attack_k = int(np.clip(n_groups, 2, len(batch)))
+            # The attacked set is clustered with the K of the clean result above (fixed or
+            # chosen by silhouette), so the clean NMI of the attack table and the headline
+            # NMI are the same clustering.
+            attack_k = int(np.clip(n_clusters_of(assignments), 2, len(batch)))
             attack = self.attack_set(batch, attack_fraction, eps, steps, attack_k)
         return ClusterResult(
             names=batch.names,

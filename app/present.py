@@ -5,7 +5,8 @@ from __future__ import annotations
 from .attack_lab import ATTACK_LABELS, AttackLabResult
 from .clustering import ALGORITHM_LABELS, ClusterResult
 from .search import SearchResult
-from .uploads import MAX_FILE_BYTES, MAX_FILES, MAX_PIXELS
+from .text import escape_markdown, plural
+from .uploads import MAX_FILE_BYTES, MAX_FILES, MAX_PIXELS, MAX_SKIPPED_LINES
 
 SHORT_LABELS = {"eat": "EAT", "vanilla": "vanilla"}
 
@@ -38,6 +39,14 @@ def status_markdown(status: dict) -> str:
     )
 
 
+def skipped_markdown(skipped, limit: int = MAX_SKIPPED_LINES) -> str:
+    """The skipped files, names escaped, at most ``limit`` lines and then a count."""
+    lines = [f"- {escape_markdown(s.name)}: {s.reason}" for s in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"- … and {len(skipped) - limit} more skipped files")
+    return "\n".join(lines)
+
+
 def search_markdown(result: SearchResult) -> str:
     lines = []
     for res in result.results.values():
@@ -61,7 +70,7 @@ def _scores_line(scores: dict[str, float] | None) -> str:
 
 def cluster_markdown(result: ClusterResult) -> str:
     lines = [
-        f"**{len(result.names)} images → {result.n_clusters} clusters** "
+        f"**{plural(len(result.names), 'image')} → {plural(result.n_clusters, 'cluster')}** "
         f"({ALGORITHM_LABELS[result.algorithm]}, {result.model} model, {result.seconds:.1f} s)."
     ]
     if result.k_scores:
@@ -69,7 +78,8 @@ def cluster_markdown(result: ClusterResult) -> str:
         scores = ", ".join(f"{k}: {v:.2f}" for k, v in result.k_scores.items())
         lines.append(f"K chosen by silhouette: **{best}** ({scores}).")
     if (result.assignments < 0).any():
-        lines.append(f"{int((result.assignments < 0).sum())} images fit no cluster (noise).")
+        noise = int((result.assignments < 0).sum())
+        lines.append(f"{plural(noise, 'image')} fit{'s' if noise == 1 else ''} no cluster (noise).")
     if result.scores:
         lines.append(
             f"Against the folder labels of the zip: **{_scores_line(result.scores)}** "
@@ -78,9 +88,7 @@ def cluster_markdown(result: ClusterResult) -> str:
     else:
         lines.append("No folder labels (upload a zip with one folder per class to get NMI/ARI).")
     if result.skipped:
-        lines.append(
-            "**Skipped files:**\n" + "\n".join(f"- {s.name}: {s.reason}" for s in result.skipped)
-        )
+        lines.append("**Skipped files:**\n" + skipped_markdown(result.skipped))
     return "\n\n".join(lines)
 
 
@@ -90,7 +98,7 @@ def set_attack_markdown(result: ClusterResult) -> str:
         return ""
     header = (
         f"**Clustering attack on {next(iter(attack.outcomes.values())).attacked_rows.size} of "
-        f"{len(result.names)} images** (p = {attack.fraction:.2f}, ε = {attack.eps:.3f}, "
+        f"{plural(len(result.names), 'image')}** (p = {attack.fraction:.2f}, ε = {attack.eps:.3f}, "
         f"PGD-{attack.steps}, k-means with K = {attack.k}; each model attacked white-box).\n\n"
         "| model | attacked images that changed cluster | ARI attacked vs clean clustering |"
         + (" labels: clean | labels: attacked |" if result.labels else "")

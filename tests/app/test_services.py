@@ -320,3 +320,31 @@ def test_an_image_folder_gallery(tmp_path, app_models_dir, fmnist_test_arrays):
     assert hits[0].class_name == "sneakers" and hits[0].score == pytest.approx(1.0, abs=1e-4)
     x = resources.model_input(hits[0].item_id, "eat")
     np.testing.assert_allclose(x[0].numpy() * 255, np.asarray(query), atol=1)
+
+
+def test_attacking_the_set_uses_the_k_of_the_clean_result(services, labelled_batch, tmp_path):
+    """Auto-K (silhouette) picks the K; the attack table clusters with the same K, so its
+    clean NMI is the headline's (it once used the folder count instead)."""
+    result = services.cluster.cluster(
+        labelled_batch, "eat", k=None, out_dir=tmp_path, attack_fraction=0.25, eps=0.0
+    )
+    assert result.attack.k == result.n_clusters
+    fixed = services.cluster.cluster(
+        labelled_batch, "eat", k=5, out_dir=tmp_path, attack_fraction=0.25, eps=0.0
+    )
+    assert fixed.attack.k == 5 != len(set(labelled_batch.labels))
+
+
+def test_texts_pluralise_and_escape_user_names():
+    from app.present import skipped_markdown
+    from app.text import escape_markdown, plural
+    from app.uploads import Skipped
+
+    assert plural(1, "cluster") == "1 cluster" and plural(2, "image") == "2 images"
+    assert plural(0, "image") == "0 images"
+    assert escape_markdown("**bold** [x](http://e) <b>") == (
+        "\\*\\*bold\\*\\* \\[x\\]\\(http://e\\) \\<b\\>"
+    )
+    lines = skipped_markdown([Skipped(f"f_{i}.txt", "not an image") for i in range(25)], 20)
+    assert lines.count("\n") == 20 and lines.endswith("… and 5 more skipped files")
+    assert lines.startswith("- f\\_0\\.txt: not an image")
