@@ -27,7 +27,8 @@ from . import present
 from .attack_lab import ATTACK_LABELS, DEFAULT_EPS, DEFAULT_STEPS
 from .clustering import ALGORITHM_LABELS, AUTO_K_RANGE, MAX_ATTACK_STEPS, MAX_EPS, MAX_K
 from .gallery import MODEL_LABELS
-from .search import DEFAULT_K
+from .search import DEFAULT_K, DEFAULT_MODEL
+from .search import MAX_K as MAX_RESULTS
 from .services import Services
 from .uploads import UploadError, load_image, load_uploads
 
@@ -146,6 +147,10 @@ def _file_paths(value) -> list[str]:
     return [p for p in (_file_path(v) for v in values) if p]
 
 
+#: how often (and past what age, seconds) Gradio's cached uploads are deleted
+CACHE_SWEEP_S = 3600
+
+
 def build_demo(services: Services) -> gr.Blocks:
     """The Blocks app; launch it with the settings in :mod:`app.server`."""
     res = services.resources
@@ -153,7 +158,13 @@ def build_demo(services: Services) -> gr.Blocks:
     picks = services.lab_picks
     thumbs = ThumbnailFiles(services)
 
-    with gr.Blocks(title="EAT — robust image search", analytics_enabled=False) as demo:
+    # Uploads and outputs Gradio caches are deleted once an hour older than an hour, so
+    # the temporary folder does not grow without bound.
+    with gr.Blocks(
+        title="EAT — robust image search",
+        analytics_enabled=False,
+        delete_cache=(CACHE_SWEEP_S, CACHE_SWEEP_S),
+    ) as demo:
         gr.Markdown(INTRO, elem_id="intro")
         status_md = gr.Markdown(elem_id="status")
         status_json = gr.JSON(visible=False, elem_id="status-json")
@@ -188,12 +199,17 @@ def build_demo(services: Services) -> gr.Blocks:
                                 ("vanilla", "vanilla"),
                                 ("both side by side", "both"),
                             ],
-                            value="both",
+                            value=DEFAULT_MODEL,
                             label="Model",
                             elem_id="search-model",
                         )
                         search_k = gr.Slider(
-                            1, 24, value=DEFAULT_K, step=1, label="Results", elem_id="search-k"
+                            1,
+                            MAX_RESULTS,
+                            value=DEFAULT_K,
+                            step=1,
+                            label="Results",
+                            elem_id="search-k",
                         )
                         search_button = gr.Button(
                             "Search", variant="primary", elem_id="search-button"

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .search import DEFAULT_K, SEARCH_CHOICES, check_k
+from .search import DEFAULT_K, DEFAULT_MODEL, SEARCH_CHOICES, check_k
 from .services import Services
 from .uploads import MAX_FILE_BYTES, UploadError, decode_image
 
@@ -85,7 +85,7 @@ def search_route(services: Services, concurrency: int = API_CONCURRENCY) -> Rout
 
     async def search(request: Request) -> JSONResponse:
         started = time.perf_counter()
-        model = request.query_params.get("model", "eat")
+        model = request.query_params.get("model", DEFAULT_MODEL)
         if model not in SEARCH_CHOICES:
             return _error(
                 422, f"unknown model {model!r}; choose one of {', '.join(SEARCH_CHOICES)}"

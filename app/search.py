@@ -17,7 +17,10 @@ from .gallery import DISPLAY_SIDE, MODEL_KEYS, ModelView, Resources, tensor_to_i
 
 SEARCH_CHOICES = ("eat", "vanilla", "both")
 DEFAULT_K = 8
-MAX_K = 50
+#: the most results one search returns, in the UI and over HTTP alike
+MAX_K = 24
+#: the model(s) a search uses unless told otherwise, in the UI and over HTTP alike
+DEFAULT_MODEL = "both"
 
 
 @dataclass

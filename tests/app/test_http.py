@@ -215,12 +215,13 @@ def test_json_search_route_answers_in_one_round_trip(server):
         hits = body["results"][key]["hits"]
         assert [h["rank"] for h in hits] == [1, 2, 3, 4]
         assert hits[0]["class"] == "Bag"
-    # The same through a multipart form, and the default model (eat) and k.
+    # The same through a multipart form, and the default model (both, as in the UI) and k.
     with open(_example("sneaker"), "rb") as fh:
         form = httpx.post(f"{server}api/search", files={"file": ("s.png", fh)}, timeout=60)
     assert form.status_code == 200 and form.json()["query"]["name"] == "s.png"
     assert (
-        set(form.json()["results"]) == {"eat"} and len(form.json()["results"]["eat"]["hits"]) == 8
+        set(form.json()["results"]) == {"eat", "vanilla"}
+        and len(form.json()["results"]["eat"]["hits"]) == 8
     )
 
 
