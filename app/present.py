@@ -32,7 +32,16 @@ def status_markdown(status: dict) -> str:
         else "UMAP maps warming up in the background (about a minute; until then maps use "
         "cached or PCA coordinates and new points are placed by nearest neighbours)"
     )
-    return (
+    knows = status.get("knows") or {}
+    known = (
+        f"The models know **{len(knows['classes'])} kinds of "
+        f"{'clothing' if knows.get('dataset') == 'fashion-mnist' else 'image'}** "
+        f"({', '.join(knows['classes'])}) as **{knows['input']}** images: anything else is "
+        "mapped to the nearest of these, with a score that can look just as confident.\n\n"
+        if knows.get("classes")
+        else ""
+    )
+    return known + (
         f"Gallery: **{status['gallery_images']:,}** images of `{status['gallery']}` · "
         f"models: **{models['eat']['label']}** ({_members(models['eat']['members'])}, "
         f"trained with {models['eat']['defense']}) and **{models['vanilla']['label']}** · {umap}"

@@ -59,6 +59,16 @@ class Services:
                 }
                 for key in MODEL_KEYS
             },
+            "knows": {
+                "classes": list(res.class_names),
+                "input": "{0}×{0} {1}".format(
+                    res.views["eat"].model.meta.get("input_size", "?"),
+                    "greyscale"
+                    if res.views["eat"].model.meta.get("channels", 1) == 1
+                    else "colour",
+                ),
+                "dataset": res.views["eat"].model.meta.get("dataset"),
+            },
             "umap_enabled": self.umap_enabled,
             "umap_warm": all(p.warm for p in res.projections) and small_sets_warm(),
             "maps": {key: res.views[key].projection.method for key in MODEL_KEYS},

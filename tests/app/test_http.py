@@ -49,6 +49,9 @@ def test_status_reports_the_gallery_and_models(client):
     assert info["gallery_images"] == 2000
     assert info["models"]["eat"]["members"] == 3
     assert "2,000" in text
+    # the page says what the models know: ten kinds of clothing, 28×28 greyscale
+    assert info["knows"]["input"] == "28×28 greyscale" and len(info["knows"]["classes"]) == 10
+    assert "know **10 kinds of clothing**" in text and "Ankle boot" in text
 
 
 def test_search_returns_ranked_results_of_both_models(client):
