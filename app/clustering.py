@@ -33,6 +33,7 @@ from eat_models.attacks import clustering_attack, random_other_clusters
 from eat_models.evaluate import clustering_scores
 
 from .gallery import MODEL_KEYS, Resources
+from .ood import member_embeddings
 from .plots import ClusterPanel, cluster_maps
 from .projection import Placement, project_set
 from .text import plural
@@ -116,6 +117,12 @@ class ClusterResult:
     skipped: list = field(default_factory=list)
     attack: SetAttackResult | None = None
     seconds: float = 0.0
+    #: per uploaded image, the model's out-of-domain verdict (empty without a detector)
+    ood: list = field(default_factory=list)
+
+    @property
+    def out_of_domain_names(self) -> list[str]:
+        return [n for n, o in zip(self.names, self.ood, strict=False) if o.out_of_domain]
 
     @property
     def clusters(self) -> list[int]:
@@ -155,6 +162,7 @@ class ClusterResult:
             "map": self.placement.method,
             "skipped": [{"file": s.name, "reason": s.reason} for s in self.skipped],
             "attack": self.attack.to_dict() if self.attack else None,
+            "out_of_domain": self.out_of_domain_names,
             "seconds": round(self.seconds, 3),
         }
 
@@ -278,6 +286,16 @@ class ClusterService:
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
 
+    def out_of_domain(self, key: str, inputs: torch.Tensor, embeddings: np.ndarray) -> list:
+        """Each upload's out-of-domain verdict from model ``key``'s detector."""
+        detector = self.resources.ood.get(key)
+        if detector is None:
+            return []
+        view = self.resources.views[key]
+        top1 = np.asarray([hits[0].score for hits in view.index.search(embeddings, 1).hits])
+        members = member_embeddings(view.model, inputs)
+        return detector.score(inputs.reshape(len(inputs), -1).numpy(), top1, members)
+
     def inputs(self, batch: UploadBatch, key: str) -> torch.Tensor:
         view = self.resources.views[key]
         return torch.stack([view.preprocess(item.image) for item in batch.images])
@@ -303,7 +321,9 @@ class ClusterService:
         if attack_fraction > 0:
             eps, steps = check_attack_budget(eps, steps)
         view = self.resources.views[model]
-        embeddings = view.embed(self.inputs(batch, model))
+        inputs = self.inputs(batch, model)
+        embeddings = view.embed(inputs)
+        ood = self.out_of_domain(model, inputs, embeddings)
         assignments, k_scores = assign_clusters(embeddings, algorithm, k)
         labels = batch.labels
         scores = clustering_scores(labels, assignments) if labels else None
@@ -340,6 +360,7 @@ class ClusterService:
             skipped=list(batch.skipped),
             attack=attack,
             seconds=time.perf_counter() - started,
+            ood=ood,
         )
 
     def attack_set(

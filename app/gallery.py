@@ -43,6 +43,7 @@ from index import (
     preprocess_image,
 )
 
+from .ood import OODDetector, member_embeddings
 from .projection import GalleryProjection
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,8 @@ class Resources:
     cache_dir: Path
     gallery_name: str
     timings: dict[str, float] = field(default_factory=dict)
+    #: per model key, the out-of-domain detector calibrated on this gallery
+    ood: dict[str, OODDetector] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -353,6 +356,9 @@ def load_resources(
             projection=GalleryProjection(vectors[map_rows], cache_dir / f"umap-{key}.npy"),
         )
     timings["clusters_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ood = {key: calibrate_ood(view, source, source_rows, cache_dir) for key, view in views.items()}
+    timings["ood_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
     log.info(
         "gallery of %d images ready in %.1f s (cache %s)",
@@ -371,4 +377,34 @@ def load_resources(
         cache_dir=cache_dir,
         gallery_name=source.name,
         timings=timings,
+        ood=ood,
     )
+
+
+def gallery_inputs(view: ModelView, source: ImageSource, rows: np.ndarray) -> torch.Tensor:
+    """The model inputs ``[N, C, H, W]`` of gallery source rows (fast path when there is one)."""
+    fast = source.tensors(list(map(int, rows)), view.model.meta)
+    if fast is not None:
+        return fast
+    return torch.stack([view.preprocess(source.load(int(r))) for r in rows])
+
+
+def calibrate_ood(
+    view: ModelView, source: ImageSource, source_rows: np.ndarray, cache_dir: Path
+) -> OODDetector:
+    """The view's out-of-domain detector, calibrated on the gallery (member embeddings of
+    the gallery are cached beside the index)."""
+    inputs = gallery_inputs(view, source, source_rows)
+    members = None
+    if len(view.model.members()) > 1:
+        members = _cached_array(
+            cache_dir / f"members-{view.key}.npy",
+            lambda: np.concatenate(
+                [
+                    member_embeddings(view.model, inputs[i : i + 1024])
+                    for i in range(0, len(inputs), 1024)
+                ],
+                axis=1,
+            ),
+        )
+    return OODDetector.calibrate(inputs.reshape(len(inputs), -1).numpy(), view.vectors, members)

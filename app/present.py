@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .attack_lab import ATTACK_LABELS, AttackLabResult
 from .clustering import ALGORITHM_LABELS, ClusterResult
+from .ood import describe
 from .search import SearchResult
 from .text import escape_markdown, plural
 from .uploads import MAX_FILE_BYTES, MAX_FILES, MAX_PIXELS, MAX_SKIPPED_LINES
@@ -58,6 +59,8 @@ def skipped_markdown(skipped, limit: int = MAX_SKIPPED_LINES) -> str:
 
 def search_markdown(result: SearchResult) -> str:
     lines = []
+    if result.out_of_domain:
+        lines.append(f"**{describe(result.ood)}**")
     for res in result.results.values():
         if not res.hits:
             continue
@@ -82,6 +85,15 @@ def cluster_markdown(result: ClusterResult) -> str:
         f"**{plural(len(result.names), 'image')} → {plural(result.n_clusters, 'cluster')}** "
         f"({ALGORITHM_LABELS[result.algorithm]}, {result.model} model, {result.seconds:.1f} s)."
     ]
+    strange = result.out_of_domain_names
+    if strange:
+        shown = ", ".join(escape_markdown(n) for n in strange[:8])
+        more = f" and {len(strange) - 8} more" if len(strange) > 8 else ""
+        lines.append(
+            f"⚠ **{plural(len(strange), 'image')} of {len(result.names)} "
+            f"look{'s' if len(strange) == 1 else ''} like nothing the model was trained on** "
+            f"({shown}{more}): their clusters say little."
+        )
     if result.k_scores:
         best = max(result.k_scores, key=result.k_scores.get)
         scores = ", ".join(f"{k}: {v:.2f}" for k, v in result.k_scores.items())

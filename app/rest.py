@@ -9,7 +9,9 @@ Search tab, with the same limits on file size and pixels and the same error text
         'http://127.0.0.1:7860/api/search?model=both&k=5'
     curl -F file=@shirt.png 'http://127.0.0.1:7860/api/search'
 
-Answers: 200 with ``{"query": {...}, "results": {model: {"hits": [...]}}}``; 400 for an
+Answers: 200 with ``{"query": {...}, "out_of_domain": bool, "ood_score": float, "results":
+{model: {"hits": [...], "out_of_domain": bool, "ood_score": float, ...}}}`` (the flag: the
+query looks like nothing the model was trained on, see :mod:`app.ood`); 400 for an
 empty body, an image that cannot be read or a malformed multipart form (two files, too
 many fields, a missing boundary); 413 for a body over the file-size limit;
 422 for a bad ``model`` or ``k``. Each error is ``{"error": "<readable message>"}``.
@@ -110,6 +112,8 @@ def search_route(services: Services, concurrency: int = API_CONCURRENCY) -> Rout
         return JSONResponse(
             {
                 "query": {"name": name, "model": model, "k": k},
+                "out_of_domain": result.out_of_domain,
+                "ood_score": None if result.ood is None else round(result.ood.score, 4),
                 "results": result.to_dict(),
                 "seconds": round(time.perf_counter() - started, 4),
             }

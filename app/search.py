@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .gallery import DISPLAY_SIDE, MODEL_KEYS, ModelView, Resources, tensor_to_image
+from .ood import OODScore, member_embeddings
 
 SEARCH_CHOICES = ("eat", "vanilla", "both")
 DEFAULT_K = 8
@@ -60,13 +61,19 @@ class ModelSearch:
     label: str
     hits: list[SearchHit]
     seconds: float
+    ood: OODScore | None = None
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "model": self.key,
             "seconds": round(self.seconds, 4),
             "hits": [h.to_dict() for h in self.hits],
         }
+        if self.ood is not None:
+            out["out_of_domain"] = self.ood.out_of_domain
+            out["ood_score"] = round(self.ood.score, 4)
+            out["ood_cues"] = self.ood.to_dict()["cues"]
+        return out
 
 
 @dataclass
@@ -78,6 +85,17 @@ class SearchResult:
 
     def to_dict(self) -> dict:
         return {key: result.to_dict() for key, result in self.results.items()}
+
+    @property
+    def out_of_domain(self) -> bool:
+        """Whether any chosen model finds the query unlike what it was trained on."""
+        return any(r.ood is not None and r.ood.out_of_domain for r in self.results.values())
+
+    @property
+    def ood(self) -> OODScore | None:
+        """The most confident out-of-domain verdict among the chosen models."""
+        scores = [r.ood for r in self.results.values() if r.ood is not None]
+        return max(scores, key=lambda o: o.score) if scores else None
 
 
 def check_k(k) -> int:
@@ -130,6 +148,16 @@ class SearchService:
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
 
+    def out_of_domain(self, key: str, tensor, top1: float) -> OODScore | None:
+        """Model ``key``'s out-of-domain verdict on one model input ``[C, H, W]``."""
+        detector = self.resources.ood.get(key)
+        if detector is None:
+            return None
+        view = self.resources.views[key]
+        members = member_embeddings(view.model, tensor[None])
+        flat = tensor.reshape(1, -1).numpy()
+        return detector.score(flat, np.asarray([top1]), members)[0]
+
     def search(self, image: Image.Image, model: str = "both", k: int = DEFAULT_K) -> SearchResult:
         if not isinstance(image, Image.Image):
             raise ValueError("no query image: upload an image or pick an example")
@@ -143,7 +171,10 @@ class SearchService:
             tensor = view.preprocess(image)
             vector = view.embed(tensor[None])[0]
             hits = ranked_hits(self.resources, view, vector, k)
-            results[key] = ModelSearch(key, view.label, hits, time.perf_counter() - started)
+            verdict = self.out_of_domain(key, tensor, hits[0].score if hits else -1.0)
+            results[key] = ModelSearch(
+                key, view.label, hits, time.perf_counter() - started, verdict
+            )
             if model_input is None:
                 model_input = tensor_to_image(tensor, 2 * DISPLAY_SIDE)
         return SearchResult(model_input=model_input, results=results)
