@@ -1,0 +1,90 @@
+"""The out-of-domain detector: its cues against direct computations, its calibration on
+synthetic data, and its verdicts on real queries through the search service."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.ood import OODDetector, leave_one_out_top1, member_disagreement
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_member_disagreement_is_one_minus_mean_pairwise_cosine(rng):
+    members = _unit(rng.normal(size=(3, 5, 8)))
+    got = member_disagreement(members)
+    for b in range(5):
+        cos = [members[i, b] @ members[j, b] for i in range(3) for j in range(i + 1, 3)]
+        assert got[b] == pytest.approx(1 - np.mean(cos), abs=1e-6)
+    assert np.allclose(member_disagreement(members[:1]), 0)
+
+
+def test_leave_one_out_top1_skips_the_item_itself(rng):
+    gallery = _unit(rng.normal(size=(20, 6))).astype(np.float32)
+    rows = np.array([0, 5, 19])
+    got = leave_one_out_top1(gallery[rows], rows, gallery)
+    for r, value in zip(rows, got, strict=True):
+        others = [gallery[r] @ gallery[j] for j in range(20) if j != r]
+        assert value == pytest.approx(max(others), abs=1e-6)
+
+
+def test_calibrated_detector_flags_far_inputs_and_passes_in_domain_ones(rng):
+    centre, mixing = rng.normal(size=64), 0.05 * rng.normal(size=(8, 64))
+
+    def in_domain(n):  # points near an 8-dimensional subspace around a centre
+        return centre + rng.normal(size=(n, 8)) @ mixing + 0.01 * rng.normal(size=(n, 64))
+
+    prototypes = rng.normal(size=(10, 16))
+    vectors = _unit(np.repeat(prototypes, 200, axis=0) + 0.05 * rng.normal(size=(2000, 16)))
+    detector = OODDetector.calibrate(in_domain(2000), vectors.astype(np.float32))
+    typical = np.full(300, 1 - np.median(detector.references["neighbour"]))
+    verdicts = detector.score(in_domain(300), typical)
+    assert np.mean([s.out_of_domain for s in verdicts]) < 0.05
+    strange = detector.score(rng.uniform(-5, 5, size=(50, 64)), np.full(50, 0.2))
+    assert all(s.out_of_domain and s.strongest == "pixels" for s in strange)
+    n_ref = len(detector.references["pixels"])
+    assert detector.tail("pixels", 1e9) == pytest.approx(1 / (n_ref + 1))
+    assert detector.tail("pixels", -1.0) == pytest.approx(1.0)
+
+
+def test_search_flags_noise_but_not_an_unseen_fashion_mnist_image(services, fmnist):
+    train, _ = fmnist
+    unseen = [
+        services.search.search(Image.fromarray(train.images[i].numpy()), "both", 3)
+        for i in range(20)
+    ]
+    assert sum(r.out_of_domain for r in unseen) <= 2  # the false-alarm rate is about 1 %
+    noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    strange = services.search.search(noise, "both", 3)
+    assert strange.out_of_domain and strange.ood.score >= 0.995
+    body = strange.to_dict()
+    assert body["eat"]["out_of_domain"] is True and "disagreement" in body["eat"]["ood_cues"]
+    assert "disagreement" not in body["vanilla"]["ood_cues"]  # a single model has no members
+
+
+def test_cluster_results_name_the_strange_uploads(services, labelled_batch, tmp_path):
+    from app.present import cluster_markdown
+    from app.uploads import UploadBatch, UploadedImage
+
+    noise = Image.fromarray(np.random.default_rng(2).integers(0, 256, (28, 28), dtype=np.uint8))
+    items = list(labelled_batch.images[:12]) + [UploadedImage("static.png", noise, b"", None)]
+    result = services.cluster.cluster(UploadBatch(images=items), "eat", k=2, out_dir=tmp_path)
+    assert result.out_of_domain_names == ["static.png"]
+    assert "like nothing the model was trained on" in cluster_markdown(result)
+    assert result.to_dict()["out_of_domain"] == ["static.png"]
+
+
+@pytest.fixture(scope="module")
+def labelled_batch(resources, png_bytes):
+    from app.uploads import UploadBatch, UploadedImage
+
+    items = []
+    for label in (1, 8):
+        for item in np.flatnonzero(resources.labels == label)[:6]:
+            pixels = (resources.model_input(int(item), "eat")[0].numpy() * 255).astype(np.uint8)
+            items.append(UploadedImage(f"{label}/{item}.png", Image.fromarray(pixels), b"", None))
+    return UploadBatch(images=items)
