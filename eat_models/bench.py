@@ -703,6 +703,12 @@ def add_bench_command(sub) -> None:
         "row at equal compute) with these further training seeds, and report mean ± sd over "
         "all seeds (resumable; e.g. --seeds 1 2)",
     )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train and evaluate nothing: rebuild results.json, results.md and the plots from "
+        "the stored row files (e.g. after an interrupted --seeds run)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_bench)
 
@@ -727,7 +733,10 @@ def _cmd_bench(args) -> int:
         threads=args.threads,
         device=args.device,
     )
-    result = bench.run(args.only, args.seeds)
+    if args.report_only:
+        result = bench.write_report(0.0)
+    else:
+        result = bench.run(args.only, args.seeds)
     if args.ship:
         baseline = bench.best_single_equal_compute()
         for name in ("vanilla", "eat", baseline):

@@ -134,6 +134,16 @@ def test_a_missing_checkpoint_is_remade_only_when_an_evaluation_needs_it(tiny_be
     assert set(after["evals"]) == set(before["evals"]) | {"es@0.05/2"}
 
 
+def test_report_only_rebuilds_the_report_without_running_anything(tiny_bench):
+    root, args = tiny_bench
+    rows_before = {p.name: p.read_text() for p in (root / "results" / "rows").glob("*.json")}
+    (root / "results" / "results.md").unlink()
+    assert main([*args, "--report-only"]) == 0
+    assert (root / "results" / "results.md").is_file()
+    rows_after = {p.name: p.read_text() for p in (root / "results" / "rows").glob("*.json")}
+    assert rows_after == rows_before
+
+
 def test_unknown_row_is_refused(tiny_bench):
     root, args = tiny_bench
     with pytest.raises(ValueError, match="unknown rows"):
