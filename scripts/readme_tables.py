@@ -127,6 +127,12 @@ def main() -> int:
     tuning_v2 = (REPO / "results/fashion-mnist/tuning-12k-v2/results.md").read_text()
     updated = replace_block(updated, "tuning-v2-table", first_table(tuning_v2))
     updated = replace_block(updated, "foundation-table", foundation_block())
+    ood = REPO / "results/app/ood.md"
+    if ood.is_file():
+        ood_text = ood.read_text()
+        updated = replace_block(
+            updated, "ood-table", first_table(ood_text) + "\n\n" + ood_text.splitlines()[2]
+        )
     loadcheck = json.loads((REPO / "results/app/loadcheck.json").read_text())
     updated = replace_block(updated, "loadcheck", loadcheck_block(loadcheck))
     if args.check:
