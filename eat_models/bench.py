@@ -512,11 +512,14 @@ class Bench:
             seed_of=name,
         )
 
-    def run_seeds(self, seeds: list[int]) -> None:
-        """Train and score the decisive rows with further training seeds (resumable)."""
+    def run_seeds(self, seeds: list[int], rows: list[str] | None = None) -> None:
+        """Train and score the decisive rows (or ``rows``; ``best-eqc`` names the best single
+        model at equal compute) with further training seeds (resumable)."""
+        best = self.best_single_equal_compute()
         # the decisive pair first: EAT and the best single model at equal compute
-        names = [n for n in ("eat", self.best_single_equal_compute(), *SEEDED_ROWS) if n]
-        names = list(dict.fromkeys(names))
+        wanted = rows or ["eat", "best-eqc", *SEEDED_ROWS]
+        names = [best if n == "best-eqc" else n for n in wanted]
+        names = list(dict.fromkeys(n for n in names if n))
         for name in names:
             if self.load_row(name) is None:
                 log.warning("[bench] row %s not trained: no seeds for it", name)
@@ -540,7 +543,12 @@ class Bench:
         return out
 
     # ------------------------------------------------------------------ driver
-    def run(self, only: list[str] | None = None, seeds: list[int] | None = None) -> dict:
+    def run(
+        self,
+        only: list[str] | None = None,
+        seeds: list[int] | None = None,
+        seed_rows: list[str] | None = None,
+    ) -> dict:
         started = time.perf_counter()
         names = list(self.rows) if not only else only
         unknown = [n for n in names if n not in self.rows]
@@ -557,7 +565,7 @@ class Bench:
             if name != "vanilla":
                 self.masking_checks(name)
         if seeds:
-            self.run_seeds(seeds)
+            self.run_seeds(seeds, seed_rows)
         wall = time.perf_counter() - started
         return self.write_report(wall)
 
@@ -704,6 +712,14 @@ def add_bench_command(sub) -> None:
         "all seeds (resumable; e.g. --seeds 1 2)",
     )
     p.add_argument(
+        "--seed-rows",
+        nargs="+",
+        metavar="ROW",
+        default=None,
+        help="with --seeds: only these rows ('best-eqc' = the best single-model row at equal "
+        "compute); default: eat, best-eqc, at-ensemble, hm",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="train and evaluate nothing: rebuild results.json, results.md and the plots from "
@@ -736,7 +752,7 @@ def _cmd_bench(args) -> int:
     if args.report_only:
         result = bench.write_report(0.0)
     else:
-        result = bench.run(args.only, args.seeds)
+        result = bench.run(args.only, args.seeds, args.seed_rows)
     if args.ship:
         baseline = bench.best_single_equal_compute()
         for name in ("vanilla", "eat", baseline):
