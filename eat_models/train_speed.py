@@ -115,7 +115,9 @@ class StepTimer:
 
 def grouped_members(members: list[nn.Module]) -> nn.Module:
     """The K small CNNs as one network of grouped convolutions (member k = group k):
-    input ``[B, K·C, H, W]`` (member k's batch in channels k·C…), output ``[B, K, D]``."""
+    input ``[B, K·C, H, W]`` (member k's batch in channels k·C…), output ``[B, K, D]``.
+    Fresh weights (copy the members' in to use it); the input normalisation is left out
+    (an elementwise op, negligible in the timing)."""
     k = len(members)
     first = members[0]
     convs = [m for m in first.features if isinstance(m, nn.Conv2d)]

@@ -83,6 +83,35 @@ def loadcheck_block(record: dict) -> str:
     return "\n".join(lines)
 
 
+def train_speed_block(record: dict) -> str:
+    """Tables from results/speed/train-step.json (python -m eat_models.train_speed)."""
+    lines = [
+        f"`python -m eat_models.train_speed` (commit `{record['commit'][:12]}`, {record['date']}, "
+        f"load average before {record['load_average_before'][0]:.2f}; medians of "
+        f"{record['setup']['timed_steps']} steps, 12k slice, width {record['setup']['width']}):",
+        "",
+        "| recipe | s/step | step vs PGD-AT | epoch vs PGD-AT |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, r in record["recipes"].items():
+        lines.append(
+            f"| {name} | {r['step_s']:.3f} | {r['step_vs_pgd_at']:.2f}× | {r['epoch_vs_pgd_at']:.2f}× |"
+        )
+    lines += ["", "| EAT step option | s/step | speed-up over fp32 |", "|---|---:|---:|"]
+    for name, value in record["eat_step_options_s"].items():
+        lines.append(
+            f"| {name} | {value:.3f} | {record['eat_step_speedup_over_fp32'][name]:.2f}× |"
+        )
+    g = record["grouped_members_forward_backward"]
+    lines += [
+        "",
+        f"K members as one grouped-convolution network, forward + backward of 3 batches of 160: "
+        f"{g['grouped_ms']:.1f} ms against {g['separate_ms']:.1f} ms for three separate calls "
+        f"({g['speedup']:.2f}×).",
+    ]
+    return "\n".join(lines)
+
+
 FOUNDATION_RUNS = (
     ("proxy-anchor (default)", "proxy-anchor-8ep"),
     ("triplet (margin 0.2, semi-hard)", "triplet-8ep"),
@@ -132,6 +161,11 @@ def main() -> int:
         ood_text = ood.read_text()
         updated = replace_block(
             updated, "ood-table", first_table(ood_text) + "\n\n" + ood_text.splitlines()[2]
+        )
+    speed = REPO / "results/speed/train-step.json"
+    if speed.is_file():
+        updated = replace_block(
+            updated, "train-speed", train_speed_block(json.loads(speed.read_text()))
         )
     loadcheck = json.loads((REPO / "results/app/loadcheck.json").read_text())
     updated = replace_block(updated, "loadcheck", loadcheck_block(loadcheck))
