@@ -298,7 +298,9 @@ class Bench:
             seconds_per_epoch = single["train"]["train_wall_s"] / single["train"]["epochs"]
         else:
             seconds_per_epoch = self.calibrate(row)
-        return max(base, int(round(budget / seconds_per_epoch)))
+        # equal compute, not at least the base budget: a row dearer per epoch than EAT (HM
+        # crafts three images per anchor) gets fewer epochs
+        return max(1, int(round(budget / seconds_per_epoch)))
 
     def calibrate(self, row: Row) -> float:
         """Seconds per epoch of ``row``'s own configuration, from timing a few steps."""
@@ -308,10 +310,13 @@ class Bench:
         train(config, progress=False, max_steps=CALIBRATION_STEPS)
         wall = time.perf_counter() - started
         record = json.loads((Path(config.out) / "config.json").read_text())["train"]
-        per_step = record["train_wall_s"] / record["steps"]
-        # the loop's time per step, plus the fixed set-up (data, networks) of a run
+        # the median step (the first steps pay for warm-up), plus the fixed set-up (data,
+        # networks) of a run spread over the epochs of the reference row
+        per_step = record["step_seconds_median"]
         setup = wall - record["train_wall_s"]
-        seconds = per_step * record["steps_per_epoch"]
+        seconds = per_step * record["steps_per_epoch"] + setup / max(
+            1, self.profile.adversarial_epochs
+        )
         log.info(
             "[bench] %s: %.3f s/step × %d steps/epoch (+%.1f s set-up)",
             row.name,

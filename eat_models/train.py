@@ -334,6 +334,7 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
     history = []
     bar = tqdm(total=total_steps, desc=f"train {config.defense}", disable=not progress, unit="step")
     steps_done = 0
+    step_seconds: list[float] = []
     for epoch in range(config.epochs):
         if max_steps is not None and steps_done >= max_steps:
             break
@@ -352,11 +353,13 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
                 batches.append(
                     Batch(train_set.batch(idx).to(device), labels_tensor[idx].to(device))
                 )
+            step_started = time.perf_counter()
             loss, logs = defense.training_loss(members, losses, batches)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             scheduler.step()
+            step_seconds.append(time.perf_counter() - step_started)
             if average is not None:
                 average.update(members)
             for key, value in logs.items():
@@ -388,6 +391,7 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
         "steps": steps_done,
         "steps_per_epoch": steps_per_epoch,
         "learning_rate": lr,
+        "step_seconds_median": round(float(np.median(step_seconds)), 5) if step_seconds else None,
         "weights": f"ema {config.ema_decay:g}" if average is not None else "last",
         "threads": config.threads,
         "device": str(device),
