@@ -396,7 +396,7 @@ def calibrate_ood(
     the gallery are cached beside the index)."""
     inputs = gallery_inputs(view, source, source_rows)
     members = None
-    if len(view.model.members()) > 1:
+    if len(view.model.members) > 1:
         members = _cached_array(
             cache_dir / f"members-{view.key}.npy",
             lambda: np.concatenate(

@@ -148,7 +148,7 @@ def reconstruction_error(pca: PCA, inputs: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def member_embeddings(model, inputs: torch.Tensor) -> np.ndarray | None:
     """``[K, B, D]`` embeddings of each member of an ensemble (None for a single model)."""
-    members = model.members()
+    members = model.members
     if len(members) < 2:
         return None
     return np.stack([m(inputs.float()).numpy() for m in members]).astype(np.float32)

@@ -71,7 +71,7 @@ def test_ema_run_saves_averaged_weights_and_load_model_serves_them(tmp_path, mon
     assert record["weights"] == "ema 0.5"
     averaged = captured["average"].averaged
     assert captured["average"].updates == record["steps"]
-    for served, ema in zip(model.members(), averaged, strict=True):
+    for served, ema in zip(model.members, averaged, strict=True):
         for a, b in zip(served.state_dict().values(), ema.state_dict().values(), strict=True):
             assert torch.equal(a, b)
     x = torch.rand(6, 1, 28, 28)
