@@ -59,12 +59,14 @@ async def _read_body(request: Request) -> tuple[bytes, str]:
                 f"Malformed multipart form ({str(detail).rstrip('.')}): send one image as "
                 "the form field 'file', or the image itself as the request body."
             ) from None
-        async with form:
+        try:
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 raise UploadError("No image: send it as the form field 'file'.")
             data = await upload.read(MAX_FILE_BYTES + 1)
             name = upload.filename or "upload"
+        finally:
+            await form.close()
     else:
         chunks, size = [], 0
         async for chunk in request.stream():
