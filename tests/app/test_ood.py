@@ -58,7 +58,7 @@ def test_search_flags_noise_but_not_an_unseen_fashion_mnist_image(services, fmni
         for i in range(20)
     ]
     assert sum(r.out_of_domain for r in unseen) <= 2  # the false-alarm rate is about 1 %
-    noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (28, 28), dtype=np.uint8))
     strange = services.search.search(noise, "both", 3)
     assert strange.out_of_domain and strange.ood.score >= 0.995
     body = strange.to_dict()
