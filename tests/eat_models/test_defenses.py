@@ -65,7 +65,8 @@ def _grads(members, loss):
 
 
 def test_every_defense_is_registered_and_a_cli_choice():
-    assert set(DEFENSES) == {"vanilla", "pgd-at", "trades", "est", "act", "at-ensemble", "eat"}
+    expected = {"vanilla", "pgd-at", "trades", "est", "act", "hm", "at-ensemble", "eat"}
+    assert set(DEFENSES) == expected
     field = {f.name: f for f in dataclasses.fields(TrainConfig)}["defense"]
     assert set(field.metadata["choices"]) == set(DEFENSES)
     for f in dataclasses.fields(TrainConfig):
@@ -209,7 +210,8 @@ def test_ensemble_batch_takes_a_share_of_every_member_batch(pool):
 
 def test_eat_cluster_objective_runs(pool):
     members, losses = _setup(3)
-    defense = build_defense("eat", _config("eat", ensemble_objective="cluster"))
+    config = _config("eat", ensemble_objective="cluster", lambda_ensemble=1.0)
+    defense = build_defense("eat", config)
     value, logs = defense.training_loss(members, losses, _batches(pool, 3))
     assert torch.isfinite(value) and "loss_ensemble" in logs
 
@@ -320,7 +322,13 @@ def test_eat_pgd_calls_per_epoch_are_k_per_step_plus_one_per_f_term(tmp_path, mo
     monkeypatch.setattr(defense_base, "pgd", counting)
     common = dict(epochs=1, max_train=1200, width=4, embedding_dim=16, train_steps=1)
     out = train(
-        TrainConfig(defense="eat", ensemble_every=2, out=str(tmp_path / "eat"), **common),
+        TrainConfig(
+            defense="eat",
+            lambda_ensemble=1.0,
+            ensemble_every=2,
+            out=str(tmp_path / "eat"),
+            **common,
+        ),
         progress=False,
     )
     record = json.loads((out / "config.json").read_text())["train"]
@@ -344,7 +352,7 @@ def test_eat_without_member_crafts_trains_jointly_on_examples_crafted_against_f(
     monkeypatch.setattr(defense_base, "pgd", counting)
     members, losses = _setup(3)
     batches = _batches(pool, 3)
-    config = _config("eat", member_crafts=False, ensemble_batch="all")
+    config = _config("eat", member_crafts=False, ensemble_batch="all", lambda_ensemble=1.0)
     loss, logs = build_defense("eat", config).training_loss(members, losses, batches)
     assert seen == [("AveragedEmbedding", 3 * P * M)]  # one PGD, through F, on all K batches
     assert set(logs) == {"loss_ensemble"}
