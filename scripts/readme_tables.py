@@ -145,6 +145,18 @@ def main() -> int:
         section_tables(bench, "Main table")
         + "\n\n**Targets** (DESIGN.md §7; measured on the `eat` row):\n\n"
         + section_tables(bench, "Targets")
+        + (
+            "\n\n**Training seeds** (`eat bench --seeds`; mean ± sd over training seeds):\n\n"
+            + section_tables(bench, "Training seeds")
+            + "\n\n"
+            + next(
+                line
+                for line in bench.split("## Training seeds", 1)[1].splitlines()
+                if line.startswith("Decisive target")
+            )
+            if "## Training seeds" in bench and "Decisive target" in bench
+            else ""
+        )
         + "\n\n![robustness vs eps](results/fashion-mnist/robustness_vs_eps.png)"
         + "\n![clean vs robust](results/fashion-mnist/clean_vs_robust.png)"
     )
