@@ -233,10 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.no_compile:
         variants["torch.compile"] = {"compiled": True}
+    failures = {}
     for name, kwargs in variants.items():
-        options[name] = round(
-            statistics.median(timer.time_steps(args.steps, args.warmup, **kwargs)), 4
-        )
+        try:
+            options[name] = round(
+                statistics.median(timer.time_steps(args.steps, args.warmup, **kwargs)), 4
+            )
+        except RuntimeError as exc:  # e.g. bf16 gradients meeting fp32 optimiser state
+            failures[name] = str(exc).splitlines()[0]
+            log.warning("eat step, %s failed: %s", name, failures[name])
+            continue
         log.info("eat step, %s: %.3f s", name, options[name])
     speedups = {name: round(options["fp32"] / s, 2) for name, s in options.items()}
     grouped = time_member_passes(timer.members, 160, max(10, args.steps))
@@ -257,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         "recipes": recipes,
         "eat_step_options_s": options,
         "eat_step_speedup_over_fp32": speedups,
+        "eat_step_option_failures": failures,
         "grouped_members_forward_backward": grouped,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
