@@ -7,7 +7,13 @@ from .clustering import ALGORITHM_LABELS, ClusterResult
 from .ood import describe
 from .search import SearchResult
 from .text import escape_markdown, plural
-from .uploads import MAX_FILE_BYTES, MAX_FILES, MAX_PIXELS, MAX_SKIPPED_LINES
+from .uploads import (
+    MAX_FILE_BYTES,
+    MAX_FILES,
+    MAX_PIXELS,
+    MAX_SKIPPED_LINES,
+    summarise_skipped,
+)
 
 SHORT_LABELS = {"eat": "EAT", "vanilla": "vanilla"}
 
@@ -51,10 +57,7 @@ def status_markdown(status: dict) -> str:
 
 def skipped_markdown(skipped, limit: int = MAX_SKIPPED_LINES) -> str:
     """The skipped files, names escaped, at most ``limit`` lines and then a count."""
-    lines = [f"- {escape_markdown(s.name)}: {s.reason}" for s in skipped[:limit]]
-    if len(skipped) > limit:
-        lines.append(f"- … and {len(skipped) - limit} more skipped files")
-    return "\n".join(lines)
+    return summarise_skipped(skipped, limit, escape_markdown)
 
 
 def search_markdown(result: SearchResult) -> str:

@@ -142,10 +142,15 @@ class UploadBatch:
 
     def skipped_summary(self, limit: int = MAX_SKIPPED_LINES) -> str:
         """One line per skipped file (at most ``limit``, then a count), or an empty string."""
-        lines = [f"- {s.name}: {s.reason}" for s in self.skipped[:limit]]
-        if len(self.skipped) > limit:
-            lines.append(f"- … and {len(self.skipped) - limit} more skipped files")
-        return "\n".join(lines)
+        return summarise_skipped(self.skipped, limit)
+
+
+def summarise_skipped(skipped, limit: int = MAX_SKIPPED_LINES, show_name=str) -> str:
+    """``- name: reason`` per skipped file, at most ``limit`` lines, then how many more."""
+    lines = [f"- {show_name(s.name)}: {s.reason}" for s in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"- … and {len(skipped) - limit} more skipped files")
+    return "\n".join(lines)
 
 
 def _megabytes(n: int) -> str:

@@ -367,10 +367,10 @@ class Bench:
         ckpt = self.runs / name
         if (ckpt / "config.json").is_file():
             return ckpt
-        row = self.rows.get(name) or self.seed_row(
-            self.load_row(name)["row"]["seed_of"], self.load_row(name)["train"]["config"]["seed"]
-        )
         old = self.load_row(name)
+        row = self.rows.get(name) or self.seed_row(
+            old["row"]["seed_of"], old["train"]["config"]["seed"]
+        )
         log.info("[bench] checkpoint of %s missing: retraining it", name)
         record = self.ensure_trained(row, force=True)
         if old and old["fingerprint"] == record["fingerprint"]:
