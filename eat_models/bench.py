@@ -485,10 +485,17 @@ class Bench:
         return max(scores, key=scores.get) if scores else None
 
     def checked_rows(self) -> list[str]:
-        """Rows that get the ε sweep and the gradient-masking checks: vanilla, the best
-        baseline, EAT, the best single model at equal compute and HM (the newest defense)."""
+        """Rows that get the ε sweep (and so the check that robustness falls with ε): vanilla,
+        the best baseline, EAT, the best single model at equal compute and HM (the newest
+        defense)."""
         names = ("vanilla", self.best_baseline(), "eat", self.best_single_equal_compute(), "hm")
         return [n for n in dict.fromkeys(names) if n and self.load_row(n)]
+
+    def masking_rows(self) -> list[str]:
+        """Rows that get the gradient-masking checks: the checked rows, then every other
+        trained defense row (the vanilla rows are the attacks' reference, not a defense)."""
+        rest = [n for n in self.rows if n not in ("vanilla", "vanilla-ens") and self.load_row(n)]
+        return list(dict.fromkeys([*self.checked_rows(), *rest]))
 
     # ------------------------------------------------------------------ training seeds
     def best_single_equal_compute(self) -> str | None:
@@ -567,6 +574,7 @@ class Bench:
             self.headline(name)
         for name in self.checked_rows():
             self.sweep(name)
+        for name in self.masking_rows():
             if name != "vanilla":
                 self.masking_checks(name)
         if seeds:
@@ -590,6 +598,7 @@ class Bench:
             "best_baseline": self.best_baseline(),
             "best_single_equal_compute": self.best_single_equal_compute(),
             "checked_rows": self.checked_rows(),
+            "masking_rows": self.masking_rows(),
             "seed_rows_wall_s": round(
                 sum(_row_wall(r) for recs in self.seed_records().values() for r in recs[1:]), 1
             ),

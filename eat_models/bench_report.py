@@ -261,7 +261,8 @@ def write_report(
             lines.append(f"| {name} | {attack.upper()} {metric} | " + " | ".join(cells) + " |")
 
     ca_tol, pooled_sd = ca_tolerance(views, profile)
-    checks, check_lines = _masking_checks(views, sweep_names, profile, ca_tol)
+    masked = meta.get("masking_rows") or sweep_names
+    checks, check_lines = _masking_checks(views, [n for n in masked if n in views], profile, ca_tol)
     lines += [
         "",
         "## Gradient-masking checks",
