@@ -374,8 +374,13 @@ class Bench:
         log.info("[bench] checkpoint of %s missing: retraining it", name)
         record = self.ensure_trained(row, force=True)
         if old and old["fingerprint"] == record["fingerprint"]:
-            record["evals"] = old["evals"]
-            record["train"]["retrained_for_checkpoint"] = True
+            # the same weights: keep the evaluations and the original (quiet) training time
+            retrain = {
+                "train_wall_s": record["train"]["train_wall_s"],
+                "date": provenance()["date"],
+            }
+            record["evals"], record["train"] = old["evals"], old["train"]
+            record["train"]["retrained_for_checkpoint"] = retrain
         elif old:
             log.warning("[bench] %s retrained with another fingerprint: evaluations redone", name)
         self.save_row(name, record)

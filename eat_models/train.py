@@ -30,6 +30,7 @@ from .defenses import (
     ENSEMBLE_BATCHES,
     ENSEMBLE_OBJECTIVES,
     HM_DESTINATIONS,
+    MEMBER_ATTACKS,
     MEMBER_SPLITS,
     Batch,
     build_defense,
@@ -176,6 +177,13 @@ class TrainConfig:
         "eat: craft examples against each member's own loss (with --no-member-crafts the "
         "members train only on the examples crafted against F, jointly, and transfer nothing)",
         default=True,
+    )
+    member_attack: str = _flag(
+        "eat: how each member's own examples are crafted: 'pgd' (PGD on the member's metric "
+        "loss) or 'hm' (HM's hardness manipulation of random triplets toward the gradual "
+        "destination; the manipulated triplets are also what self-transfer passes on)",
+        default="pgd",
+        choices=MEMBER_ATTACKS,
     )
     hm_destination: str = _flag(
         "hm: destination hardness of the hardness manipulation: 'lga' (linear gradual "

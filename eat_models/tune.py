@@ -123,11 +123,22 @@ GRIDS: dict[str, dict[str, tuple[str, dict]]] = {
                 "eat",
                 {"members": 3, "lambda_ensemble": 0.0, "lr": 3e-3, "epochs": e},
             )
-            for e in (10, 20)
+            for e in (10, 20, 30)
         },
         **{f"pgd-at-lr2-e{e}": ("pgd-at", {"lr": 2e-3, "epochs": e}) for e in (10, 20)},
         **{f"pgd-at-lr3-e{e}": ("pgd-at", {"lr": 3e-3, "epochs": e}) for e in (10,)},
-        **{f"hm-lr2-e{e}": ("hm", {"lr": 2e-3, "epochs": e}) for e in (5,)},
+        **{f"hm-lr2-e{e}": ("hm", {"lr": 2e-3, "epochs": e}) for e in (5, 10)},
+        # the saturated regime: longer runs of the best learning rates
+        **{f"pgd-at-lr3-e{e}": ("pgd-at", {"lr": 3e-3, "epochs": e}) for e in (20, 40)},
+        # levers on the tuned EAT recipe (F term off, lr 1e-3 × K), at about its 10-epoch cost
+        "eat-k2-e10": ("eat", {"members": 2, "epochs": 10}),
+        "eat-k5-e10": ("eat", {"members": 5, "epochs": 10}),
+        "eat-overlap-e5": ("eat", {"members": 3, "member_split": "overlap", "epochs": 5}),
+        "eat-eps15-e10": ("eat", {"members": 3, "train_eps": 0.15, "epochs": 10}),
+        "pgd-at-eps15-lr3-e10": ("pgd-at", {"train_eps": 0.15, "lr": 3e-3, "epochs": 10}),
+        "eat-triplet-e10": ("eat", {"members": 3, "loss": "triplet", "epochs": 10}),
+        "pgd-at-triplet-lr3-e10": ("pgd-at", {"loss": "triplet", "lr": 3e-3, "epochs": 10}),
+        "eat-hm-e4": ("eat", {"members": 3, "member_attack": "hm", "epochs": 4}),
         **{
             f"eat-nof-ema-e{e}": (
                 "eat",
@@ -135,13 +146,6 @@ GRIDS: dict[str, dict[str, tuple[str, dict]]] = {
             )
             for e in (10, 20)
         },
-        "eat-overlap-e10": ("eat", {"members": 3, "member_split": "overlap", "epochs": 10}),
-        "eat-triplet-e10": ("eat", {"members": 3, "loss": "triplet", "epochs": 10}),
-        "pgd-at-triplet-e10": ("pgd-at", {"loss": "triplet", "epochs": 10}),
-        "eat-k2-e10": ("eat", {"members": 2, "epochs": 10}),
-        "eat-k5-e10": ("eat", {"members": 5, "epochs": 10}),
-        "eat-eps0.15-e10": ("eat", {"members": 3, "train_eps": 0.15, "epochs": 10}),
-        "pgd-at-eps0.15-e10": ("pgd-at", {"train_eps": 0.15, "epochs": 10}),
     },
 }
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from .act import ACT
 from .at_ensemble import ATEnsemble
 from .base import AdversarialDefense, Batch, Defense, LossPart
-from .eat import EAT, ENSEMBLE_BATCHES, ENSEMBLE_OBJECTIVES, MEMBER_SPLITS
+from .eat import EAT, ENSEMBLE_BATCHES, ENSEMBLE_OBJECTIVES, MEMBER_ATTACKS, MEMBER_SPLITS
 from .est import EST
 from .hm import HM, HM_DESTINATIONS
 from .pgd_at import PGDAT
@@ -42,6 +42,7 @@ __all__ = [
     "ENSEMBLE_BATCHES",
     "ENSEMBLE_OBJECTIVES",
     "HM_DESTINATIONS",
+    "MEMBER_ATTACKS",
     "MEMBER_SPLITS",
     "AdversarialDefense",
     "Batch",

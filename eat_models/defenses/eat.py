@@ -9,8 +9,12 @@ F(x) = normalize(mean_k f_k(x)). Every part below is a switch, so the ablation r
    on all parts but S_k, as in bagging / k-fold), ``class-disjoint`` (K parts with
    disjoint class sets) or ``none`` (every member samples all rows). An epoch is one
    pass of the ensemble: member k passes over its own rows once.
-2. **Own adversarial examples**: x̃_k = PGD on member k's metric loss L_k of its batch
-   (x_k, y_k) (L∞ ``train_eps``, ``train_steps`` steps, random start).
+2. **Own adversarial examples** (``member_attack``): ``pgd`` (default) — x̃_k = PGD on
+   member k's metric loss L_k of its batch (x_k, y_k) (L∞ ``train_eps``, ``train_steps``
+   steps, random start); ``hm`` — HM's hardness manipulation (:mod:`.hm`): random source
+   triplets of the batch, raised by PGD to the member's gradual destination hardness;
+   x̃_k is then the manipulated triplets [ã; p̃; ñ] with their labels (3 × batch images),
+   and they are also what the other members receive by self-transfer.
 3. **Self-transfer** (``lambda_transfer``): member k also trains on x̃_j, j ≠ k, the
    examples crafted against the other members in the same step, with their labels.
 4. **Ensemble term** (``lambda_ensemble``): an ensemble batch x_F — rows k, k+K, k+2K, …
@@ -55,6 +59,7 @@ from ..losses import MetricLoss
 from .base import AdversarialDefense, Batch, LossPart, member_loss
 
 MEMBER_SPLITS = ("stratified", "overlap", "class-disjoint", "none")
+MEMBER_ATTACKS = ("pgd", "hm")
 ENSEMBLE_OBJECTIVES = ("shift", "cluster")
 ENSEMBLE_BATCHES = ("share", "all")
 
@@ -90,6 +95,31 @@ class EAT(AdversarialDefense):
     def __init__(self, config) -> None:
         super().__init__(config)
         self.steps_taken = 0
+        self._hm = None
+
+    def member_examples(
+        self, k: int, net: nn.Module, loss: MetricLoss, batch: Batch
+    ) -> Batch | None:
+        """x̃_k with its labels, crafted against member k alone (``member_attack``)."""
+        kind = getattr(self.config, "member_attack", "pgd")
+        if kind == "pgd":
+            return Batch(self.craft_against_loss(net, loss, batch), batch.labels)
+        if kind != "hm":
+            raise ValueError(f"unknown member_attack {kind!r}; choose one of {MEMBER_ATTACKS}")
+        from .hm import HM, split_triplets, triplet_loss
+
+        if self._hm is None:
+            self._hm = HM(self.config)
+        made = self._hm.manipulate(k, net, batch)
+        if made is None:
+            return None
+        rows, manipulated, _ = made
+        # the gradual adversary's "previous loss": this step's triplet loss on the
+        # manipulated triplets (HM takes it from its training pass; one extra forward here)
+        with torch.no_grad(), eval_mode(net):
+            value = triplet_loss(*split_triplets(net(manipulated)), self._hm.margin)
+        self._hm.previous_loss[k] = value.item()
+        return Batch(manipulated, batch.labels[rows])
 
     @property
     def learning_rate(self) -> float:
@@ -155,8 +185,8 @@ class EAT(AdversarialDefense):
         if not member_crafts:
             lambda_transfer = 0.0
         own = [
-            self.craft_against_loss(net, loss, batch) if member_crafts else None
-            for net, loss, batch in zip(members, losses, batches, strict=True)
+            self.member_examples(i, net, loss, batch) if member_crafts else None
+            for i, (net, loss, batch) in enumerate(zip(members, losses, batches, strict=True))
         ]
         if lambda_ensemble > 0:
             rows = self.config.ensemble_batch
@@ -176,26 +206,34 @@ class EAT(AdversarialDefense):
         total = 0.0
         logs: dict[str, list[float]] = {"loss_adv": [], "loss_transfer": [], "loss_ensemble": []}
         for i, (net, loss, batch) in enumerate(zip(members, losses, batches, strict=True)):
-            if member_crafts:
-                parts = self.adversarial_parts(own[i], batch)
+            if member_crafts and own[i] is not None:
+                parts = self.adversarial_parts(own[i].images, batch)
+                parts[0] = LossPart(own[i].images, own[i].labels)
+            elif member_crafts:  # no triplet in the batch: its clean part only, if any
+                parts = self.adversarial_parts(batch.images, batch)[1:]
             else:  # joint training on x̃_F, plus the member's clean batch if clean_weight > 0
                 parts = self.adversarial_parts(batch.images, batch)[1:]
             first_transfer = len(parts)
             if lambda_transfer > 0:
                 parts += [
-                    LossPart(own[j], batches[j].labels, lambda_transfer / (k - 1))
+                    LossPart(own[j].images, own[j].labels, lambda_transfer / (k - 1))
                     for j in range(k)
-                    if j != i
+                    if j != i and own[j] is not None
                 ]
             if lambda_ensemble > 0:
                 parts.append(ensemble_part)
+            if not parts:
+                continue
             value, values = member_loss(net, loss, parts)
             total = total + value
-            if member_crafts:
+            if member_crafts and own[i] is not None:
                 logs["loss_adv"].append(values[0])
-            if lambda_transfer > 0:
-                transfer = values[first_transfer : first_transfer + k - 1]
+            n_transfer = sum(1 for j in range(k) if j != i and own[j] is not None)
+            if lambda_transfer > 0 and n_transfer:
+                transfer = values[first_transfer : first_transfer + n_transfer]
                 logs["loss_transfer"].append(sum(transfer) / len(transfer))
             if lambda_ensemble > 0:
                 logs["loss_ensemble"].append(values[-1])
+        if not torch.is_tensor(total):  # HM crafts found no triplet in any batch
+            total = batches[0].images.new_zeros((), requires_grad=True)
         return total, {key: sum(v) / len(v) for key, v in logs.items() if v}

@@ -136,21 +136,34 @@ class HM(AdversarialDefense):
             return semihard_destination(clean, batch.labels, anchors, positives, self.margin)
         raise ValueError(f"unknown hm_destination {kind!r}; choose one of {HM_DESTINATIONS}")
 
+    def manipulate(
+        self, member: int, net: nn.Module, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float] | None:
+        """Steps 1–3 for one member: ``(triplet rows [a; p; n] of the batch, the manipulated
+        images [ã; p̃; ñ], the destination)``, or None when the batch has no anchor with both
+        a positive and a negative."""
+        anchor, positive, negative = random_triplets(batch.labels)
+        if len(anchor) == 0:
+            return None
+        destination = self.destination(member, net, batch, anchor, positive)
+        rows = torch.cat([anchor, positive, negative])
+        manipulated = self.craft(
+            net, batch.images[rows], hardness_manipulation_objective(destination)
+        )
+        return rows, manipulated, destination
+
     def training_loss(
         self, members: list[nn.Module], losses: list[MetricLoss], batches: list[Batch]
     ) -> tuple[torch.Tensor, dict[str, float]]:
         ics_weight = float(self.config.hm_ics_weight)
         total, logs = 0.0, {"loss_adv": [], "hm_destination": [], "loss_ics": []}
         for k, (net, loss, batch) in enumerate(zip(members, losses, batches, strict=True)):
-            anchor, positive, negative = random_triplets(batch.labels)
-            m = len(anchor)
-            if m == 0:
+            made = self.manipulate(k, net, batch)
+            if made is None:
                 continue
-            destination = self.destination(k, net, batch, anchor, positive)
-            source = torch.cat(
-                [batch.images[anchor], batch.images[positive], batch.images[negative]]
-            )
-            manipulated = self.craft(net, source, hardness_manipulation_objective(destination))
+            rows, manipulated, destination = made
+            m = len(rows) // 3
+            anchor, positive = rows[:m], rows[m : 2 * m]
             inputs = [manipulated]
             if ics_weight > 0:
                 inputs += [batch.images[anchor], batch.images[positive]]
@@ -161,10 +174,7 @@ class HM(AdversarialDefense):
             if loss.name == "triplet":
                 value = raw_triplet
             else:
-                labels = torch.cat(
-                    [batch.labels[anchor], batch.labels[positive], batch.labels[negative]]
-                )
-                value = loss(adv, labels)
+                value = loss(adv, batch.labels[rows])
             self.previous_loss[k] = raw_triplet.item()
             logs["loss_adv"].append(value.item())
             logs["hm_destination"].append(float(torch.as_tensor(destination).mean()))

@@ -132,6 +132,9 @@ def test_a_missing_checkpoint_is_remade_only_when_an_evaluation_needs_it(tiny_be
     assert (root / "runs" / "est" / "config.json").is_file()
     assert after["fingerprint"] == before["fingerprint"]  # seeded: the same weights again
     assert set(after["evals"]) == set(before["evals"]) | {"es@0.05/2"}
+    # the original training time stays the row's; the retraining is recorded beside it
+    assert after["train"]["train_wall_s"] == before["train"]["train_wall_s"]
+    assert after["train"]["retrained_for_checkpoint"]["train_wall_s"] > 0
 
 
 def test_report_only_rebuilds_the_report_without_running_anything(tiny_bench):

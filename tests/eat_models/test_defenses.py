@@ -362,3 +362,40 @@ def test_eat_without_member_crafts_trains_jointly_on_examples_crafted_against_f(
         build_defense(
             "eat", _config("eat", member_crafts=False, lambda_ensemble=0.0)
         ).training_loss(members, losses, batches)
+
+
+def test_eat_with_hm_member_attack_transfers_the_manipulated_triplets(pool, monkeypatch):
+    """``member_attack hm``: each member crafts HM triplets against itself (3 × its batch,
+    no random start), trains on them, and the others receive them by self-transfer."""
+    seen = []
+    original = defense_base.pgd
+
+    def counting(model, images, *args, **kwargs):
+        seen.append((len(images), kwargs.get("random_start")))
+        return original(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(defense_base, "pgd", counting)
+    members, losses = _setup(3)
+    batches = _batches(pool, 3)
+    defense = build_defense("eat", _config("eat", member_attack="hm"))
+    parts_seen = []
+    original_member_loss = defense_base.member_loss
+
+    def recording(net, loss, parts):
+        parts_seen.append([(len(p.images), p.weight) for p in parts])
+        return original_member_loss(net, loss, parts)
+
+    import eat_models.defenses.eat as eat_module
+
+    monkeypatch.setattr(eat_module, "member_loss", recording)
+    loss, logs = defense.training_loss(members, losses, batches)
+    assert seen == [(3 * P * M, False)] * 3  # one HM craft per member, on its triplets
+    # each member: its own manipulated triplets (weight 1) and the other two (weight 1/2)
+    assert parts_seen == [[(3 * P * M, 1.0), (3 * P * M, 0.5), (3 * P * M, 0.5)]] * 3
+    assert set(logs) == {"loss_adv", "loss_transfer"}
+    assert set(defense._hm.previous_loss) == {0, 1, 2}  # the gradual adversary moves per member
+    assert all(g.abs().sum() > 0 for g in _grads(members, loss))
+    with pytest.raises(ValueError, match="member_attack"):
+        build_defense("eat", _config("eat", member_attack="fgsm")).training_loss(
+            members, losses, batches
+        )
