@@ -1,4 +1,5 @@
-"""The attack lab: attack one image live, against the vanilla model and the EAT ensemble.
+"""The attack lab: attack one image live, against the vanilla model, the single-model
+baseline (when shipped) and the EAT ensemble.
 
 For each model the attack is white-box on its *deployed* embedding (for the ensemble,
 the averaged embedding), L∞-bounded by ε, PGD with a random start
@@ -33,9 +34,9 @@ from eat_models.attacks import (
 )
 
 from .clustering import check_attack_budget
-from .gallery import DISPLAY_SIDE, MODEL_KEYS, Resources, tensor_to_image
+from .gallery import DISPLAY_SIDE, Resources, tensor_to_image
 from .plots import Arrow, MapPanel, gallery_maps
-from .search import SearchHit, check_k, ranked_hits
+from .search import SearchHit, check_k, models_for, ranked_hits
 
 ATTACK_KINDS = ("es", "qa", "ca")
 ATTACK_LABELS = {
@@ -46,6 +47,8 @@ ATTACK_LABELS = {
 DEFAULT_EPS = 0.1
 DEFAULT_STEPS = 20
 SEED = 0
+#: the lab's panels run from the plain model to the ensemble
+LAB_ORDER = ("vanilla", "baseline", "eat")
 
 
 @dataclass
@@ -101,6 +104,8 @@ class AttackLabResult:
     outcomes: dict[str, ModelAttack]
     figure: Image.Image
     seconds: float
+    #: time spent reading (decoding) the upload before the attack, set by the caller
+    read_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return {
@@ -111,6 +116,7 @@ class AttackLabResult:
             "label_source": self.label_source,
             "models": {k: o.to_dict() for k, o in self.outcomes.items()},
             "seconds": round(self.seconds, 3),
+            "read_seconds": round(self.read_seconds, 3),
         }
 
 
@@ -141,7 +147,7 @@ def check_kind(kind: str) -> str:
 
 
 class AttackLab:
-    """Runs one attack on one image against both models and gathers what to show."""
+    """Runs one attack on one image against each chosen model and gathers what to show."""
 
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
@@ -151,10 +157,11 @@ class AttackLab:
     ) -> tuple[dict[str, torch.Tensor], int | None]:
         if gallery_id is not None and gallery_id >= 0:
             gallery_id = self.resources.check_id(gallery_id)
-            return {k: self.resources.model_input(gallery_id, k) for k in MODEL_KEYS}, gallery_id
+            keys = self.resources.keys
+            return {k: self.resources.model_input(gallery_id, k) for k in keys}, gallery_id
         if not isinstance(image, Image.Image):
             raise ValueError("no image to attack: upload one or pick one from the gallery")
-        return {k: self.resources.views[k].preprocess(image) for k in MODEL_KEYS}, None
+        return {k: self.resources.views[k].preprocess(image) for k in self.resources.keys}, None
 
     def run(
         self,
@@ -164,15 +171,21 @@ class AttackLab:
         eps: float = DEFAULT_EPS,
         steps: int = DEFAULT_STEPS,
         k: int = 5,
+        models: str | list[str] = "all",
     ) -> AttackLabResult:
+        """Attack the image with each of ``models`` (see :func:`app.search.models_for`);
+        the panels go from the plain model to the ensemble: vanilla, baseline, EAT."""
         started = time.perf_counter()
+        chosen = models_for(models, self.resources.keys)
         kind = check_kind(kind)
         eps, steps = check_attack_budget(eps, steps)
         k = check_k(k)
         inputs, gallery_id = self._inputs(image, gallery_id)
         res = self.resources
         labels = res.labels
-        clean_vectors = {key: res.views[key].embed(inputs[key][None])[0] for key in MODEL_KEYS}
+        clean_vectors = {
+            key: res.views[key].embed(inputs[key][None])[0] for key in {*chosen, "eat"}
+        }
         if gallery_id is not None and labels[gallery_id] >= 0:
             true_label = int(labels[gallery_id])
             label_source = f"gallery item {gallery_id}"
@@ -182,7 +195,7 @@ class AttackLab:
             label_source = "not known for an upload: the EAT ensemble's clean top-1 class"
 
         outcomes, panels = {}, []
-        for key in ("vanilla", "eat"):
+        for key in sorted(chosen, key=LAB_ORDER.index):
             view = res.views[key]
             x = inputs[key][None]
             clean = clean_vectors[key]

@@ -1,15 +1,16 @@
 """The app's models and gallery: checkpoints, search indexes and maps, cached per user.
 
 :func:`load_resources` loads the vanilla model and the EAT ensemble from a models
-folder (``DIR/vanilla`` and ``DIR/eat``, checkpoints written by ``eat train``), builds or
+folder (``DIR/vanilla`` and ``DIR/eat``, checkpoints written by ``eat train``, and the
+single-model ``DIR/baseline`` when it is there), builds or
 loads one :mod:`index` search index per model over the gallery (the Fashion-MNIST test
 set, or any image folder ``root/class_name/*.jpg``), and prepares what the attack lab
 needs: each model's gallery vectors, k-means centroids (the clustering attack's targets)
 and a 2-D map (:mod:`app.projection`).
 
 Everything derived is cached in ``~/.cache/eat/app/<fingerprint>/`` (``$XDG_CACHE_HOME``
-honoured), where the fingerprint hashes the gallery (source, size, file list) and both
-models' fingerprints, so a new model or gallery never reuses stale files. The cache is
+honoured), where the fingerprint hashes the gallery (source, size, file list) and every
+model's fingerprint, so a new model or gallery never reuses stale files. The cache is
 private: nothing in it is ever served as a file.
 """
 
@@ -48,8 +49,10 @@ from .projection import GalleryProjection
 
 log = logging.getLogger(__name__)
 
-MODEL_KEYS = ("eat", "vanilla")
-MODEL_LABELS = {"eat": "EAT ensemble", "vanilla": "vanilla"}
+#: every model the app can serve, in display order; ``baseline`` is optional
+MODEL_KEYS = ("eat", "baseline", "vanilla")
+REQUIRED_KEYS = ("eat", "vanilla")
+MODEL_LABELS = {"eat": "EAT ensemble", "baseline": "single-model baseline", "vanilla": "vanilla"}
 DEFAULT_GALLERY = "fashion-mnist:test"
 DEFAULT_MAP_POINTS = 5000
 DISPLAY_SIDE = 112
@@ -67,11 +70,15 @@ def default_cache_root() -> Path:
 
 
 def load_models(models_dir: str | os.PathLike) -> dict[str, EmbeddingModel]:
-    """``{"eat": ensemble, "vanilla": single model}`` from ``DIR/eat`` and ``DIR/vanilla``."""
+    """``{"eat": ensemble, "baseline": …, "vanilla": single model}`` from ``DIR/eat``,
+    ``DIR/vanilla`` and, when it is there, ``DIR/baseline`` (the strongest single-model
+    defense at EAT's training compute, shipped beside them)."""
     models_dir = Path(models_dir)
     models = {}
     for key in MODEL_KEYS:
         path = models_dir / key
+        if key not in REQUIRED_KEYS and not (path / "config.json").is_file():
+            continue
         try:
             models[key] = load_model(path)
         except CheckpointError as exc:
@@ -81,13 +88,23 @@ def load_models(models_dir: str | os.PathLike) -> dict[str, EmbeddingModel]:
                 "written by 'eat train' (e.g. 'eat train --out DIR/vanilla' and "
                 "'eat train --defense eat --out DIR/eat'); pass another folder with --models."
             ) from exc
-    a, b = (models[k].meta for k in MODEL_KEYS)
-    if (a["channels"], a["input_size"]) != (b["channels"], b["input_size"]):
-        raise ModelsNotFoundError(
-            f"the models take different inputs ({a['channels']}×{a['input_size']}² vs "
-            f"{b['channels']}×{b['input_size']}²); the app compares models of one input format"
-        )
+    a = models["eat"].meta
+    for key, model in models.items():
+        b = model.meta
+        if (a["channels"], a["input_size"]) != (b["channels"], b["input_size"]):
+            raise ModelsNotFoundError(
+                f"the models take different inputs (eat {a['channels']}×{a['input_size']}² vs "
+                f"{key} {b['channels']}×{b['input_size']}²); the app compares models of one "
+                "input format"
+            )
     return models
+
+
+def model_label(key: str, model: EmbeddingModel) -> str:
+    """The name a person sees: the baseline says which defense it is."""
+    if key == "baseline" and model.meta.get("defense"):
+        return f"baseline ({model.meta['defense']})"
+    return MODEL_LABELS[key]
 
 
 # --------------------------------------------------------------------------- gallery source
@@ -220,8 +237,13 @@ class Resources:
         return [int(rows[r]) for r in range(per_class) for rows in by_class if r < len(rows)]
 
     @property
+    def keys(self) -> tuple[str, ...]:
+        """The loaded models' keys, in display order (``MODEL_KEYS``)."""
+        return tuple(k for k in MODEL_KEYS if k in self.views)
+
+    @property
     def projections(self) -> list[GalleryProjection]:
-        return [self.views[k].projection for k in MODEL_KEYS]
+        return [self.views[k].projection for k in self.keys]
 
 
 def enlarge(pixels: np.ndarray | Image.Image, side: int = DISPLAY_SIDE) -> Image.Image:
@@ -309,10 +331,10 @@ def load_resources(
     ids, _ = indexes["eat"].vectors()
     records = [indexes["eat"].record(int(i)) for i in ids]
     refs = [r["source"] for r in records]
-    for key in MODEL_KEYS:
+    for key in models:
         other_ids, _ = indexes[key].vectors()
         if not np.array_equal(other_ids, ids):
-            raise SearchIndexError("the two models' gallery indexes hold different items")
+            raise SearchIndexError("the models' gallery indexes hold different items")
     if not np.array_equal(ids, np.arange(len(ids))):
         raise SearchIndexError("the gallery index ids are not 0 … N-1; delete the app cache")
     labels = np.asarray(
@@ -346,7 +368,7 @@ def load_resources(
         )
         views[key] = ModelView(
             key=key,
-            label=MODEL_LABELS[key],
+            label=model_label(key, model),
             model=model,
             index=indexes[key],
             vectors=vectors,

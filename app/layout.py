@@ -24,10 +24,9 @@ from gradio.utils import get_upload_folder
 from index import SearchIndexError
 
 from . import present
-from .attack_lab import ATTACK_LABELS, DEFAULT_EPS, DEFAULT_STEPS
+from .attack_lab import ATTACK_LABELS, DEFAULT_EPS, DEFAULT_STEPS, LAB_ORDER
 from .clustering import ALGORITHM_LABELS, AUTO_K_RANGE, MAX_ATTACK_STEPS, MAX_EPS, MAX_K
-from .gallery import MODEL_LABELS
-from .search import DEFAULT_K, DEFAULT_MODEL
+from .search import DEFAULT_K
 from .search import MAX_K as MAX_RESULTS
 from .services import Services
 from .uploads import UploadError, load_image, load_uploads
@@ -40,18 +39,35 @@ DOWNLOADS_MAX_AGE_S = 3600
 STATUS_REFRESH_S = 10.0  # the header re-reads the UMAP state until it is warm
 INTRO = (
     "# EAT — robust image search, clustering and an attack lab\n"
-    "Deep-metric-learning embeddings of a plain (**vanilla**) model and of an **EAT** "
-    "(Ensemble Adversarial Training) ensemble, side by side: search the gallery, cluster "
-    "your own images, and watch an adversarial perturbation move each model's embedding."
+    "Deep-metric-learning embeddings of a plain (**vanilla**) model, a single adversarially "
+    "trained **baseline** model (when shipped) and an **EAT** (Ensemble Adversarial "
+    "Training) ensemble, side by side: search the gallery, cluster your own images, and "
+    "watch an adversarial perturbation move each model's embedding."
 )
 CSS = """
 .eat-pixel img, .thumbnail-item img { image-rendering: pixelated; }
 .compact-gallery .grid-wrap.fixed-height { min-height: 0 !important; max-height: none !important; }
-.compact-gallery .caption-label { font-size: 11px !important; padding: 1px 4px !important; }
+.compact-gallery .caption-label {
+    font-size: 11px !important; padding: 1px 4px !important;
+    max-width: 100% !important; white-space: normal !important; text-overflow: clip !important;
+    overflow: visible !important; line-height: 1.15 !important;
+}
+.prose table th, .prose table td {
+    word-break: normal !important; overflow-wrap: normal !important;
+}
+#lab-panels .compact-gallery .caption-label {
+    font-size: 9px !important; padding: 0 2px !important;
+}
+.prose table { display: block; overflow-x: auto; max-width: 100%; }
+#report-plots .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
+#report-plots img { object-fit: contain !important; }
 .compact-gallery .grid-container {
     grid-template-columns: repeat(auto-fill, minmax(var(--eat-thumb, 88px), 1fr)) !important;
 }
-#lab-panels .compact-gallery .grid-container { --eat-thumb: 56px; }
+#lab-panels .compact-gallery .grid-container {
+    grid-template-columns: repeat(5, minmax(0, 1fr)) !important;
+}
+#search-examples .grid-wrap, #lab-gallery .grid-wrap { padding-top: 34px !important; }
 #cluster-output .compact-gallery .grid-container {
     grid-template-columns: repeat(auto-fill, 96px) !important;
 }
@@ -154,6 +170,8 @@ CACHE_SWEEP_S = 3600
 def build_demo(services: Services) -> gr.Blocks:
     """The Blocks app; launch it with the settings in :mod:`app.server`."""
     res = services.resources
+    keys = res.keys
+    lab_keys = tuple(k for k in LAB_ORDER if k in keys)
     examples = services.examples
     picks = services.lab_picks
     thumbs = ThumbnailFiles(services)
@@ -180,7 +198,7 @@ def build_demo(services: Services) -> gr.Blocks:
                             label="Upload a photo (PNG, JPEG, …; ≤ 10 MB)",
                             file_types=["image"],
                             elem_id="search-upload",
-                            height=120,
+                            height=150,
                         )
                         example_gallery = gr.Gallery(
                             value=[(e.image, e.name.split("-", 1)[-1]) for e in examples],
@@ -193,14 +211,10 @@ def build_demo(services: Services) -> gr.Blocks:
                             elem_classes="compact-gallery",
                             preview=False,
                         )
-                        search_model = gr.Radio(
-                            choices=[
-                                ("EAT ensemble", "eat"),
-                                ("vanilla", "vanilla"),
-                                ("both side by side", "both"),
-                            ],
-                            value=DEFAULT_MODEL,
-                            label="Model",
+                        search_model = gr.CheckboxGroup(
+                            choices=[(res.views[key].label, key) for key in keys],
+                            value=list(keys),
+                            label="Models (each one chosen is shown side by side)",
                             elem_id="search-model",
                         )
                         search_k = gr.Slider(
@@ -227,24 +241,18 @@ def build_demo(services: Services) -> gr.Blocks:
                             )
                             search_info = gr.Markdown(elem_id="search-info")
                         with gr.Row(elem_id="search-results-row"):
-                            eat_results = gr.Gallery(
-                                label=MODEL_LABELS["eat"],
-                                columns=4,
-                                height="auto",
-                                elem_classes="compact-gallery",
-                                preview=False,
-                                format="png",
-                                elem_id="search-results-eat",
-                            )
-                            vanilla_results = gr.Gallery(
-                                label=MODEL_LABELS["vanilla"],
-                                columns=4,
-                                height="auto",
-                                elem_classes="compact-gallery",
-                                preview=False,
-                                format="png",
-                                elem_id="search-results-vanilla",
-                            )
+                            search_galleries = {
+                                key: gr.Gallery(
+                                    label=res.views[key].label,
+                                    columns=4,
+                                    height="auto",
+                                    elem_classes="compact-gallery",
+                                    preview=False,
+                                    format="png",
+                                    elem_id=f"search-results-{key}",
+                                )
+                                for key in keys
+                            }
                         with gr.Accordion("Raw results (JSON)", open=False, elem_id="search-raw"):
                             search_json = gr.JSON(elem_id="search-json")
 
@@ -265,7 +273,7 @@ def build_demo(services: Services) -> gr.Blocks:
                             elem_id="cluster-upload",
                         )
                         cluster_model = gr.Radio(
-                            choices=[("EAT ensemble", "eat"), ("vanilla", "vanilla")],
+                            choices=[(res.views[key].label, key) for key in keys],
                             value="eat",
                             label="Model",
                             elem_id="cluster-model",
@@ -294,7 +302,7 @@ def build_demo(services: Services) -> gr.Blocks:
                             cluster_attack = gr.Checkbox(
                                 value=False,
                                 label="Perturb a fraction p of the images with the clustering "
-                                "attack and compare vanilla vs EAT",
+                                "attack and compare the models side by side",
                                 elem_id="cluster-attack-on",
                             )
                             cluster_fraction = gr.Slider(
@@ -360,7 +368,7 @@ def build_demo(services: Services) -> gr.Blocks:
                         ]
                         cluster_attack_info = gr.Markdown(elem_id="cluster-attack-info")
                         cluster_attack_map = gr.Image(
-                            label="After the attack: vanilla vs EAT",
+                            label="After the attack: each model",
                             type="pil",
                             interactive=False,
                             visible=False,
@@ -419,9 +427,15 @@ def build_demo(services: Services) -> gr.Blocks:
                             label="PGD steps",
                             elem_id="lab-steps",
                         )
-                        lab_button = gr.Button(
-                            "Attack both models", variant="primary", elem_id="lab-button"
+                        lab_models = gr.CheckboxGroup(
+                            choices=[(res.views[key].label, key) for key in lab_keys],
+                            value=list(lab_keys),
+                            label="Models to attack (each one chosen gets its own panel)",
+                            elem_id="lab-models",
                         )
+                        lab_button = gr.Button("Attack", variant="primary", elem_id="lab-button")
+                        with gr.Accordion("What ES, QA, CA and ε mean", open=False):
+                            gr.Markdown(present.GLOSSARY, elem_id="lab-glossary")
                     with gr.Column(scale=3, elem_id="lab-output"):
                         with gr.Row(elem_id="lab-images"):
                             lab_clean = gr.Image(
@@ -434,91 +448,63 @@ def build_demo(services: Services) -> gr.Blocks:
                                 height=170,
                                 elem_id="lab-clean",
                                 elem_classes="eat-pixel",
+                                scale=1,
                             )
-                            lab_vanilla_adv = gr.Image(
-                                label="vanilla: adversarial",
-                                buttons=["download"],
-                                type="pil",
-                                interactive=False,
-                                format="png",
-                                height=170,
-                                elem_id="lab-vanilla-adv",
-                                elem_classes="eat-pixel",
-                            )
-                            lab_vanilla_delta = gr.Image(
-                                label="vanilla: δ amplified",
-                                buttons=[],
-                                type="pil",
-                                interactive=False,
-                                format="png",
-                                height=170,
-                                elem_id="lab-vanilla-delta",
-                                elem_classes="eat-pixel",
-                            )
-                            lab_eat_adv = gr.Image(
-                                label="EAT: adversarial",
-                                buttons=["download"],
-                                type="pil",
-                                interactive=False,
-                                format="png",
-                                height=170,
-                                elem_id="lab-eat-adv",
-                                elem_classes="eat-pixel",
-                            )
-                            lab_eat_delta = gr.Image(
-                                label="EAT: δ amplified",
-                                buttons=[],
-                                type="pil",
-                                interactive=False,
-                                format="png",
-                                height=170,
-                                elem_id="lab-eat-delta",
-                                elem_classes="eat-pixel",
+                            gr.Markdown(
+                                "Pick or upload an image, choose an attack and its budget, and "
+                                "press **Attack**. Each model is attacked white-box on its own "
+                                "embedding. Its panel shows the adversarial image, the "
+                                "perturbation δ (amplified to the full grey range), and the "
+                                "top-5 gallery items for the clean and the adversarial query; "
+                                "the maps below show how far each embedding moved.",
+                                elem_id="lab-help",
+                                scale=3,
                             )
                         lab_numbers = gr.Markdown(elem_id="lab-numbers")
+                        lab_panels, lab_outputs = {}, {}
                         with gr.Row(elem_id="lab-panels"):
-                            with gr.Column(elem_id="lab-panel-vanilla"):
-                                lab_vanilla_clean_hits = gr.Gallery(
-                                    label="vanilla: top-5, clean query",
-                                    columns=5,
-                                    height="auto",
-                                    elem_classes="compact-gallery",
-                                    preview=False,
-                                    format="png",
-                                    allow_preview=False,
-                                    elem_id="lab-vanilla-clean-hits",
-                                )
-                                lab_vanilla_adv_hits = gr.Gallery(
-                                    label="vanilla: top-5, adversarial query",
-                                    columns=5,
-                                    height="auto",
-                                    elem_classes="compact-gallery",
-                                    preview=False,
-                                    format="png",
-                                    allow_preview=False,
-                                    elem_id="lab-vanilla-adv-hits",
-                                )
-                            with gr.Column(elem_id="lab-panel-eat"):
-                                lab_eat_clean_hits = gr.Gallery(
-                                    label="EAT ensemble: top-5, clean query",
-                                    columns=5,
-                                    height="auto",
-                                    elem_classes="compact-gallery",
-                                    preview=False,
-                                    format="png",
-                                    allow_preview=False,
-                                    elem_id="lab-eat-clean-hits",
-                                )
-                                lab_eat_adv_hits = gr.Gallery(
-                                    label="EAT ensemble: top-5, adversarial query",
-                                    columns=5,
-                                    height="auto",
-                                    elem_classes="compact-gallery",
-                                    preview=False,
-                                    format="png",
-                                    allow_preview=False,
-                                    elem_id="lab-eat-adv-hits",
-                                )
+                            for key in lab_keys:
+                                label = present.SHORT_LABELS[key]
+                                with gr.Column(elem_id=f"lab-panel-{key}", min_width=240) as panel:
+                                    with gr.Row():
+                                        adv = gr.Image(
+                                            label=f"{label}: adversarial",
+                                            buttons=["download"],
+                                            type="pil",
+                                            interactive=False,
+                                            format="png",
+                                            height=150,
+                                            elem_id=f"lab-{key}-adv",
+                                            elem_classes="eat-pixel",
+                                        )
+                                        delta = gr.Image(
+                                            label=f"{label}: δ amplified",
+                                            buttons=[],
+                                            type="pil",
+                                            interactive=False,
+                                            format="png",
+                                            height=150,
+                                            elem_id=f"lab-{key}-delta",
+                                            elem_classes="eat-pixel",
+                                        )
+                                    clean_hits, adv_hits = (
+                                        gr.Gallery(
+                                            label=f"{label}: top-5, {which} query",
+                                            columns=5,
+                                            height="auto",
+                                            elem_classes="compact-gallery",
+                                            preview=False,
+                                            format="png",
+                                            allow_preview=False,
+                                            elem_id=f"lab-{key}-{tag}-hits",
+                                        )
+                                        for which, tag in (
+                                            ("clean", "clean"),
+                                            ("adversarial", "adv"),
+                                        )
+                                    )
+                                lab_panels[key] = panel
+                                lab_outputs[key] = [adv, delta, clean_hits, adv_hits]
                         lab_map = gr.Image(
                             label="Gallery maps: clean ○ → adversarial ×",
                             show_label=False,
@@ -534,10 +520,11 @@ def build_demo(services: Services) -> gr.Blocks:
             with gr.Tab("Robustness report", id="report", elem_id="tab-report"):
                 report_md = gr.Markdown(elem_id="report-text")
                 report_plots = gr.Gallery(
-                    label="Benchmark plots",
+                    label="Benchmark plots (click one to enlarge)",
                     columns=2,
                     height="auto",
-                    elem_classes="compact-gallery",
+                    object_fit="contain",
+                    allow_preview=True,
                     preview=False,
                     format="png",
                     elem_id="report-plots",
@@ -556,26 +543,29 @@ def build_demo(services: Services) -> gr.Blocks:
             return present.status_markdown(info), info, gr.Timer(active=warming)
 
         @user_errors("search")
-        def search(file, example_index, model, k):
+        def search(file, example_index, models, k):
+            started = time.perf_counter()
             path = _file_path(file)
             if path is not None:
-                image = load_image(path).image
+                image, query = load_image(path).image, f"your upload {Path(path).name}"
             elif example_index is not None and 0 <= int(example_index) < len(examples):
-                image = examples[int(example_index)].image
+                example = examples[int(example_index)]
+                image, query = example.image, f"the example {example.name.split('-', 1)[-1]}"
             else:
                 raise UploadError("No query image: upload an image or pick an example.")
-            result = services.search.search(image, model, int(k))
+            read = time.perf_counter() - started if path is not None else 0.0
+            result = services.search.search(image, models, int(k))
+            result.read_seconds, result.query = read, query
             show = result.results
             return (
                 result.model_input,
-                gr.update(
-                    value=thumbs.hits(show["eat"].hits) if "eat" in show else None,
-                    visible="eat" in show,
-                ),
-                gr.update(
-                    value=thumbs.hits(show["vanilla"].hits) if "vanilla" in show else None,
-                    visible="vanilla" in show,
-                ),
+                *[
+                    gr.update(
+                        value=thumbs.hits(show[key].hits) if key in show else None,
+                        visible=key in show,
+                    )
+                    for key in keys
+                ],
                 present.search_markdown(result),
                 result.to_dict(),
             )
@@ -585,7 +575,9 @@ def build_demo(services: Services) -> gr.Blocks:
 
         @user_errors("cluster the images")
         def cluster(files, model, algorithm, auto_k, k, attack, fraction, eps, steps):
+            started = time.perf_counter()
             batch = load_uploads(_file_paths(files))
+            read = time.perf_counter() - started
             result = services.cluster.cluster(
                 batch,
                 model=model,
@@ -596,6 +588,7 @@ def build_demo(services: Services) -> gr.Blocks:
                 eps=float(eps),
                 steps=int(steps),
             )
+            result.read_seconds = read
             clusters = result.clusters
             slots = []
             for i in range(CLUSTER_SLOTS):
@@ -643,10 +636,12 @@ def build_demo(services: Services) -> gr.Blocks:
             return -1, load_image(path).image
 
         @user_errors("run the attack")
-        def attack(file, item, kind, eps, steps):
+        def attack(file, item, kind, eps, steps, models):
+            started = time.perf_counter()
             path = _file_path(file)
             item = -1 if item is None else int(item)
             image = load_image(path).image if path is not None and item < 0 else None
+            read = time.perf_counter() - started if image is not None else 0.0
             if image is None and item < 0:
                 raise UploadError("No image to attack: upload one or pick one from the gallery.")
             result = services.lab.run(
@@ -655,18 +650,25 @@ def build_demo(services: Services) -> gr.Blocks:
                 kind=kind,
                 eps=float(eps),
                 steps=int(steps),
+                models=models,
             )
-            v, e = result.outcomes["vanilla"], result.outcomes["eat"]
+            result.read_seconds = read
+            panels = []
+            for key in lab_keys:
+                shown = result.outcomes.get(key)
+                panels.append(gr.update(visible=shown is not None))
+                if shown is None:
+                    panels += [None, None, None, None]
+                else:
+                    panels += [
+                        shown.adversarial,
+                        shown.perturbation,
+                        thumbs.hits(shown.clean_hits),
+                        thumbs.hits(shown.adversarial_hits),
+                    ]
             return (
                 result.clean_image,
-                v.adversarial,
-                v.perturbation,
-                e.adversarial,
-                e.perturbation,
-                thumbs.hits(v.clean_hits),
-                thumbs.hits(v.adversarial_hits),
-                thumbs.hits(e.clean_hits),
-                thumbs.hits(e.adversarial_hits),
+                *panels,
                 present.attack_markdown(result),
                 result.figure,
                 result.to_dict(),
@@ -678,17 +680,38 @@ def build_demo(services: Services) -> gr.Blocks:
 
         # -------------------------------------------------------------------- events
 
-        search_outputs = [seen, eat_results, vanilla_results, search_info, search_json]
+        search_outputs = [seen, *search_galleries.values(), search_info, search_json]
         search_inputs = [query_file, example_state, search_model, search_k]
+
+        def failed(what: str, blanks: int):
+            """After a failed request: no stale result under the error, and a note why."""
+
+            def clear():
+                note = f"*Nothing to show: the last {what} failed (the message says why).*"
+                return note, *[gr.update(value=None) for _ in range(blanks)]
+
+            return clear
+
+        search_blank = [seen, *search_galleries.values(), search_json]
         gr.on(
             [search_button.click, query_file.upload],
             search,
             inputs=search_inputs,
             outputs=search_outputs,
             api_name="search",
-            api_description="Top-k gallery items for an uploaded image: "
-            "(file, model 'eat'|'vanilla'|'both', k).",
+            api_description="Top-k gallery items for an uploaded image: (file, models: a list "
+            f"of {', '.join(repr(k) for k in keys)}, k).",
             concurrency_limit=4,
+        ).failure(
+            failed("search", len(search_blank)),
+            outputs=[search_info, *search_blank],
+            api_visibility="private",
+            queue=False,
+        )
+        # Clearing the upload also forgets a previously picked example, so Search never
+        # quietly runs on an image that is no longer shown.
+        query_file.clear(
+            lambda: None, outputs=[example_state], api_visibility="private", queue=False
         )
         example_gallery.select(
             pick_example,
@@ -731,6 +754,29 @@ def build_demo(services: Services) -> gr.Blocks:
             "algorithm, auto_k, k, attack, fraction, eps, steps).",
             concurrency_limit=1,
             concurrency_id=HEAVY_QUEUE,
+        ).failure(
+            lambda: (
+                failed("clustering", 0)()[0],
+                None,
+                None,
+                None,
+                *[gr.update(value=None, visible=False) for _ in cluster_galleries],
+                "",
+                gr.update(value=None, visible=False),
+                None,
+            ),
+            outputs=[
+                cluster_info,
+                cluster_map,
+                cluster_csv,
+                cluster_zip,
+                *cluster_galleries,
+                cluster_attack_info,
+                cluster_attack_map,
+                cluster_json,
+            ],
+            api_visibility="private",
+            queue=False,
         )
 
         lab_pick.select(
@@ -745,28 +791,28 @@ def build_demo(services: Services) -> gr.Blocks:
             outputs=[lab_item, lab_clean],
             api_visibility="private",
         )
+        lab_blank = [*[c for key in lab_keys for c in lab_outputs[key]], lab_map, lab_json]
         lab_button.click(
             attack,
-            inputs=[lab_file, lab_item, lab_kind, lab_eps, lab_steps],
+            inputs=[lab_file, lab_item, lab_kind, lab_eps, lab_steps, lab_models],
             outputs=[
                 lab_clean,
-                lab_vanilla_adv,
-                lab_vanilla_delta,
-                lab_eat_adv,
-                lab_eat_delta,
-                lab_vanilla_clean_hits,
-                lab_vanilla_adv_hits,
-                lab_eat_clean_hits,
-                lab_eat_adv_hits,
+                *[c for key in lab_keys for c in (lab_panels[key], *lab_outputs[key])],
                 lab_numbers,
                 lab_map,
                 lab_json,
             ],
             api_name="attack",
-            api_description="Attack one image against both models: (file or None, gallery "
-            "item id or -1, kind 'es'|'qa'|'ca', eps, steps).",
+            api_description="Attack one image against each chosen model: (file or None, "
+            "gallery item id or -1, kind 'es'|'qa'|'ca', eps, steps, models: a list of "
+            f"{', '.join(repr(k) for k in lab_keys)}).",
             concurrency_limit=1,
             concurrency_id=HEAVY_QUEUE,
+        ).failure(
+            failed("attack", len(lab_blank)),
+            outputs=[lab_numbers, *lab_blank],
+            api_visibility="private",
+            queue=False,
         )
 
         gr.on(

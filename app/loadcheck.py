@@ -155,11 +155,18 @@ def wait_until_warm(url: str, timeout: float) -> tuple[bool, float]:
         user.close()
 
 
+def model_list(model: str) -> list[str]:
+    """The UI's model selection (a list of keys) for a ``--model`` value."""
+    from .search import MODEL_GROUPS
+
+    return list(MODEL_GROUPS.get(model, model.split(",")))
+
+
 def search_bursts(search, concurrency: int, rounds: int, model: str, k: int) -> dict:
     """``rounds`` bursts of ``concurrency`` simultaneous calls of ``search(i, r)`` (user i,
     round r; returns the per-model results dict), all released at once by a barrier,
     after one uncounted warm-up burst. Every answer must hold ``k`` hits per model."""
-    expected = ("eat", "vanilla") if model == "both" else (model,)
+    expected = model_list(model)
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -209,11 +216,11 @@ def concurrent_searches(
     ``/search``), one connection per user."""
     users = [HTTPUser(url) for _ in range(concurrency)]
     for user in users[:3]:  # warm the server's code paths once
-        user.call("search", [user.upload(queries[0]), model, k])
+        user.call("search", [user.upload(queries[0]), model_list(model), k])
 
     def search(i: int, r: int) -> dict:
         query = users[i].upload(queries[(i + r) % len(queries)])
-        return users[i].call("search", [query, model, k])[-1]
+        return users[i].call("search", [query, model_list(model), k])[-1]
 
     try:
         return search_bursts(search, concurrency, rounds, model, k)
@@ -255,11 +262,11 @@ def gradio_client_searches(url: str, query: Path, repeats: int, model: str, k: i
     from gradio_client import Client, handle_file
 
     client = Client(url, verbose=False, download_files=False)
-    client.predict(handle_file(str(query)), model, k, api_name="/search")
+    client.predict(handle_file(str(query)), model_list(model), k, api_name="/search")
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        client.predict(handle_file(str(query)), model, k, api_name="/search")
+        client.predict(handle_file(str(query)), model_list(model), k, api_name="/search")
         times.append(time.perf_counter() - t)
     return _summary(times)
 
@@ -267,11 +274,13 @@ def gradio_client_searches(url: str, query: Path, repeats: int, model: str, k: i
 def attack_requests(url: str, repeats: int, steps: int, eps: float, kind: str) -> dict:
     """PGD attacks on gallery items, one at a time: round trip and the server's times."""
     user = HTTPUser(url)
-    user.call("attack", [None, 0, kind, eps, steps])  # warm-up
-    round_trips, server_total, per_model = [], [], {"vanilla": [], "eat": []}
+    _, info = user.call("status", [])
+    models = [key for key in ("vanilla", "baseline", "eat") if key in info["models"]]
+    user.call("attack", [None, 0, kind, eps, steps, models])  # warm-up
+    round_trips, server_total, per_model = [], [], {key: [] for key in models}
     for i in range(repeats):
         t = time.perf_counter()
-        out = user.call("attack", [None, 17 * (i + 1), kind, eps, steps])
+        out = user.call("attack", [None, 17 * (i + 1), kind, eps, steps, models])
         round_trips.append(time.perf_counter() - t)
         details = out[-1]
         server_total.append(details["seconds"])
@@ -315,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model",
         default="eat",
-        choices=("eat", "vanilla", "both"),
-        help="model searched (default: eat)",
+        choices=("eat", "baseline", "vanilla", "both"),
+        help="model searched ('both': eat and vanilla) (default: eat)",
     )
     parser.add_argument("--k", type=int, default=8, help="results per search (default: 8)")
     parser.add_argument("--attacks", type=int, default=5, help="attack requests (default: 5)")

@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         description="AUROC of the app's out-of-domain signal: Fashion-MNIST training images "
         "against photos, digits, noise, blanks, gradients, patterns and drawings made here.",
     )
-    parser.add_argument("--models", default="assets/models", help="checkpoints vanilla/ and eat/")
+    parser.add_argument(
+        "--models", default="assets/models", help="checkpoints vanilla/, eat/ (and baseline/)"
+    )
     parser.add_argument("--gallery-size", type=int, default=None, help="gallery subset size")
     parser.add_argument("--cache-dir", default=None, help="app cache (default ~/.cache/eat/app)")
     parser.add_argument("--in-domain", type=int, default=1000, help="in-domain images scored")
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from .gallery import MODEL_KEYS, load_resources
+    from .gallery import load_resources
     from .search import SearchService
 
     torch.set_num_threads(args.threads)
@@ -175,19 +177,20 @@ def main(argv: list[str] | None = None) -> int:
         args.models, gallery_size=args.gallery_size, cache_root=args.cache_dir
     )
     service = SearchService(resources)
+    keys = resources.keys
     groups = {"in-domain (Fashion-MNIST train)": in_domain_images(args.in_domain)}
     groups |= make_images(per_kind=args.per_kind)
-    scores: dict[str, dict[str, list]] = {key: {} for key in MODEL_KEYS}
+    scores: dict[str, dict[str, list]] = {key: {} for key in keys}
     for name, images in groups.items():
         for image in images:
-            result = service.search(image, "both", 1)
-            for key in MODEL_KEYS:
+            result = service.search(image, "all", 1)
+            for key in keys:
                 ood = result.results[key].ood
                 scores[key].setdefault(name, []).append((ood.score, ood.out_of_domain))
 
     inside = next(iter(groups))
     report = {}
-    for key in MODEL_KEYS:
+    for key in keys:
         clean = [s for s, _ in scores[key][inside]]
         per_kind = {}
         strange_all = []
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         **provenance(),
         "load_average_before": [round(x, 2) for x in load_before],
         "wall_s": round(time.perf_counter() - started, 1),
-        "models": {k: resources.views[k].model.meta.get("fingerprint") for k in MODEL_KEYS},
+        "models": {k: resources.views[k].model.meta.get("fingerprint") for k in keys},
         "gallery": resources.gallery_name,
         "gallery_images": len(resources),
         "target_auroc": 0.95,
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         + " |",
         "|---|---:|---:|" + "---:|" * (len(groups) - 1),
     ]
-    for key in MODEL_KEYS:
+    for key in keys:
         r = report[key]
         cells = [f"{v['auroc']:.3f} / {v['flagged']:.0%}" for v in r["per_kind"].values()]
         lines.append(

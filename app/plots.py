@@ -129,8 +129,9 @@ class ClusterPanel:
 
 
 def cluster_maps(panels: Sequence[ClusterPanel], panel_size: float = 4.6) -> Image.Image:
-    """Scatters of clusterings side by side; ``marked`` points (attacked) are crosses."""
-    fig = Figure(figsize=(panel_size * len(panels), panel_size + 0.5), dpi=90)
+    """Scatters of clusterings side by side; ``marked`` points (attacked) are crosses. Each
+    panel's legend sits under it, never over its points."""
+    fig = Figure(figsize=(panel_size * len(panels), panel_size + 1.4), dpi=90)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels, strict=True):
         marked = np.zeros(len(panel.xy), dtype=bool) if panel.marked is None else panel.marked
@@ -161,7 +162,16 @@ def cluster_maps(panels: Sequence[ClusterPanel], panel_size: float = 4.6) -> Ima
             ax.set_xlabel(textwrap.fill(panel.note, 70), fontsize=7.5, color="#444444")
         ax.set_xticks([])
         ax.set_yticks([])
-        if len(np.unique(panel.assignments)) <= 12:
-            ax.legend(fontsize=7, loc="upper right", framealpha=0.7)
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.1, wspace=0.05)
+        n_clusters = len(np.unique(panel.assignments))
+        if n_clusters <= 12:
+            ax.legend(
+                fontsize=7,
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.1 if panel.note else -0.02),
+                ncol=min(6, n_clusters),
+                frameon=False,
+                handletextpad=0.2,
+                columnspacing=0.8,
+            )
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.92, bottom=0.24, wspace=0.05)
     return figure_to_image(fig)

@@ -15,7 +15,21 @@ from .uploads import (
     summarise_skipped,
 )
 
-SHORT_LABELS = {"eat": "EAT", "vanilla": "vanilla"}
+SHORT_LABELS = {"eat": "EAT", "baseline": "baseline", "vanilla": "vanilla"}
+
+#: what the attack lab's words mean, shown under its controls
+GLOSSARY = (
+    "**ε (epsilon)**: the attacker's budget, the most any pixel may change (pixels in [0, 1]; "
+    "0.1 = 10 % of the grey range). "
+    "**ES** (embedding shift): push the image's embedding as far as possible from where it "
+    "was, so every neighbour changes. "
+    "**QA** (query attack): push a search query away from its nearest gallery items of its "
+    "own class, so the right answers drop down the ranking. "
+    "**CA** (clustering attack): push an image away from its cluster's centre toward "
+    "another cluster, so clustering puts it in the wrong group. "
+    "Each attack is white-box PGD (repeated gradient steps, kept within ε) on the model's "
+    "deployed embedding — for the ensemble, the averaged one."
+)
 
 
 def limits_text() -> str:
@@ -48,10 +62,15 @@ def status_markdown(status: dict) -> str:
         if knows.get("classes")
         else ""
     )
+    parts = []
+    for key, info in models.items():
+        detail = [_members(info["members"])] if info["members"] > 1 else []
+        if info.get("defense") and key == "eat":
+            detail.append(f"trained with {info['defense']}")
+        parts.append(f"**{info['label']}**" + (f" ({', '.join(detail)})" if detail else ""))
     return known + (
         f"Gallery: **{status['gallery_images']:,}** images of `{status['gallery']}` · "
-        f"models: **{models['eat']['label']}** ({_members(models['eat']['members'])}, "
-        f"trained with {models['eat']['defense']}) and **{models['vanilla']['label']}** · {umap}"
+        f"models: {', '.join(parts)} · {umap}"
     )
 
 
@@ -61,7 +80,7 @@ def skipped_markdown(skipped, limit: int = MAX_SKIPPED_LINES) -> str:
 
 
 def search_markdown(result: SearchResult) -> str:
-    lines = []
+    lines = [f"Searched with {escape_markdown(result.query)}."] if result.query else []
     if result.out_of_domain:
         lines.append(f"**{describe(result.ood)}**")
     for res in result.results.values():
@@ -74,6 +93,8 @@ def search_markdown(result: SearchResult) -> str:
             f"**{res.label}**: top hit *{top.class_name}* (cosine {top.score:.3f}); "
             f"{share:.0%} of the top {len(classes)} share its class · {res.seconds * 1000:.0f} ms"
         )
+    if result.read_seconds:
+        lines.append(f"Reading the image took {result.read_seconds * 1000:.0f} ms.")
     return "\n\n".join(lines)
 
 
@@ -86,7 +107,10 @@ def _scores_line(scores: dict[str, float] | None) -> str:
 def cluster_markdown(result: ClusterResult) -> str:
     lines = [
         f"**{plural(len(result.names), 'image')} → {plural(result.n_clusters, 'cluster')}** "
-        f"({ALGORITHM_LABELS[result.algorithm]}, {result.model} model, {result.seconds:.1f} s)."
+        f"({ALGORITHM_LABELS[result.algorithm]}, {result.model} model, "
+        f"{result.seconds + result.read_seconds:.1f} s"
+        + (f", reading the files {result.read_seconds:.1f} s" if result.read_seconds else "")
+        + ")."
     ]
     strange = result.out_of_domain_names
     if strange:
@@ -146,7 +170,8 @@ def set_attack_markdown(result: ClusterResult) -> str:
 def attack_markdown(result: AttackLabResult) -> str:
     header = (
         f"**{ATTACK_LABELS[result.kind]}**, ε = {result.eps:.3f}, PGD-{result.steps} · "
-        f"true class *{result.true_class}* ({result.label_source}) · {result.seconds:.2f} s\n\n"
+        f"true class *{result.true_class}* ({result.label_source}) · "
+        f"{result.seconds + result.read_seconds:.2f} s\n\n"
         "| model | emb. shift | true-class rank (clean → adv.) | top-1 class (clean → adv.) "
         "| nearest gallery cluster (clean → adv.) | time |\n|---|---:|---:|---|---|---:|"
     )

@@ -6,7 +6,7 @@ queue, no event stream. It calls the same :class:`~app.search.SearchService` as 
 Search tab, with the same limits on file size and pixels and the same error texts::
 
     curl --data-binary @shirt.png -H 'Content-Type: image/png' \\
-        'http://127.0.0.1:7860/api/search?model=both&k=5'
+        'http://127.0.0.1:7860/api/search?model=eat,baseline&k=5'
     curl -F file=@shirt.png 'http://127.0.0.1:7860/api/search'
 
 Answers: 200 with ``{"query": {...}, "out_of_domain": bool, "ood_score": float, "results":
@@ -14,7 +14,9 @@ Answers: 200 with ``{"query": {...}, "out_of_domain": bool, "ood_score": float, 
 query looks like nothing the model was trained on, see :mod:`app.ood`); 400 for an
 empty body, an image that cannot be read or a malformed multipart form (two files, too
 many fields, a missing boundary); 413 for a body over the file-size limit;
-422 for a bad ``model`` or ``k``. Each error is ``{"error": "<readable message>"}``.
+422 for a bad ``model`` (a key — ``eat``, ``baseline``, ``vanilla`` — ``both``, ``all``
+(the default) or keys separated by commas) or ``k``. Each error is
+``{"error": "<readable message>"}``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .search import DEFAULT_K, DEFAULT_MODEL, SEARCH_CHOICES, check_k
+from .search import DEFAULT_K, DEFAULT_MODEL, check_k, models_for
 from .services import Services
 from .uploads import MAX_FILE_BYTES, UploadError, decode_image
 
@@ -90,11 +92,8 @@ def search_route(services: Services, concurrency: int = API_CONCURRENCY) -> Rout
     async def search(request: Request) -> JSONResponse:
         started = time.perf_counter()
         model = request.query_params.get("model", DEFAULT_MODEL)
-        if model not in SEARCH_CHOICES:
-            return _error(
-                422, f"unknown model {model!r}; choose one of {', '.join(SEARCH_CHOICES)}"
-            )
         try:
+            models_for(model, services.resources.keys)
             k = check_k(request.query_params.get("k", DEFAULT_K))
         except ValueError as exc:
             return _error(422, str(exc))

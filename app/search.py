@@ -16,12 +16,14 @@ from PIL import Image
 from .gallery import DISPLAY_SIDE, MODEL_KEYS, ModelView, Resources, tensor_to_image
 from .ood import OODScore, member_embeddings
 
-SEARCH_CHOICES = ("eat", "vanilla", "both")
+#: what a search's ``model`` may name besides a model key (or a comma-separated list of keys)
+MODEL_GROUPS = {"both": ("eat", "vanilla"), "all": MODEL_KEYS}
+SEARCH_CHOICES = (*MODEL_KEYS, *MODEL_GROUPS)
 DEFAULT_K = 8
 #: the most results one search returns, in the UI and over HTTP alike
 MAX_K = 24
 #: the model(s) a search uses unless told otherwise, in the UI and over HTTP alike
-DEFAULT_MODEL = "both"
+DEFAULT_MODEL = "all"
 
 
 @dataclass
@@ -82,6 +84,10 @@ class SearchResult:
 
     model_input: Image.Image
     results: dict[str, ModelSearch]
+    #: time spent reading (decoding) the upload before the search, set by the caller
+    read_seconds: float = 0.0
+    #: what was searched, in words ("your upload coat.jpg"), set by the caller
+    query: str = ""
 
     def to_dict(self) -> dict:
         return {key: result.to_dict() for key, result in self.results.items()}
@@ -133,17 +139,35 @@ def ranked_hits(
     ]
 
 
-def models_for(choice: str) -> tuple[str, ...]:
-    """The model keys a choice of ``eat`` / ``vanilla`` / ``both`` stands for."""
-    if choice == "both":
-        return MODEL_KEYS
-    if choice not in MODEL_KEYS:
-        raise ValueError(f"unknown model {choice!r}; choose one of {', '.join(SEARCH_CHOICES)}")
-    return (choice,)
+def models_for(choice, loaded: tuple[str, ...] = MODEL_KEYS) -> tuple[str, ...]:
+    """The model keys a choice stands for, in display order: one key, ``both`` (eat and
+    vanilla), ``all`` (every loaded model), or several keys (a list or ``"eat,baseline"``).
+    Keys the app has not loaded are refused by name."""
+    if isinstance(choice, str):
+        names = MODEL_GROUPS.get(choice) or tuple(c.strip() for c in choice.split(",") if c.strip())
+        if choice == "all":
+            names = loaded
+    else:
+        names = tuple(choice or ())
+    if not names:
+        raise ValueError("choose at least one model")
+    unknown = [n for n in names if n not in MODEL_KEYS]
+    if unknown:
+        raise ValueError(
+            f"unknown model {unknown[0]!r}; choose one of {', '.join(SEARCH_CHOICES)} "
+            "(or several keys separated by commas)"
+        )
+    missing = [n for n in names if n not in loaded]
+    if missing:
+        raise ValueError(
+            f"the {missing[0]} model is not loaded in this app (loaded: {', '.join(loaded)})"
+        )
+    return tuple(k for k in loaded if k in names)
 
 
 class SearchService:
-    """Top-k search of the gallery with the vanilla model, the EAT ensemble, or both."""
+    """Top-k search of the gallery with any of the loaded models (vanilla, the single-model
+    baseline, the EAT ensemble)."""
 
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
@@ -158,11 +182,13 @@ class SearchService:
         flat = tensor.reshape(1, -1).numpy()
         return detector.score(flat, np.asarray([top1]), members)[0]
 
-    def search(self, image: Image.Image, model: str = "both", k: int = DEFAULT_K) -> SearchResult:
+    def search(
+        self, image: Image.Image, model: str | list[str] = DEFAULT_MODEL, k: int = DEFAULT_K
+    ) -> SearchResult:
         if not isinstance(image, Image.Image):
             raise ValueError("no query image: upload an image or pick an example")
         k = check_k(k)
-        keys = models_for(model)
+        keys = models_for(model, self.resources.keys)
         results = {}
         model_input = None
         for key in keys:

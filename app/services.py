@@ -15,7 +15,7 @@ from PIL import Image
 from .attack_lab import AttackLab
 from .clustering import ClusterService
 from .examples import EXAMPLES_DIR, example_paths
-from .gallery import MODEL_KEYS, Resources
+from .gallery import Resources
 from .projection import small_sets_warm
 from .report import DEFAULT_RESULTS_DIR, Report, load_report
 from .search import SearchService
@@ -57,7 +57,7 @@ class Services:
                     "defense": res.views[key].model.meta.get("defense"),
                     "fingerprint": res.views[key].model.meta.get("fingerprint"),
                 }
-                for key in MODEL_KEYS
+                for key in res.keys
             },
             "knows": {
                 "classes": list(res.class_names),
@@ -71,7 +71,7 @@ class Services:
             },
             "umap_enabled": self.umap_enabled,
             "umap_warm": all(p.warm for p in res.projections) and small_sets_warm(),
-            "maps": {key: res.views[key].projection.method for key in MODEL_KEYS},
+            "maps": {key: res.views[key].projection.method for key in res.keys},
         }
 
 

@@ -582,6 +582,8 @@ class Bench:
         for name in self.masking_rows():
             if name != "vanilla":
                 self.masking_checks(name)
+                # a checkpoint remade with other weights (older code) lost its evaluations
+                self.headline(name)
         if seeds:
             self.run_seeds(seeds, seed_rows)
         wall = time.perf_counter() - started

@@ -75,8 +75,9 @@ def loadcheck_block(record: dict) -> str:
             "| p95 < 300 ms |"
         )
     lines.append(
-        f"| attack lab, PGD-{attack['steps']} {attack['attack'].upper()} on both models, one "
-        f"at a time | {attack['round_trip']['count']} | {attack['round_trip']['p50_ms']:.0f} ms "
+        f"| attack lab, PGD-{attack['steps']} {attack['attack'].upper()} on "
+        f"{' + '.join(attack['pgd_only'])}, one at a time | {attack['round_trip']['count']} "
+        f"| {attack['round_trip']['p50_ms']:.0f} ms "
         f"| {attack['round_trip']['p95_ms']:.0f} ms | {attack['round_trip']['max_ms']:.0f} ms "
         "| < 2 s |"
     )

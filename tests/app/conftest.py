@@ -47,9 +47,10 @@ def png_bytes():
 
 @pytest.fixture(scope="session")
 def app_models_dir(tmp_path_factory, trained_vanilla) -> Path:
-    """``DIR/vanilla`` (the shared small model) and ``DIR/eat``: a 3-member ensemble made
-    with ``save_checkpoint`` from that model and two slightly perturbed copies of it (no
-    extra training; the app only needs a real ensemble checkpoint)."""
+    """``DIR/vanilla`` (the shared small model), ``DIR/eat``: a 3-member ensemble made
+    with ``save_checkpoint`` from that model and two slightly perturbed copies of it, and
+    ``DIR/baseline``: one more perturbed copy (no extra training; the app only needs real
+    checkpoints)."""
     import torch
 
     from eat_models import load_model, save_checkpoint
@@ -70,12 +71,22 @@ def app_models_dir(tmp_path_factory, trained_vanilla) -> Path:
                 param.add_(0.05 * k * param.std().nan_to_num(0.0) * noise)
         members.append(member.eval())
     network = NetworkConfig.from_dict(config["members"][0]["network"])
+    meta = {k: config["meta"][k] for k in ("dataset", "split", "class_names")}
     save_checkpoint(
-        root / "eat",
-        members,
-        [network] * 3,
-        {k: config["meta"][k] for k in ("dataset", "split", "class_names")},
-        train_config={"defense": "perturbed-copies"},
+        root / "eat", members, [network] * 3, meta, train_config={"defense": "perturbed-copies"}
+    )
+    # the single-model baseline: one more perturbed copy, saved alone
+    baseline = copy.deepcopy(base)
+    with torch.no_grad():
+        for param in baseline.parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            param.add_(0.03 * param.std().nan_to_num(0.0) * noise)
+    save_checkpoint(
+        root / "baseline",
+        [baseline.eval()],
+        [network],
+        meta,
+        train_config={"defense": "perturbed-copy"},
     )
     return root
 

@@ -54,11 +54,12 @@ def _shot(page, name: str) -> None:
 
 def test_search_an_uploaded_photo(page):
     page.set_input_files("#search-upload input[type=file]", str(REPO / EXAMPLES[-1]))
-    page.wait_for_selector("#search-results-eat img")
-    page.wait_for_selector("#search-results-vanilla img")
+    for key in ("eat", "baseline", "vanilla"):  # all three models, side by side
+        page.wait_for_selector(f"#search-results-{key} img")
     page.wait_for_selector("#search-seen img")
     assert page.locator("#search-results-eat .gallery-item").count() == 8
-    assert "top hit" in page.inner_text("#search-info")
+    info = page.inner_text("#search-info")
+    assert "top hit" in info and "Searched with your upload" in info
     _shot(page, "1-search-photo")
 
 
@@ -67,6 +68,28 @@ def test_pick_an_example(page):
     page.wait_for_function(
         "document.querySelector('#search-info').innerText.includes('top hit Trouser')"
     )
+    assert "Searched with the example trouser" in page.inner_text("#search-info")
+
+
+def test_clearing_an_upload_forgets_the_example_too(page):
+    """Example → upload → clear → Search: nothing is searched quietly; the user is told."""
+    page.locator("#search-examples .thumbnail-item").nth(1).click()
+    page.wait_for_function(
+        "document.querySelector('#search-info').innerText.includes('example trouser')"
+    )
+    page.set_input_files("#search-upload input[type=file]", str(REPO / EXAMPLES[-1]))
+    page.wait_for_function(
+        "document.querySelector('#search-info').innerText.includes('your upload')"
+    )
+    page.hover("#search-upload")  # the × shows on hover
+    page.locator("#search-upload button[aria-label='Clear']").click()
+    page.click("#search-button")
+    page.wait_for_function(
+        "document.querySelector('#search-info').innerText.includes('Nothing to show')"
+    )
+    assert "No query image" in page.content()
+    for close in page.locator(".toast-close").all():
+        close.click()
 
 
 def test_a_text_file_gives_a_readable_error(page, tmp_path):
@@ -75,6 +98,11 @@ def test_a_text_file_gives_a_readable_error(page, tmp_path):
     page.set_input_files("#search-upload input[type=file]", str(bad))
     toast = page.get_by_text("holiday.jpg: not an image file")
     toast.wait_for()
+    # the last result is cleared, not left under the error as if it were this one's
+    page.wait_for_function(
+        "document.querySelector('#search-info').innerText.includes('Nothing to show')"
+    )
+    assert page.locator("#search-results-eat .gallery-item").count() == 0
     _shot(page, "2-search-error")
     for close in page.locator(".toast-close").all():
         close.click()
@@ -106,17 +134,14 @@ def test_attack_a_gallery_image(page):
     )
     item = page.input_value("#lab-item input")
     page.click("#lab-button")
-    for panel in (
-        "#lab-vanilla-adv img",
-        "#lab-eat-adv img",
-        "#lab-vanilla-adv-hits img",
-        "#lab-eat-adv-hits img",
-        "#lab-map img",
-    ):
-        page.wait_for_selector(panel)
+    for key in ("vanilla", "baseline", "eat"):
+        page.wait_for_selector(f"#lab-{key}-adv img")
+        page.wait_for_selector(f"#lab-{key}-adv-hits img")
+    page.wait_for_selector("#lab-map img")
     numbers = page.inner_text("#lab-numbers")
     assert f"gallery item {item}" in numbers and "Pullover" in numbers
     assert "vanilla" in numbers and "\nEAT\t" in numbers and "true-class rank" in numbers
+    assert "\nbaseline\t" in numbers
     _shot(page, "4-attack-lab")
 
 

@@ -23,8 +23,12 @@ def _example(name: str) -> str:
     return str(next(p for p in EXAMPLES if name in p.name))
 
 
-def _search(client, path, model="both", k=8):
-    return client.predict(handle_file(path) if path else None, model, k, api_name="/search")
+ALL = ["eat", "baseline", "vanilla"]
+
+
+def _search(client, path, models=("eat", "vanilla"), k=8):
+    file = handle_file(path) if path else None
+    return client.predict(file, list(models), k, api_name="/search")
 
 
 def _cluster(client, paths, model="eat", algorithm="kmeans", auto_k=True, k=4, attack=False):
@@ -34,9 +38,9 @@ def _cluster(client, paths, model="eat", algorithm="kmeans", auto_k=True, k=4, a
     )
 
 
-def _attack(client, path=None, item=-1, kind="es", eps=0.1, steps=20):
+def _attack(client, path=None, item=-1, kind="es", eps=0.1, steps=20, models=("vanilla", "eat")):
     file = handle_file(str(path)) if path else None
-    return client.predict(file, item, kind, eps, steps, api_name="/attack")
+    return client.predict(file, item, kind, eps, steps, list(models), api_name="/attack")
 
 
 def test_public_endpoints_are_named_and_helpers_hidden(client):
@@ -54,10 +58,11 @@ def test_status_reports_the_gallery_and_models(client):
     assert "know **10 kinds of clothing**" in text and "Ankle boot" in text
 
 
-def test_search_returns_ranked_results_of_both_models(client):
-    seen, eat, vanilla, summary, details = _search(client, _example("trouser"), "both", 6)
+def test_search_returns_ranked_results_of_all_three_models(client):
+    seen, eat, baseline, vanilla, summary, details = _search(client, _example("trouser"), ALL, 6)
     assert Image.open(seen).size == (224, 224)
-    for key, gallery in (("eat", eat), ("vanilla", vanilla)):
+    assert list(details) == ALL  # in display order
+    for key, gallery in (("eat", eat), ("baseline", baseline), ("vanilla", vanilla)):
         hits = details[key]["hits"]
         assert [h["rank"] for h in hits] == list(range(1, 7))
         scores = [h["score"] for h in hits]
@@ -68,12 +73,20 @@ def test_search_returns_ranked_results_of_both_models(client):
     assert details["vanilla"]["hits"][0]["class"] == "Trouser"
     assert details["vanilla"]["hits"][0]["score"] > 0.99
     assert "EAT ensemble" in summary and "vanilla" in summary
+    assert "baseline (perturbed-copy)" in summary  # the baseline says which defense it is
+    assert "Searched with your upload" in summary and "Reading the image took" in summary
 
 
-def test_search_with_one_model_hides_the_other(client):
-    _, eat, vanilla, _, details = _search(client, _example("sneaker"), "eat", 3)
+def test_search_with_chosen_models_hides_the_others(client):
+    _, eat, baseline, vanilla, _, details = _search(client, _example("sneaker"), ["eat"], 3)
     assert set(details) == {"eat"}
-    assert eat["visible"] and not vanilla["visible"]
+    assert eat["visible"] and not baseline["visible"] and not vanilla["visible"]
+    _, eat, baseline, vanilla, _, details = _search(
+        client, _example("sneaker"), ["baseline", "vanilla"], 3
+    )
+    assert set(details) == {"baseline", "vanilla"}
+    assert not eat["visible"] and baseline["visible"] and vanilla["visible"]
+    _expect_error(lambda: _search(client, _example("sneaker"), [], 3), "at least one model")
 
 
 def test_cluster_with_zip_labels_reports_scores_and_downloads(client, tmp_path, fmnist_test_arrays):
@@ -99,27 +112,41 @@ def test_cluster_with_zip_labels_reports_scores_and_downloads(client, tmp_path, 
     assert len(shown) == 3 and sum(len(g["value"]) for g in shown) == 24
 
 
-def test_cluster_attack_compares_both_models(client):
+def test_cluster_attack_compares_every_model(client):
     out = _cluster(client, EXAMPLES, attack=True, auto_k=False, k=3)
     details = out[-1]
-    assert set(details["attack"]["models"]) == {"vanilla", "eat"}
+    assert list(details["attack"]["models"]) == ["vanilla", "baseline", "eat"]
     assert out[-2]["visible"]  # the side-by-side figure
     assert "changed cluster" in out[-3]
 
 
 @pytest.mark.parametrize("kind", ["es", "qa", "ca"])
-def test_attack_on_a_gallery_item_fills_both_panels(client, kind):
-    out = _attack(client, item=12, kind=kind, eps=0.1, steps=10)
+def test_attack_on_a_gallery_item_fills_the_chosen_panels(client, kind):
+    out = _attack(client, item=12, kind=kind, eps=0.1, steps=10, models=ALL)
     details = out[-1]
     assert details["attack"] == kind and details["label_source"] == "gallery item 12"
-    for key in ("vanilla", "eat"):
+    assert list(details["models"]) == ["vanilla", "baseline", "eat"]  # plain model first
+    for key in ALL:
         model = details["models"][key]
         assert model["embedding_shift"] > 0 and model["linf"] <= 0.1 + 1e-6
         assert len(model["clean_hits"]) == len(model["adversarial_hits"]) == 5
         assert model["true_class_rank_clean"] >= 1
-    for image in out[:5]:
-        assert Path(image).is_file()
-    assert "true-class rank" in out[9]
+    # clean image, then per model (vanilla, baseline, eat): adv, δ, clean/adv hits (the
+    # panels' visibility is a layout update, which the API does not return)
+    clean, *panels = out[:13]
+    assert Path(clean).is_file()
+    for i in range(3):
+        adv, delta, clean_hits, adv_hits = panels[4 * i : 4 * i + 4]
+        assert Path(adv).is_file() and Path(delta).is_file()
+        assert len(clean_hits) == len(adv_hits) == 5
+    assert "true-class rank" in out[-3]
+
+
+def test_attack_on_one_model_hides_the_other_panels(client):
+    out = _attack(client, item=3, kind="es", eps=0.05, steps=3, models=["eat"])
+    assert list(out[-1]["models"]) == ["eat"]
+    adversarial = [out[1 + 4 * i] for i in range(3)]  # vanilla, baseline, eat
+    assert adversarial[:2] == [None, None] and Path(adversarial[2]).is_file()
 
 
 def test_attack_on_an_upload(client):
@@ -154,7 +181,7 @@ def test_bad_inputs_give_clear_errors_and_the_server_keeps_serving(client, bad_f
     _expect_error(lambda: _attack(client, item=-1), "No image to attack")
     _expect_error(lambda: _attack(client, item=5, eps=5.0), "maximum value 0.3")
     _expect_error(lambda: _attack(client, item=99999), "does not exist")
-    *_, details = _search(client, _example("bag"), "vanilla", 3)
+    *_, details = _search(client, _example("bag"), ["vanilla"], 3)
     assert details["vanilla"]["hits"][0]["class"] == "Bag"
 
 
@@ -170,7 +197,7 @@ def test_concurrent_searches_all_succeed(client):
 
     def one(path):
         try:
-            results.append(_search(client, path, "eat", 5)[-1])
+            results.append(_search(client, path, ["eat"], 5)[-1])
         except Exception as exc:  # noqa: BLE001 - collected and reported below
             errors.append(exc)
 
@@ -191,7 +218,7 @@ def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
     big.write_bytes(b"\x89PNG" + b"\0" * (11 * 1024 * 1024))
     with pytest.raises(Exception, match="(?i)size"):
         _search(client, str(big))
-    *_, details = _search(client, _example("sneaker"), "eat", 2)
+    *_, details = _search(client, _example("sneaker"), ["eat"], 2)
     assert len(details["eat"]["hits"]) == 2
 
 
@@ -214,18 +241,19 @@ def test_json_search_route_answers_in_one_round_trip(server):
     assert response.status_code == 200
     body = response.json()
     assert body["query"] == {"name": "request body", "model": "both", "k": 4}
+    assert list(body["results"]) == ["eat", "vanilla"]
     for key in ("eat", "vanilla"):
         hits = body["results"][key]["hits"]
         assert [h["rank"] for h in hits] == [1, 2, 3, 4]
         assert hits[0]["class"] == "Bag"
-    # The same through a multipart form, and the default model (both, as in the UI) and k.
+    # The same through a multipart form, and the default model (all, as in the UI) and k.
     with open(_example("sneaker"), "rb") as fh:
         form = httpx.post(f"{server}api/search", files={"file": ("s.png", fh)}, timeout=60)
     assert form.status_code == 200 and form.json()["query"]["name"] == "s.png"
-    assert (
-        set(form.json()["results"]) == {"eat", "vanilla"}
-        and len(form.json()["results"]["eat"]["hits"]) == 8
-    )
+    assert list(form.json()["results"]) == ALL and len(form.json()["results"]["eat"]["hits"]) == 8
+    # several keys, comma-separated
+    chosen = _api_search(server, data, "?model=vanilla,baseline&k=2").json()
+    assert list(chosen["results"]) == ["baseline", "vanilla"]
 
 
 def test_json_search_route_refuses_bad_input_clearly(server, bad_files):

@@ -21,9 +21,10 @@ from eat_models.data import FASHION_MNIST_CLASSES
 # --------------------------------------------------------------------------- gallery
 
 
-def test_resources_hold_both_models_over_one_gallery(resources):
+def test_resources_hold_the_three_models_over_one_gallery(resources):
     assert len(resources) == 600
-    assert set(resources.views) == set(MODEL_KEYS)
+    assert resources.keys == MODEL_KEYS == ("eat", "baseline", "vanilla")
+    assert resources.views["baseline"].label == "baseline (perturbed-copy)"
     assert resources.views["eat"].model.meta["num_members"] == 3
     assert resources.views["vanilla"].model.meta["num_members"] == 1
     assert resources.class_names == list(FASHION_MNIST_CLASSES)
@@ -64,6 +65,32 @@ def test_missing_models_give_a_message_that_says_what_to_do(tmp_path):
         load_models(tmp_path)
 
 
+def test_the_baseline_model_is_optional(app_models_dir, tmp_path):
+    import shutil
+
+    for key in ("eat", "vanilla"):
+        shutil.copytree(app_models_dir / key, tmp_path / key)
+    assert list(load_models(tmp_path)) == ["eat", "vanilla"]
+    shutil.copytree(app_models_dir / "baseline", tmp_path / "baseline")
+    assert list(load_models(tmp_path)) == ["eat", "baseline", "vanilla"]
+
+
+def test_model_choices_name_loaded_models_only(services):
+    from app.search import models_for
+
+    loaded = ("eat", "vanilla")
+    assert models_for("all", loaded) == loaded
+    assert models_for("both", loaded) == loaded
+    assert models_for(["vanilla", "eat"], loaded) == ("eat", "vanilla")  # display order
+    assert models_for("vanilla, eat", MODEL_KEYS) == ("eat", "vanilla")
+    with pytest.raises(ValueError, match="not loaded"):
+        models_for("baseline", loaded)
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        models_for("resnet", loaded)
+    with pytest.raises(ValueError, match="at least one model"):
+        models_for([], loaded)
+
+
 # --------------------------------------------------------------------------- search
 
 
@@ -73,7 +100,8 @@ def _gallery_image(resources, item: int) -> Image.Image:
 
 def test_search_finds_the_query_itself_first(services, resources):
     for item in (0, 123, 456):
-        result = services.search.search(_gallery_image(resources, item), "both", 5)
+        result = services.search.search(_gallery_image(resources, item), "all", 5)
+        assert tuple(result.results) == MODEL_KEYS
         for key in MODEL_KEYS:
             hits = result.results[key].hits
             assert len(hits) == 5
@@ -193,18 +221,18 @@ def test_clustering_refuses_what_it_cannot_do(services, labelled_batch, tmp_path
     assert len(services.cluster.cluster(two, "eat", out_dir=tmp_path).assignments) == 2
 
 
-def test_attacking_the_set_reports_both_models(services, labelled_batch, tmp_path):
+def test_attacking_the_set_reports_every_model(services, labelled_batch, tmp_path):
     result = services.cluster.cluster(
         labelled_batch, "eat", k=3, out_dir=tmp_path, attack_fraction=0.25, eps=0.1, steps=5
     )
     attack = result.attack
-    assert set(attack.outcomes) == {"vanilla", "eat"}
+    assert list(attack.outcomes) == ["vanilla", "baseline", "eat"]
     for outcome in attack.outcomes.values():
         assert len(outcome.attacked_rows) == 9
         assert 0 <= outcome.moved <= 9
         assert -1 <= outcome.agreement_ari <= 1
         assert outcome.attacked_scores is not None
-    assert attack.figure.size[0] > attack.figure.size[1]  # two panels side by side
+    assert attack.figure.size[0] > 2 * attack.figure.size[1]  # three panels side by side
     zero = services.cluster.cluster(
         labelled_batch, "eat", k=3, out_dir=tmp_path, attack_fraction=0.25, eps=0.0
     )
@@ -216,9 +244,9 @@ def test_attacking_the_set_reports_both_models(services, labelled_batch, tmp_pat
 
 
 @pytest.mark.parametrize("kind", ["es", "qa", "ca"])
-def test_attack_lab_runs_each_attack_on_both_models(services, kind):
+def test_attack_lab_runs_each_attack_on_the_chosen_models(services, kind):
     result = services.lab.run(gallery_id=10, kind=kind, eps=0.1, steps=10)
-    assert set(result.outcomes) == {"vanilla", "eat"}
+    assert list(result.outcomes) == ["vanilla", "baseline", "eat"]  # plain model first
     assert result.label_source == "gallery item 10"
     for outcome in result.outcomes.values():
         assert outcome.linf <= 0.1 + 1e-6
@@ -228,6 +256,13 @@ def test_attack_lab_runs_each_attack_on_both_models(services, kind):
         assert all(h.item_id != 10 for h in outcome.clean_hits)  # the query itself left out
         assert outcome.adversarial.size == outcome.perturbation.size
     assert result.figure.size[0] > result.figure.size[1]
+
+
+def test_attack_lab_attacks_only_the_chosen_models(services):
+    result = services.lab.run(gallery_id=10, kind="es", eps=0.05, steps=3, models=["eat"])
+    assert list(result.outcomes) == ["eat"]
+    with pytest.raises(ValueError, match="at least one model"):
+        services.lab.run(gallery_id=10, kind="es", eps=0.05, steps=3, models=[])
 
 
 def test_embedding_shift_attack_moves_embeddings_more_than_noise(services, resources):
