@@ -13,6 +13,7 @@ from eat_models.cli import add_dataclass_arguments, dataclass_from_args
 from .kinds import KIND_CHOICES, IndexParams
 
 INVERT_CHOICES = {"auto": None, "on": True, "off": False}
+LOCATION_HELP = "index directory (FAISS), Milvus Lite file (*.db) or Milvus server URI"
 
 
 def _reports_errors(command):
@@ -58,6 +59,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from .store import MANIFEST_NAME
 
     _set_threads(args.threads)
+    if _backend(args) == "milvus":
+        return _build_milvus(args)
     out = Path(args.out)
     if (out / MANIFEST_NAME).exists() and not args.overwrite:
         print(
@@ -85,6 +88,53 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backend(args: argparse.Namespace) -> str:
+    from .milvus import is_milvus_location
+
+    if args.backend != "auto":
+        return args.backend
+    return "milvus" if is_milvus_location(args.out) else "faiss"
+
+
+#: ``--kind`` for the Milvus backend: FAISS's names mapped to Milvus index types
+MILVUS_KIND_OF = {"auto": "auto", "flat": "FLAT", "hnsw": "HNSW", "ivf-pq": "IVF_FLAT"}
+
+
+def _build_milvus(args: argparse.Namespace) -> int:
+    from eat_models import load_model
+
+    from .build import add_images, model_description
+    from .images import parse_source, thumbnail_size_for
+    from .milvus import MilvusIndex
+
+    model = load_model(args.model)
+    meta = model.meta
+    source = parse_source(args.source, args.data_dir)
+    if args.limit is not None:
+        source = _first_rows(source, args.limit)
+    size = args.thumbnail_size or thumbnail_size_for(meta)
+    index = MilvusIndex.create(
+        args.out,
+        int(meta["embedding_dim"]),
+        collection=args.collection,
+        kind=MILVUS_KIND_OF[args.kind],
+        fingerprint=meta.get("fingerprint"),
+        model=model_description(meta),
+        preprocess={"invert": INVERT_CHOICES[args.invert]},
+        expected_size=len(source),
+        thumbnail_shape=(size, size, int(meta["channels"])) if args.thumbnails else None,
+        overwrite=args.overwrite,
+    )
+    report = add_images(index, model, source, batch_size=args.batch_size, progress=not args.quiet)
+    index.save()
+    _print_report(report, Path(args.out))
+    print(
+        f"Milvus collection {args.collection!r}, kind {index.kind}, {len(index)} items, dim "
+        f"{index.dim}, model {index.fingerprint}"
+    )
+    return 0
+
+
 def _first_rows(source, limit: int):
     """The first ``limit`` items of a source (a quick look at a big one)."""
     from .images import DatasetSource, FileSource
@@ -98,14 +148,20 @@ def _first_rows(source, limit: int):
     return source
 
 
-def _load_with_model(directory: str, model_path: str | None):
+def _open(location: str, collection: str | None = None, verify: bool = True):
+    """The index at ``location``: a FAISS directory, a Milvus Lite ``*.db`` or a server URI."""
+    from .search import load_index
+
+    return load_index(location, verify=verify, collection=collection)
+
+
+def _load_with_model(directory: str, model_path: str | None, collection: str | None = None):
     """The index and its model (``model_path``, or the path the index records), checked."""
     from eat_models import load_model
 
     from .build import check_model
-    from .store import VectorIndex
 
-    index = VectorIndex.load(directory)
+    index = _open(directory, collection)
     path = model_path or index.model.get("path")
     if not path:
         raise FileNotFoundError(f"{directory} does not record its model's path; pass --model")
@@ -120,7 +176,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     from .images import parse_source
 
     _set_threads(args.threads)
-    index, model = _load_with_model(args.index, args.model)
+    index, model = _load_with_model(args.index, args.model, args.collection)
     report = add_images(
         index,
         model,
@@ -135,9 +191,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def _cmd_remove(args: argparse.Namespace) -> int:
-    from .store import VectorIndex
-
-    index = VectorIndex.load(args.index)
+    index = _open(args.index, args.collection)
     removed = index.remove(args.ids, missing_ok=args.missing_ok)
     index.save(args.index)
     print(f"removed {removed} items; {len(index)} left")
@@ -151,7 +205,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from .search import FROM_INDEX, search_images
 
     _set_threads(args.threads)
-    index, model = _load_with_model(args.index, args.model)
+    index, model = _load_with_model(args.index, args.model, args.collection)
     queries, names, failed = [], [], 0
     for name in args.images:
         try:
@@ -194,14 +248,32 @@ def _results_table(query: str, hits) -> str:
 
 @_reports_errors
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .store import VectorIndex, read_manifest
+    from .store import read_manifest
 
-    index = VectorIndex.load(args.index, verify=not args.no_verify)
+    index = _open(args.index, args.collection, verify=not args.no_verify)
     info = index.info()
-    files = read_manifest(args.index)["files"]
-    info["files"] = {k: v for k, v in files.items() if v}
+    milvus = info.get("backend") == "milvus"
+    if not milvus:
+        files = read_manifest(args.index)["files"]
+        info["files"] = {k: v for k, v in files.items() if v}
     if args.json:
         print(json.dumps(info, indent=2))
+        return 0
+    if milvus:
+        model = info["model"]
+        for key, value in (
+            ("index", f"{args.index} (Milvus collection {info['collection']!r})"),
+            ("kind", info["kind"]),
+            ("metric", "inner product on L2-normalised vectors (cosine)"),
+            ("items", info["count"]),
+            ("dim", info["dim"]),
+            ("model", f"{model.get('path', '?')} (fingerprint {info['fingerprint']})"),
+            ("preprocess", f"invert={_invert_name(info['preprocess'].get('invert'))}"),
+            ("thumbnails", info["thumbnail_shape"] or "none"),
+            ("created", info["created"]),
+            ("updated", info["updated"]),
+        ):
+            print(f"{key:<11} {value}")
         return 0
     model = info["model"]
     params = info["params"]
@@ -253,9 +325,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     parser = sub.add_parser(
         "index",
-        help="build and search a FAISS index of a model's embeddings",
-        description="A FAISS index of a gallery's embeddings (the ensemble's averaged "
-        "embedding), with metadata and thumbnails, saved atomically to one directory.",
+        help="build and search an index of a model's embeddings (FAISS or Milvus)",
+        description="An index of a gallery's embeddings (the ensemble's averaged embedding), "
+        "with metadata and thumbnails: FAISS, saved atomically to one directory, or Milvus "
+        "(a Milvus Lite '.db' file or a server URI) when a gallery outgrows one machine.",
     )
     commands = parser.add_subparsers(dest="index_command", required=True, metavar="COMMAND")
 
@@ -270,12 +343,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="'fashion-mnist:test', 'fashion-mnist:train', or an image folder root/class/*.jpg",
     )
-    p.add_argument("--out", required=True, help="index directory to write")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="where the index goes: a directory (FAISS), a Milvus Lite file 'NAME.db' or a "
+        "Milvus server URI 'http://host:19530'",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("auto", "faiss", "milvus"),
+        default="auto",
+        help="auto: Milvus for a '.db' file or a URI, FAISS for a directory (default: %(default)s)",
+    )
+    _add_collection(p)
     p.add_argument(
         "--kind",
         default="auto",
         choices=KIND_CHOICES,
-        help="index kind; auto = exact flat up to 1M items, ivf-pq above (default: %(default)s)",
+        help="index kind; auto = exact flat up to 1M items, ivf-pq above (default: "
+        "%(default)s). With Milvus: flat → FLAT, hnsw → HNSW, ivf-pq → IVF_FLAT, and auto = "
+        "FLAT below 50k items, HNSW below 2M, IVF_FLAT above",
     )
     add_dataclass_arguments(p, IndexParams)
     p.add_argument(
@@ -293,7 +380,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_invert(p)
     p.add_argument("--limit", type=int, default=None, help="index only the first N items")
     p.add_argument("--data-dir", default=None, help="where the Fashion-MNIST IDX files are")
-    p.add_argument("--overwrite", action="store_true", help="replace an index already in --out")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an index already in --out (a Milvus collection of that name is dropped)",
+    )
     _add_common(p)
     p.set_defaults(func=_cmd_build)
 
@@ -302,7 +393,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="add a source's images to an index",
         description="Embed SOURCE with the index's model and add it (ids continue).",
     )
-    p.add_argument("index", help="index directory")
+    p.add_argument("index", help=LOCATION_HELP)
+    _add_collection(p)
     p.add_argument(
         "--source", required=True, help="an image folder, an image file, or fashion-mnist:SPLIT"
     )
@@ -314,7 +406,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_add)
 
     p = commands.add_parser("remove", help="remove items by id", description="Remove items by id.")
-    p.add_argument("index", help="index directory")
+    p.add_argument("index", help=LOCATION_HELP)
+    _add_collection(p)
     p.add_argument("ids", nargs="+", type=int, help="item ids to remove")
     p.add_argument("--missing-ok", action="store_true", help="ignore ids the index does not hold")
     p.set_defaults(func=_cmd_remove)
@@ -326,7 +419,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "build) and print its top-k items. Images that fail to decode are reported and "
         "skipped (exit status 1).",
     )
-    p.add_argument("index", help="index directory")
+    p.add_argument("index", help=LOCATION_HELP)
+    _add_collection(p)
     p.add_argument("images", nargs="+", help="query image files")
     p.add_argument("--k", type=int, default=10, help="results per query (default: %(default)s)")
     p.add_argument(
@@ -353,7 +447,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "info", help="describe an index", description="Validate an index and print its header."
     )
-    p.add_argument("index", help="index directory")
+    p.add_argument("index", help=LOCATION_HELP)
+    _add_collection(p)
     p.add_argument("--json", action="store_true", help="print the manifest and counts as JSON")
     p.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of data files")
     p.set_defaults(func=_cmd_info)
@@ -366,6 +461,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_bench_arguments(p)
     p.set_defaults(func=_cmd_bench)
+
+
+def _add_collection(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--collection",
+        default="gallery",
+        help="Milvus only: the collection holding the index (default: %(default)s)",
+    )
 
 
 def _add_invert(p: argparse.ArgumentParser) -> None:

@@ -19,11 +19,23 @@ FROM_INDEX = "index"  # search_images(invert=...): repeat the build's setting
 
 
 def load_index(
-    directory: str | os.PathLike, model: nn.Module | None = None, *, verify: bool = True
-) -> VectorIndex:
-    """Load an index directory; with ``model``, refuse it unless the fingerprints match."""
+    location: str | os.PathLike,
+    model: nn.Module | None = None,
+    *,
+    verify: bool = True,
+    collection: str | None = None,
+):
+    """Open an index: a FAISS index directory, or a Milvus Lite file (``*.db``) / Milvus
+    server URI (``http://host:19530``, see :mod:`index.milvus`; ``collection`` names the
+    collection there). With ``model``, refuse it unless the fingerprints match."""
+    from .milvus import DEFAULT_COLLECTION, MilvusIndex, is_milvus_location
+
     fingerprint = model.meta.get("fingerprint") if model is not None else None
-    return VectorIndex.load(directory, fingerprint=fingerprint, verify=verify)
+    if is_milvus_location(location):
+        return MilvusIndex.open(
+            location, collection=collection or DEFAULT_COLLECTION, fingerprint=fingerprint
+        )
+    return VectorIndex.load(location, fingerprint=fingerprint, verify=verify)
 
 
 @torch.no_grad()

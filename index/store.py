@@ -95,6 +95,28 @@ class SearchResults:
     hits: list[list[Hit]]
 
 
+def normalised_vectors(vectors, dim: int, what: str, fingerprint: str | None = None) -> np.ndarray:
+    """``vectors`` as contiguous float32 ``[N, dim]`` rows of unit length, or a clear error
+    (wrong shape or dimension, NaN/inf, all-zero rows). Every backend checks with this."""
+    x = np.asarray(vectors, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise DimensionMismatchError(f"{what} must be [N, {dim}], got shape {x.shape}")
+    if x.shape[1] != dim:
+        fp = f" (model fingerprint {fingerprint})" if fingerprint else ""
+        raise DimensionMismatchError(
+            f"{what} have dimension {x.shape[1]}, but the index holds {dim}-d "
+            f"vectors{fp}; embed with the model the index was built with"
+        )
+    if not np.isfinite(x).all():
+        raise ValueError(f"{what} contain NaN or infinite values")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"{what} contain all-zero vectors, which have no direction")
+    return np.ascontiguousarray(x / norms, dtype=np.float32)
+
+
 def _numpy_search(index):
     """faiss's own numpy ``search`` (which takes ``params=``).
 
@@ -243,23 +265,7 @@ class VectorIndex:
     # ------------------------------------------------------------------ validation
 
     def _as_vectors(self, vectors, what: str) -> np.ndarray:
-        x = np.asarray(vectors, dtype=np.float32)
-        if x.ndim == 1:
-            x = x[None, :]
-        if x.ndim != 2:
-            raise DimensionMismatchError(f"{what} must be [N, {self.dim}], got shape {x.shape}")
-        if x.shape[1] != self.dim:
-            fp = f" (model fingerprint {self.fingerprint})" if self.fingerprint else ""
-            raise DimensionMismatchError(
-                f"{what} have dimension {x.shape[1]}, but the index holds {self.dim}-d "
-                f"vectors{fp}; embed with the model the index was built with"
-            )
-        if not np.isfinite(x).all():
-            raise ValueError(f"{what} contain NaN or infinite values")
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        if (norms == 0).any():
-            raise ValueError(f"{what} contain all-zero vectors, which have no direction")
-        return np.ascontiguousarray(x / norms, dtype=np.float32)
+        return normalised_vectors(vectors, self.dim, what, self.fingerprint)
 
     # ------------------------------------------------------------------ writes
 
