@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import save_checkpoint
 from .data import (
     SPLIT_KINDS,
@@ -290,6 +291,7 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
     """
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
+    ctx = distributed.context(config.device)
     train_set, _ = load_dataset(
         config.dataset, config.split, config.data_dir, config.download, image_size=config.image_size
     )
@@ -298,6 +300,8 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
     defense = build_defense(config.defense, config)
     net_config = network_config_for(config, train_set)
     device = resolve_device(config.device)
+    if ctx.distributed and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
 
     members, losses = [], []
     for k in range(defense.num_members):
@@ -308,6 +312,9 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
                 device
             )
         )
+    distributed.broadcast_parameters([*members, *losses], ctx)
+    if ctx.distributed:  # the ranks' random starts differ (their shards do too)
+        torch.manual_seed(config.seed + 7919 * ctx.rank)
     lr = defense.learning_rate
     groups = [{"params": [p for m in members for p in m.parameters()], "lr": lr}]
     for loss in losses:
@@ -329,18 +336,27 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
     )
     labels_tensor = torch.as_tensor(train_set.labels)
     average = WeightAverage(members, config.ema_decay) if config.ema_decay > 0 else None
+    global_batch = samplers[0].p * samplers[0].m  # per member, summed over the ranks
     log.info(
-        "training %s × %d on %d images (%d classes), %d steps",
+        "training %s × %d on %d images (%d classes), %d steps%s",
         config.defense,
         len(members),
         len(train_set),
         num_classes,
         total_steps,
+        f", rank {ctx.rank} of {ctx.world_size} (global batch {global_batch})"
+        if ctx.distributed
+        else "",
     )
 
     started = time.perf_counter()
     history = []
-    bar = tqdm(total=total_steps, desc=f"train {config.defense}", disable=not progress, unit="step")
+    bar = tqdm(
+        total=total_steps,
+        desc=f"train {config.defense}",
+        disable=not progress or not ctx.is_main,
+        unit="step",
+    )
     steps_done = 0
     step_seconds: list[float] = []
     for epoch in range(config.epochs):
@@ -351,13 +367,14 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
         for m in members:
             m.train()
         running: dict[str, float] = {}
+        epoch_losses: list[float] = []
         for step_batches in zip(*samplers, strict=True):
             if max_steps is not None and steps_done >= max_steps:
                 break
             steps_done += 1
             batches = []
             for rows, local in zip(member_rows, step_batches, strict=True):
-                idx = rows[np.asarray(local)]
+                idx = ctx.shard(rows[np.asarray(local)])
                 batches.append(
                     Batch(train_set.batch(idx).to(device), labels_tensor[idx].to(device))
                 )
@@ -365,16 +382,19 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
             loss, logs = defense.training_loss(members, losses, batches)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients([p for g in groups for p in g["params"]], ctx)
             optimiser.step()
             scheduler.step()
             step_seconds.append(time.perf_counter() - step_started)
             if average is not None:
                 average.update(members)
+            epoch_losses.append(distributed.mean_over_ranks(loss.item(), ctx))
             for key, value in logs.items():
                 running[key] = 0.9 * running.get(key, value) + 0.1 * value
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()} | {"epoch": epoch + 1})
-        history.append({"epoch": epoch + 1, **running})
+        mean_loss = float(np.mean(epoch_losses)) if epoch_losses else None
+        history.append({"epoch": epoch + 1, "loss": mean_loss, **running})
     bar.close()
     wall = time.perf_counter() - started
 
@@ -403,12 +423,17 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
         "weights": f"ema {config.ema_decay:g}" if average is not None else "last",
         "threads": config.threads,
         "device": str(device),
+        "world_size": ctx.world_size,
+        "global_batch_size": global_batch,
         "provenance": provenance(),
     }
     net_configs = [net_config] * len(members)
-    if average is not None:
-        raw_record = {**train_record, "weights": "last (raw weights of an EMA run)"}
-        save_checkpoint(Path(config.out) / "raw", members, net_configs, meta, raw_record)
-    out = save_checkpoint(config.out, deployed, net_configs, meta, train_record)
-    log.info("saved %s after %.1f s", out, wall)
+    out = Path(config.out)
+    if ctx.is_main:  # rank 0 alone writes; the others wait until the checkpoint is there
+        if average is not None:
+            raw_record = {**train_record, "weights": "last (raw weights of an EMA run)"}
+            save_checkpoint(Path(config.out) / "raw", members, net_configs, meta, raw_record)
+        out = save_checkpoint(config.out, deployed, net_configs, meta, train_record)
+        log.info("saved %s after %.1f s", out, wall)
+    distributed.barrier(ctx)
     return out

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from eat_models.distributed import gather_objects
+
 from .errors import FingerprintMismatchError, ImageDecodeError, SearchIndexError
 from .images import ImageSource, make_thumbnail, preprocess_image, thumbnail_size_for
 from .kinds import IndexParams, resolve_kind
@@ -102,11 +104,14 @@ def embed_source(
     thumbnail_size: int | None = None,
     invert: bool | None = None,
     progress: bool = False,
+    ctx=None,
 ) -> EmbeddedImages:
     """Embed every decodable image of ``source``; failures are collected, not raised.
 
     ``thumbnail_size``: also keep a ``uint8`` thumbnail of this side length per item.
-    ``invert``: see :func:`index.images.preprocess_image`.
+    ``invert``: see :func:`index.images.preprocess_image`. ``ctx``: a
+    :class:`eat_models.distributed.Context` under torchrun: each rank embeds rows
+    ``rank::world_size`` and every rank gets all of them back, in the source's order.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -114,11 +119,15 @@ def embed_source(
     channels = int(meta["channels"])
     was_training = model.training
     model.eval()
-    vectors, records, thumbs, failures = [], [], [], []
+    vectors, records, thumbs, failures, done_rows = [], [], [], [], []
+    mine = list(range(len(source)))
+    if ctx is not None and ctx.distributed:
+        mine = ctx.shard(mine)
+        progress = progress and ctx.is_main
     try:
-        bar = tqdm(total=len(source), desc=f"indexing {source.name}", disable=not progress)
-        for start in range(0, len(source), batch_size):
-            rows = list(range(start, min(len(source), start + batch_size)))
+        bar = tqdm(total=len(mine), desc=f"indexing {source.name}", disable=not progress)
+        for start in range(0, len(mine), batch_size):
+            rows = mine[start : start + batch_size]
             batch = source.tensors(rows, meta)
             if batch is not None and thumbnail_size:
                 thumbs.extend(
@@ -142,16 +151,35 @@ def embed_source(
             if batch is not None:
                 vectors.append(model(batch.float()).cpu().numpy().astype(np.float32, copy=False))
                 records.extend(source.record(row) for row in rows)
-            bar.update(min(batch_size, len(source) - start))
+                done_rows.extend(rows)
+            bar.update(min(batch_size, len(mine) - start))
         bar.close()
     finally:
         model.train(was_training)
     dim = int(meta["embedding_dim"])
-    return EmbeddedImages(
+    embedded = EmbeddedImages(
         vectors=np.concatenate(vectors) if vectors else np.zeros((0, dim), dtype=np.float32),
         records=records,
         thumbnails=np.stack(thumbs) if thumbs else None,
         failures=failures,
+    )
+    if ctx is None or not ctx.distributed:
+        return embedded
+    return _merge_shards(gather_objects((done_rows, embedded), ctx), dim)
+
+
+def _merge_shards(parts, dim: int) -> EmbeddedImages:
+    """The ranks' :class:`EmbeddedImages` as one, in source-row order."""
+    rows = np.concatenate([np.asarray(r, dtype=np.int64) for r, _ in parts])
+    order = np.argsort(rows, kind="stable")
+    vectors = np.concatenate([e.vectors for _, e in parts])[order] if len(rows) else None
+    records = [rec for _, e in parts for rec in e.records]
+    thumbs = [e.thumbnails for _, e in parts if e.thumbnails is not None]
+    return EmbeddedImages(
+        vectors=vectors if vectors is not None else np.zeros((0, dim), dtype=np.float32),
+        records=[records[i] for i in order],
+        thumbnails=np.concatenate(thumbs)[order] if thumbs else None,
+        failures=[f for _, e in parts for f in e.failures],
     )
 
 
@@ -162,8 +190,10 @@ def add_images(
     *,
     batch_size: int = 256,
     progress: bool = False,
+    ctx=None,
 ) -> BuildReport:
-    """Embed ``source`` with ``model`` (checked against the index) and add it.
+    """Embed ``source`` with ``model`` (checked against the index) and add it (``ctx``:
+    embed sharded over torchrun's ranks, see :func:`embed_source`).
 
     Uses the preprocessing and thumbnail settings stored in the index. Images that fail
     to decode are listed in the report; the rest are added. Raises
@@ -179,6 +209,7 @@ def add_images(
         thumbnail_size=shape[0] if shape else None,
         invert=index.preprocess.get("invert"),
         progress=progress,
+        ctx=ctx,
     )
     if len(source) and not len(embedded.vectors):
         first = "; ".join(f.error for f in embedded.failures[:3])
@@ -198,6 +229,7 @@ def build_index(
     invert: bool | None = None,
     batch_size: int = 256,
     progress: bool = False,
+    ctx=None,
 ) -> tuple[VectorIndex, BuildReport]:
     """A new index of ``source`` embedded by ``model``.
 
@@ -218,5 +250,5 @@ def build_index(
     if thumbnails:
         size = thumbnail_size or thumbnail_size_for(meta)
         index.thumbnail_shape = (size, size, int(meta["channels"]))
-    report = add_images(index, model, source, batch_size=batch_size, progress=progress)
+    report = add_images(index, model, source, batch_size=batch_size, progress=progress, ctx=ctx)
     return index, report

@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import sys
+import time
 from pathlib import Path
 
 from eat_models.cli import add_dataclass_arguments, dataclass_from_args
@@ -52,17 +53,18 @@ def _print_report(report, out: Path | None = None) -> None:
 
 @_reports_errors
 def _cmd_build(args: argparse.Namespace) -> int:
-    from eat_models import load_model
+    from eat_models import distributed, load_model
 
     from .build import build_index
     from .images import parse_source
     from .store import MANIFEST_NAME
 
     _set_threads(args.threads)
+    ctx = distributed.context()  # under torchrun: embedding sharded over the ranks
     if _backend(args) == "milvus":
-        return _build_milvus(args)
+        return _build_milvus(args, ctx)
     out = Path(args.out)
-    if (out / MANIFEST_NAME).exists() and not args.overwrite:
+    if ctx.is_main and (out / MANIFEST_NAME).exists() and not args.overwrite:
         print(
             f"error: {out} already holds an index; pass --overwrite to replace it", file=sys.stderr
         )
@@ -81,10 +83,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
         invert=INVERT_CHOICES[args.invert],
         batch_size=args.batch_size,
         progress=not args.quiet,
+        ctx=ctx,
     )
-    index.save(out)
-    _print_report(report, out)
-    print(f"kind {index.kind}, {len(index)} items, dim {index.dim}, model {index.fingerprint}")
+    if ctx.is_main:  # every rank holds the merged index; rank 0 alone writes it
+        index.save(out)
+        _print_report(report, out)
+        print(f"kind {index.kind}, {len(index)} items, dim {index.dim}, model {index.fingerprint}")
+        if ctx.distributed:
+            print(f"embedded by {ctx.world_size} ranks")
+    distributed.barrier(ctx)
     return 0
 
 
@@ -100,10 +107,13 @@ def _backend(args: argparse.Namespace) -> str:
 MILVUS_KIND_OF = {"auto": "auto", "flat": "FLAT", "hnsw": "HNSW", "ivf-pq": "IVF_FLAT"}
 
 
-def _build_milvus(args: argparse.Namespace) -> int:
-    from eat_models import load_model
+def _build_milvus(args: argparse.Namespace, ctx) -> int:
+    """``eat index build`` into Milvus; under torchrun every rank embeds its share of the
+    source and rank 0 alone writes the merged result."""
+    from eat_models import distributed, load_model
 
-    from .build import add_images, model_description
+    from .build import BuildReport, embed_source, model_description
+    from .errors import SearchIndexError
     from .images import parse_source, thumbnail_size_for
     from .milvus import MilvusIndex
 
@@ -113,25 +123,40 @@ def _build_milvus(args: argparse.Namespace) -> int:
     if args.limit is not None:
         source = _first_rows(source, args.limit)
     size = args.thumbnail_size or thumbnail_size_for(meta)
-    index = MilvusIndex.create(
-        args.out,
-        int(meta["embedding_dim"]),
-        collection=args.collection,
-        kind=MILVUS_KIND_OF[args.kind],
-        fingerprint=meta.get("fingerprint"),
-        model=model_description(meta),
-        preprocess={"invert": INVERT_CHOICES[args.invert]},
-        expected_size=len(source),
-        thumbnail_shape=(size, size, int(meta["channels"])) if args.thumbnails else None,
-        overwrite=args.overwrite,
+    started = time.perf_counter()
+    embedded = embed_source(
+        model,
+        source,
+        batch_size=args.batch_size,
+        thumbnail_size=size if args.thumbnails else None,
+        invert=INVERT_CHOICES[args.invert],
+        progress=not args.quiet,
+        ctx=ctx,
     )
-    report = add_images(index, model, source, batch_size=args.batch_size, progress=not args.quiet)
-    index.save()
-    _print_report(report, Path(args.out))
-    print(
-        f"Milvus collection {args.collection!r}, kind {index.kind}, {len(index)} items, dim "
-        f"{index.dim}, model {index.fingerprint}"
-    )
+    if ctx.is_main:
+        if len(source) and not len(embedded.vectors):
+            first = "; ".join(f.error for f in embedded.failures[:3])
+            raise SearchIndexError(f"none of the {len(source)} images could be decoded: {first}")
+        index = MilvusIndex.create(
+            args.out,
+            int(meta["embedding_dim"]),
+            collection=args.collection,
+            kind=MILVUS_KIND_OF[args.kind],
+            fingerprint=meta.get("fingerprint"),
+            model=model_description(meta),
+            preprocess={"invert": INVERT_CHOICES[args.invert]},
+            expected_size=len(source),
+            thumbnail_shape=(size, size, int(meta["channels"])) if args.thumbnails else None,
+            overwrite=args.overwrite,
+        )
+        ids = index.add(embedded.vectors, embedded.records, thumbnails=embedded.thumbnails)
+        index.save()
+        _print_report(BuildReport(ids, embedded.failures, time.perf_counter() - started))
+        print(
+            f"Milvus collection {args.collection!r} at {args.out}, kind {index.kind}, "
+            f"{len(index)} items, dim {index.dim}, model {index.fingerprint}"
+        )
+    distributed.barrier(ctx)
     return 0
 
 

@@ -101,7 +101,7 @@ def test_cli_builds_searches_and_edits_a_milvus_lite_index(
     args = ["--model", str(trained_vanilla), "--source", str(image_folder), "--quiet"]
     assert main(["index", "build", *args, "--out", str(db)]) == 0
     out = capsys.readouterr().out
-    assert "indexed 18 images" in out and "Milvus collection 'gallery'" in out
+    assert "indexed 18 images" in out and "Milvus collection 'gallery' at" in out
     faiss_dir = tmp_path / "faiss"
     assert main(["index", "build", *args, "--out", str(faiss_dir)]) == 0
     capsys.readouterr()
