@@ -382,7 +382,7 @@ def load_image_folder(
     return make("train", train_rows), make("test", test_rows)
 
 
-DATASETS = ("fashion-mnist", "folder")
+DATASETS = ("fashion-mnist", "folder", "cub200", "cars196", "inshop")
 
 
 def load_dataset(
@@ -393,7 +393,12 @@ def load_dataset(
     image_size: int = 224,
     channels: int = 3,
 ) -> tuple[ImageDataset, ImageDataset]:
-    """Dispatch to :func:`load_fashion_mnist` or :func:`load_image_folder`."""
+    """Dispatch to :func:`load_fashion_mnist`, :func:`load_image_folder` or the paper's
+    datasets (:mod:`eat_models.paper_datasets`: ``data_dir`` is their root)."""
+    if name in ("cub200", "cars196", "inshop"):
+        from .paper_datasets import load_paper_dataset
+
+        return load_paper_dataset(name, data_dir, image_size, download)
     if name == "fashion-mnist":
         return load_fashion_mnist(split, data_dir, download)
     if name == "folder":

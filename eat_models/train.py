@@ -53,7 +53,9 @@ class TrainConfig:
     """Every knob of a training run; the CLI's flags are made from these fields."""
 
     dataset: str = _flag(
-        "dataset: 'fashion-mnist' or 'folder' (an image folder root/class/*.jpg)",
+        "dataset: 'fashion-mnist', 'folder' (an image folder root/class/*.jpg), or the "
+        "paper's 'cub200', 'cars196', 'inshop' in their standard layouts under --data-dir "
+        "(standard splits: CUB/CARS first half of the classes train, In-Shop its lists)",
         default="fashion-mnist",
     )
     data_dir: str | None = _flag(
