@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 import typing
@@ -59,7 +60,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = dataclass_from_args(TrainConfig, args)
     out = train(config, progress=not args.quiet)
-    print(f"checkpoint written to {out}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 wrote it
+        print(f"checkpoint written to {out}")
     return 0
 
 
