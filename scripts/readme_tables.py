@@ -179,6 +179,12 @@ def main() -> int:
         updated = replace_block(
             updated, "train-speed", train_speed_block(json.loads(speed.read_text()))
         )
+    milvus = REPO / "results/index/milvus.md"
+    if milvus.is_file():
+        text = milvus.read_text()
+        updated = replace_block(
+            updated, "milvus-table", first_table(text) + "\n\n" + text.splitlines()[2]
+        )
     loadcheck = json.loads((REPO / "results/app/loadcheck.json").read_text())
     updated = replace_block(updated, "loadcheck", loadcheck_block(loadcheck))
     if args.check:
