@@ -34,7 +34,7 @@ from eat_models.attacks import clustering_attack, random_other_clusters
 from eat_models.evaluate import clustering_scores
 
 from .gallery import Resources
-from .ood import member_embeddings
+from .ood import model_cues
 from .plots import ClusterPanel, cluster_maps
 from .projection import Placement, project_set
 from .text import plural
@@ -297,8 +297,9 @@ class ClusterService:
             return []
         view = self.resources.views[key]
         top1 = np.asarray([hits[0].score for hits in view.index.search(embeddings, 1).hits])
-        members = member_embeddings(view.model, inputs)
-        return detector.score(inputs.reshape(len(inputs), -1).numpy(), top1, members)
+        members, activations = model_cues(view.model, inputs)
+        flat = inputs.reshape(len(inputs), -1).numpy()
+        return detector.score(flat, top1, members, activations)
 
     def inputs(self, batch: UploadBatch, key: str) -> torch.Tensor:
         view = self.resources.views[key]

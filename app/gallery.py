@@ -44,7 +44,7 @@ from index import (
     preprocess_image,
 )
 
-from .ood import OODDetector, member_embeddings
+from .ood import OODDetector, model_cues
 from .projection import GalleryProjection
 
 log = logging.getLogger(__name__)
@@ -414,19 +414,23 @@ def gallery_inputs(view: ModelView, source: ImageSource, rows: np.ndarray) -> to
 def calibrate_ood(
     view: ModelView, source: ImageSource, source_rows: np.ndarray, cache_dir: Path
 ) -> OODDetector:
-    """The view's out-of-domain detector, calibrated on the gallery (member embeddings of
-    the gallery are cached beside the index)."""
+    """The view's out-of-domain detector, calibrated on the gallery (the members'
+    embeddings and the penultimate-feature norms of the gallery are cached beside the
+    index)."""
     inputs = gallery_inputs(view, source, source_rows)
+    chunks = range(0, len(inputs), 1024)
+    activations = _cached_array(
+        cache_dir / f"activations-{view.key}.npy",
+        lambda: np.concatenate([model_cues(view.model, inputs[i : i + 1024])[1] for i in chunks]),
+    )
     members = None
     if len(view.model.members) > 1:
         members = _cached_array(
             cache_dir / f"members-{view.key}.npy",
             lambda: np.concatenate(
-                [
-                    member_embeddings(view.model, inputs[i : i + 1024])
-                    for i in range(0, len(inputs), 1024)
-                ],
-                axis=1,
+                [model_cues(view.model, inputs[i : i + 1024])[0] for i in chunks], axis=1
             ),
         )
-    return OODDetector.calibrate(inputs.reshape(len(inputs), -1).numpy(), view.vectors, members)
+    return OODDetector.calibrate(
+        inputs.reshape(len(inputs), -1).numpy(), view.vectors, members, activations=activations
+    )

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .gallery import DISPLAY_SIDE, MODEL_KEYS, ModelView, Resources, tensor_to_image
-from .ood import OODScore, member_embeddings
+from .ood import OODScore, model_cues
 
 #: what a search's ``model`` may name besides a model key (or a comma-separated list of keys)
 MODEL_GROUPS = {"both": ("eat", "vanilla"), "all": MODEL_KEYS}
@@ -178,9 +178,9 @@ class SearchService:
         if detector is None:
             return None
         view = self.resources.views[key]
-        members = member_embeddings(view.model, tensor[None])
+        members, activations = model_cues(view.model, tensor[None])
         flat = tensor.reshape(1, -1).numpy()
-        return detector.score(flat, np.asarray([top1]), members)[0]
+        return detector.score(flat, np.asarray([top1]), members, activations)[0]
 
     def search(
         self, image: Image.Image, model: str | list[str] = DEFAULT_MODEL, k: int = DEFAULT_K

