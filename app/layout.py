@@ -20,6 +20,7 @@ from pathlib import Path
 
 import gradio as gr
 from gradio.utils import get_upload_folder
+from PIL import ImageOps
 
 from index import SearchIndexError
 
@@ -34,6 +35,7 @@ from .uploads import UploadError, load_image, load_uploads
 log = logging.getLogger(__name__)
 
 CLUSTER_SLOTS = 12
+QUERY_SIDE = 256  # the uploaded image is shown at most this large, beside what the model saw
 HEAVY_QUEUE = "heavy"  # clustering and attacks share one worker
 DOWNLOADS_MAX_AGE_S = 3600
 STATUS_REFRESH_S = 10.0  # the header re-reads the UMAP state until it is warm
@@ -230,6 +232,14 @@ def build_demo(services: Services) -> gr.Blocks:
                         )
                     with gr.Column(scale=3, elem_id="search-output"):
                         with gr.Row(elem_id="search-query-row"):
+                            query_shown = gr.Image(
+                                label="Your image",
+                                type="pil",
+                                interactive=False,
+                                height=230,
+                                format="png",
+                                elem_id="search-query",
+                            )
                             seen = gr.Image(
                                 label="What the model saw (28×28 input, enlarged)",
                                 type="pil",
@@ -557,7 +567,10 @@ def build_demo(services: Services) -> gr.Blocks:
             result = services.search.search(image, models, int(k))
             result.read_seconds, result.query = read, query
             show = result.results
+            big = max(image.size) > QUERY_SIDE
+            shown = ImageOps.contain(image, (QUERY_SIDE, QUERY_SIDE)) if big else image
             return (
+                shown,
                 result.model_input,
                 *[
                     gr.update(
@@ -680,7 +693,13 @@ def build_demo(services: Services) -> gr.Blocks:
 
         # -------------------------------------------------------------------- events
 
-        search_outputs = [seen, *search_galleries.values(), search_info, search_json]
+        search_outputs = [
+            query_shown,
+            seen,
+            *search_galleries.values(),
+            search_info,
+            search_json,
+        ]
         search_inputs = [query_file, example_state, search_model, search_k]
 
         def failed(what: str, blanks: int):
@@ -692,7 +711,7 @@ def build_demo(services: Services) -> gr.Blocks:
 
             return clear
 
-        search_blank = [seen, *search_galleries.values(), search_json]
+        search_blank = [query_shown, seen, *search_galleries.values(), search_json]
         gr.on(
             [search_button.click, query_file.upload],
             search,

@@ -59,8 +59,11 @@ def test_status_reports_the_gallery_and_models(client):
 
 
 def test_search_returns_ranked_results_of_all_three_models(client):
-    seen, eat, baseline, vanilla, summary, details = _search(client, _example("trouser"), ALL, 6)
+    shown, seen, eat, baseline, vanilla, summary, details = _search(
+        client, _example("trouser"), ALL, 6
+    )
     assert Image.open(seen).size == (224, 224)
+    assert max(Image.open(shown).size) <= 256  # the upload itself, beside what the model saw
     assert list(details) == ALL  # in display order
     for key, gallery in (("eat", eat), ("baseline", baseline), ("vanilla", vanilla)):
         hits = details[key]["hits"]
@@ -78,10 +81,10 @@ def test_search_returns_ranked_results_of_all_three_models(client):
 
 
 def test_search_with_chosen_models_hides_the_others(client):
-    _, eat, baseline, vanilla, _, details = _search(client, _example("sneaker"), ["eat"], 3)
+    _, _, eat, baseline, vanilla, _, details = _search(client, _example("sneaker"), ["eat"], 3)
     assert set(details) == {"eat"}
     assert eat["visible"] and not baseline["visible"] and not vanilla["visible"]
-    _, eat, baseline, vanilla, _, details = _search(
+    _, _, eat, baseline, vanilla, _, details = _search(
         client, _example("sneaker"), ["baseline", "vanilla"], 3
     )
     assert set(details) == {"baseline", "vanilla"}
