@@ -206,7 +206,7 @@ def build_demo(services: Services) -> gr.Blocks:
                             value=[(e.image, e.name.split("-", 1)[-1]) for e in examples],
                             label="…or pick an example",
                             columns=3,
-                            height=335,
+                            height=370,
                             allow_preview=False,
                             format="png",
                             elem_id="search-examples",
@@ -241,7 +241,7 @@ def build_demo(services: Services) -> gr.Blocks:
                                 elem_id="search-query",
                             )
                             seen = gr.Image(
-                                label="What the model saw (28×28 input, enlarged)",
+                                label="What the model saw (28×28)",
                                 type="pil",
                                 interactive=False,
                                 height=230,
