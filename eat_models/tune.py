@@ -253,16 +253,16 @@ def plot_compute_curves(out: Path, summaries: list[dict]) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    colours = plt.get_cmap("tab20").colors
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5))
+    colours = [*plt.get_cmap("tab20").colors, *plt.get_cmap("Dark2").colors]
     for i, (name, points) in enumerate(sorted(curves.items())):
         points = sorted(points, key=lambda s: s["train_wall_s"])
         xs = [s["train_wall_s"] for s in points]
         style = "-" if name.startswith("eat") else "--"
-        marker = "os^Dv"[i % 5]
+        marker = "os^Dv<>Ph"[i % 9]  # with the colour, no two families look alike
         for ax, key in zip(axes, ("ca_nmi", "clean_nmi"), strict=True):
             ys = [s[key] for s in points]
-            ax.plot(xs, ys, style, marker=marker, color=colours[i % 20], label=name)
+            ax.plot(xs, ys, style, marker=marker, color=colours[i % len(colours)], label=name)
     for ax, title in zip(
         axes, ("NMI under the clustering attack (eps 0.1, PGD-20)", "clean NMI"), strict=True
     ):
@@ -270,7 +270,8 @@ def plot_compute_curves(out: Path, summaries: list[dict]) -> bool:
         ax.set_xlabel("training seconds (2 CPU cores)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=2)
+    # the legend sits right of the plots, never over their points
+    axes[1].legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     fig.savefig(out / "robustness_vs_compute.png", dpi=110)
     plt.close(fig)
