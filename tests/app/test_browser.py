@@ -81,8 +81,11 @@ def test_clearing_an_upload_forgets_the_example_too(page):
     page.wait_for_function(
         "document.querySelector('#search-info').innerText.includes('your upload')"
     )
+    page.wait_for_selector("#search-upload .file-preview")
+    clear = page.locator("#search-upload button[aria-label='Clear']")
+    clear.wait_for(state="attached")
     page.hover("#search-upload")  # the × shows on hover
-    page.locator("#search-upload button[aria-label='Clear']").click()
+    clear.click(force=True)
     page.click("#search-button")
     page.wait_for_function(
         "document.querySelector('#search-info').innerText.includes('Nothing to show')"
