@@ -72,6 +72,12 @@ def capture(url: str, out: Path) -> list[Path]:
 
         page.get_by_role("tab", name="Robustness report").click()
         page.wait_for_selector("#report-plots img")
+        for img in page.locator("#report-plots img").all():  # lazy images load when seen
+            img.scroll_into_view_if_needed()
+        page.wait_for_function(
+            "[...document.querySelectorAll('#report-plots img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        )
         shot("4-report")
         browser.close()
     return shots
