@@ -111,7 +111,7 @@ class Row:
     name: str
     defense: str
     description: str
-    group: str  # baseline | ablation | eat | equal-compute
+    group: str  # baseline | ablation | eat | equal-compute | loss
     overrides: dict = field(default_factory=dict)
     compute_of: str | None = None  # train for as long as this row took (equal compute)
     epochs: int | None = None  # a fixed number of epochs instead of the profile's
@@ -200,6 +200,22 @@ def bench_rows(profile: BenchProfile) -> list[Row]:
             "equal-compute",
             {"width": wide, "lr": PGD_AT_LR},
             compute_of="eat",
+        ),
+        Row(
+            "eat-triplet",
+            "eat",
+            "EAT as tuned, with the triplet loss (on the tuning slice the triplet loss lifted "
+            "both EAT and PGD-AT)",
+            "loss",
+            {"members": k, "loss": "triplet"},
+        ),
+        Row(
+            "pgd-at-triplet-eqc",
+            "pgd-at",
+            "PGD-AT with the triplet loss, at eat-triplet's training compute",
+            "loss",
+            {"lr": PGD_AT_LR, "loss": "triplet"},
+            compute_of="eat-triplet",
         ),
         Row(
             "hm-wide-eqc",
@@ -509,7 +525,12 @@ class Bench:
         scores = {}
         for name, row in self.rows.items():
             record = self.load_row(name)
-            if row.compute_of and record and record["members"] == 1 and key in record["evals"]:
+            if (
+                row.compute_of == "eat"
+                and record
+                and record["members"] == 1
+                and key in record["evals"]
+            ):
                 scores[name] = record["evals"][key]["attacked"]["nmi"]
         return max(scores, key=scores.get) if scores else None
 
