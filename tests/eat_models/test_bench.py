@@ -52,6 +52,8 @@ def test_quick_bench_writes_every_artefact(tiny_bench):
         "hm-eqc",
         "pgd-at-wide-eqc",
         "hm-wide-eqc",
+        "eat-triplet",
+        "pgd-at-triplet-eqc",
     }
     assert set(rows) == expected
     for name, record in rows.items():
