@@ -745,6 +745,16 @@ def build_demo(services: Services) -> gr.Blocks:
             queue=False,
         )
 
+        cluster_outputs = [
+            cluster_info,
+            cluster_map,
+            cluster_csv,
+            cluster_zip,
+            *cluster_galleries,
+            cluster_attack_info,
+            cluster_attack_map,
+            cluster_json,
+        ]
         cluster_button.click(
             cluster,
             inputs=[
@@ -758,16 +768,7 @@ def build_demo(services: Services) -> gr.Blocks:
                 cluster_eps,
                 cluster_steps,
             ],
-            outputs=[
-                cluster_info,
-                cluster_map,
-                cluster_csv,
-                cluster_zip,
-                *cluster_galleries,
-                cluster_attack_info,
-                cluster_attack_map,
-                cluster_json,
-            ],
+            outputs=cluster_outputs,
             api_name="cluster",
             api_description="Cluster uploaded images (files or one zip): (files, model, "
             "algorithm, auto_k, k, attack, fraction, eps, steps).",
@@ -784,16 +785,7 @@ def build_demo(services: Services) -> gr.Blocks:
                 gr.update(value=None, visible=False),
                 None,
             ),
-            outputs=[
-                cluster_info,
-                cluster_map,
-                cluster_csv,
-                cluster_zip,
-                *cluster_galleries,
-                cluster_attack_info,
-                cluster_attack_map,
-                cluster_json,
-            ],
+            outputs=cluster_outputs,
             api_visibility="private",
             queue=False,
         )

@@ -22,7 +22,6 @@ milvus-lite). Milvus Lite allows one process per ``.db`` file at a time.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,7 +36,7 @@ from .errors import (
     SearchIndexError,
     UnknownIdError,
 )
-from .store import Hit, SearchResults, normalised_vectors
+from .store import Hit, SearchResults, _now, normalised_vectors
 
 FORMAT_TAG = "eat-search-index-milvus"
 FORMAT_VERSION = 1
@@ -83,10 +82,6 @@ def _client(location: str | Path):
             raise SearchIndexError(f"the folder of {path} does not exist")
         text = str(path)
     return MilvusClient(uri=text)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _index_params(client, kind: str, count: int | None):

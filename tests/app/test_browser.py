@@ -10,19 +10,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from app.screenshots import CHROMIUM, CHROMIUM_ARGS
+
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "app"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 EXAMPLES = sorted((REPO / "assets" / "examples").glob("*.*"))
 TIMEOUT_MS = 90_000
 
