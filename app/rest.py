@@ -2,7 +2,7 @@
 
 For programs (and curl) rather than browsers: the image goes in the request body, the
 top-k of each chosen model comes back as JSON, in one round trip — no upload step, no
-queue, no event stream. It calls the same :class:`~app.search.SearchService` as the
+queue, no event stream. It calls the same :class:`~app.services.search.SearchService` as the
 Search tab, with the same limits on file size and pixels and the same error texts::
 
     curl --data-binary @shirt.png -H 'Content-Type: image/png' \\
@@ -11,7 +11,7 @@ Search tab, with the same limits on file size and pixels and the same error text
 
 Answers: 200 with ``{"query": {...}, "out_of_domain": bool, "ood_score": float, "results":
 {model: {"hits": [...], "out_of_domain": bool, "ood_score": float, ...}}}`` (the flag: the
-query looks like nothing the model was trained on, see :mod:`app.ood`); 400 for an
+query looks like nothing the model was trained on, see :mod:`app.services.ood`); 400 for an
 empty body, an image that cannot be read or a malformed multipart form (two files, too
 many fields, a missing boundary); 413 for a body over the file-size limit;
 422 for a bad ``model`` (a key — ``eat``, ``baseline``, ``vanilla`` — ``both``, ``all``
@@ -32,9 +32,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .search import DEFAULT_K, DEFAULT_MODEL, check_k, models_for
 from .services import Services
-from .uploads import MAX_FILE_BYTES, UploadError, decode_image
+from .services.search import DEFAULT_K, DEFAULT_MODEL, check_k, models_for
+from .services.uploads import MAX_FILE_BYTES, UploadError, decode_image
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``eat app`` / ``python -m app``: load the models and gallery, then serve the web UI.
 
 Safe defaults: bound to 127.0.0.1, no share link, no analytics, monitoring off, uploads
-capped (file size, file count, pixels: :mod:`app.uploads`), attack and clustering events
+capped (file size, file count, pixels: :mod:`app.services.uploads`), attack and clustering events
 one at a time with a bounded queue, errors shown only as readable messages, the private
 cache and model folders blocked from being served. UMAP is warmed in a background thread
 after the server is up, so the first page is served without waiting for it.
@@ -29,13 +29,14 @@ def _quiet_environment() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(base, "eat", "numba"))
+    from eat_models.files import user_cache_dir
+
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(user_cache_dir("numba")))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``eat app`` (each default in one place, shown in ``--help``)."""
-    from .gallery import DEFAULT_GALLERY, DEFAULT_MAP_POINTS
+    from .defaults import DEFAULT_GALLERY, DEFAULT_MAP_POINTS
 
     parser.add_argument(
         "--host",
@@ -66,6 +67,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_GALLERY,
         help="gallery to search: 'fashion-mnist:test', 'fashion-mnist:train' or an image "
         "folder root/class_name/*.jpg (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--index",
+        action="append",
+        default=None,
+        metavar="LOCATION",
+        help="serve the gallery of an index built by 'eat index build' instead of --gallery: "
+        "a FAISS index folder, a Milvus Lite file (*.db) or a Milvus server URI "
+        "(http://host:19530); repeatable, one per model. Each index serves the model whose "
+        "fingerprint built it (another model's index is refused); the other models get "
+        "indexes of the same items. Items added to the index later appear after a restart",
+    )
+    parser.add_argument(
+        "--collection",
+        default=None,
+        help="with --index on Milvus: the collection (default: the one 'eat index build' "
+        "names by default)",
     )
     parser.add_argument(
         "--gallery-size",
@@ -124,9 +142,11 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     import torch
 
-    from .gallery import ModelsNotFoundError, load_resources
-    from .projection import start_warm_up
+    from index import SearchIndexError
+
     from .services import build_services
+    from .services.gallery import GalleryIndexError, ModelsNotFoundError, load_resources
+    from .services.projection import start_warm_up
 
     torch.set_num_threads(max(1, args.threads))
     try:
@@ -136,8 +156,10 @@ def serve(args: argparse.Namespace) -> int:
             gallery_size=args.gallery_size,
             cache_root=args.cache_dir,
             map_points=args.map_points,
+            indexes=args.index or (),
+            collection=args.collection,
         )
-    except ModelsNotFoundError as exc:
+    except (ModelsNotFoundError, GalleryIndexError, SearchIndexError) as exc:
         print(f"error: {exc}")
         return 2
     services = build_services(
@@ -151,9 +173,9 @@ def serve(args: argparse.Namespace) -> int:
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-    from .layout import CSS, build_demo
     from .rest import search_route
-    from .uploads import MAX_FILE_BYTES
+    from .services.uploads import MAX_FILE_BYTES
+    from .ui import CSS, build_demo
 
     demo = build_demo(services)
     # api_open=False: queued events cannot be called around the queue and its concurrency
@@ -167,6 +189,9 @@ def serve(args: argparse.Namespace) -> int:
     blocked = [str(resources.cache_dir.parent), str(Path(args.models).resolve())]
     if not args.gallery.startswith("fashion-mnist"):
         blocked.append(str(Path(args.gallery).resolve()))
+    for location in args.index or ():
+        if Path(location).exists():
+            blocked.append(str(Path(location).resolve()))
     try:
         demo.launch(
             server_name=args.host,

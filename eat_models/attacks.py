@@ -14,16 +14,23 @@ maximises, either per sample ``[B]`` or one scalar for the whole batch (a metric
   gallery neighbours.
 * :func:`clustering_attack` (CA): move each image away from its own k-means centroid
   toward a random other one.
+* :data:`ATTACKS`: the registry of the three, by name; :func:`craft` runs any of them on a
+  batch of tensors under an :class:`AttackBudget` (evaluation, the app's attack lab and
+  its "attack this set" all go through it).
 * :func:`evaluate_attack`: embed a dataset, attack it (optionally crafting on a
-  surrogate: transfer mode), and report clean vs attacked retrieval or clustering metrics.
+  surrogate: transfer mode), and report clean vs attacked retrieval or clustering metrics,
+  stored under :func:`evaluation_key`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,8 +47,10 @@ from .evaluate import (
 
 log = logging.getLogger(__name__)
 
-ATTACKS = ("es", "qa", "ca")
 QUERY_NEIGHBOURS = 5
+#: the evaluation budget of DESIGN.md (the headline): ε = 0.1, PGD-20
+DEFAULT_EPS = 0.1
+DEFAULT_STEPS = 20
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 """``objective(embeddings [B, D]) -> [B]`` (per sample) or a scalar (whole batch)."""
@@ -53,6 +62,86 @@ Objective = Callable[[torch.Tensor], torch.Tensor]
 def default_step_size(eps: float, steps: int) -> float:
     """``max(ε/8, 2.5·ε/steps)``: ε/8 for ≥ 20 steps, Madry's 2.5·ε/steps for few steps."""
     return max(eps / 8, 2.5 * eps / max(steps, 1))
+
+
+@dataclass(frozen=True)
+class AttackBudget:
+    """How hard an attack may try: the L∞ radius, PGD steps and step size, restarts, the
+    random start, and the seed of its random numbers (None: torch's global RNG)."""
+
+    eps: float = DEFAULT_EPS
+    steps: int = DEFAULT_STEPS
+    step_size: float | None = None
+    restarts: int = 1
+    random_start: bool = True
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.eps < 0 or self.steps < 0 or self.restarts < 1:
+            raise ValueError(
+                f"need eps ≥ 0, steps ≥ 0, restarts ≥ 1 (got {self.eps}, {self.steps}, "
+                f"{self.restarts})"
+            )
+
+    @property
+    def alpha(self) -> float:
+        """The step size used: ``step_size`` or :func:`default_step_size`."""
+        return default_step_size(self.eps, self.steps) if self.step_size is None else self.step_size
+
+    def generator(self) -> torch.Generator | None:
+        """A fresh generator seeded with ``seed`` (None without a seed)."""
+        return None if self.seed is None else torch.Generator().manual_seed(self.seed)
+
+    def replace(self, **changes) -> AttackBudget:
+        return dataclasses.replace(self, **changes)
+
+
+def evaluation_key(
+    attack: str,
+    eps: float,
+    steps: int,
+    *,
+    restarts: int = 1,
+    fraction: float = 1.0,
+    transfer_from: str | None = None,
+    seed: int | None = None,
+) -> str:
+    """The name an evaluation is stored under: ``ca@0.1/20``, plus ``x3`` for restarts,
+    ``/p0.1`` for an attacked fraction, ``/from-vanilla`` for transfer, ``/s1`` for a
+    seed other than the default one (:func:`parse_evaluation_key` reads it back)."""
+    key = f"{attack}@{eps:g}/{steps}"
+    if restarts > 1:
+        key += f"x{restarts}"
+    if fraction < 1:
+        key += f"/p{fraction:g}"
+    if transfer_from:
+        key += f"/from-{transfer_from}"
+    if seed is not None:
+        key += f"/s{seed}"
+    return key
+
+
+_KEY = re.compile(
+    r"^(?P<attack>\w+)@(?P<eps>[0-9.e+-]+)/(?P<steps>\d+)(?:x(?P<restarts>\d+))?"
+    r"(?:/p(?P<fraction>[0-9.e+-]+))?(?:/from-(?P<transfer_from>[\w-]+?))?(?:/s(?P<seed>\d+))?$"
+)
+
+
+def parse_evaluation_key(key: str) -> dict | None:
+    """The settings of an :func:`evaluation_key` (None for another key, e.g. ``clean``)."""
+    match = _KEY.match(key)
+    if match is None:
+        return None
+    g = match.groupdict()
+    return {
+        "attack": g["attack"],
+        "eps": float(g["eps"]),
+        "steps": int(g["steps"]),
+        "restarts": int(g["restarts"] or 1),
+        "fraction": float(g["fraction"] or 1.0),
+        "transfer_from": g["transfer_from"],
+        "seed": None if g["seed"] is None else int(g["seed"]),
+    }
 
 
 @contextmanager
@@ -196,22 +285,21 @@ def embedding_shift_attack(
     x: torch.Tensor,
     eps: float,
     steps: int,
-    step_size: float | None = None,
-    restarts: int = 1,
-    random_start: bool = True,
+    *,
     generator: torch.Generator | None = None,
+    **budget,
 ) -> torch.Tensor:
     """Embedding-shift attack (ES): maximise ‖F(x̃) − F(x)‖ within the L∞ ε-ball.
 
     Untargeted and label-free: it moves each embedding as far as it can from where it
-    was. Args as in :func:`pgd`; ``x`` ``[B, C, H, W]`` in [0, 1] → ``x̃`` of the same shape.
+    was. ``budget``: the other :class:`AttackBudget` fields (``step_size``, ``restarts``,
+    ``random_start``); ``x`` ``[B, C, H, W]`` in [0, 1] → ``x̃`` of the same shape.
 
     Example:
         >>> x_adv = embedding_shift_attack(model, x, eps=0.1, steps=20)
         >>> shift = (model(x_adv) - model(x)).norm(dim=1)
     """
-    objective = embedding_shift_objective(_clean_embeddings(model, x))
-    return pgd(model, x, objective, eps, steps, step_size, restarts, random_start, generator)
+    return craft(model, x, "es", AttackBudget(eps, steps, **budget), generator=generator)
 
 
 def query_neighbours(
@@ -248,10 +336,8 @@ def query_attack(
     steps: int,
     k: int = QUERY_NEIGHBOURS,
     exclude_index: torch.Tensor | None = None,
-    step_size: float | None = None,
-    restarts: int = 1,
-    random_start: bool = True,
     generator: torch.Generator | None = None,
+    **budget,
 ) -> torch.Tensor:
     """Retrieval query attack (QA−): push each query away from its same-class neighbours.
 
@@ -264,7 +350,7 @@ def query_attack(
         x: queries ``[B, C, H, W]`` in [0, 1]; ``labels`` ``[B]``.
         gallery_embeddings: clean gallery ``[N, D]`` (L2-normalised); ``gallery_labels [N]``.
         exclude_index: ``[B]`` gallery row of each query itself (−1: not in the gallery).
-        eps, steps, step_size, restarts, random_start, generator: as in :func:`pgd`.
+        eps, steps, generator, budget: as in :func:`embedding_shift_attack`.
 
     Returns:
         ``x̃`` ``[B, C, H, W]``.
@@ -274,18 +360,14 @@ def query_attack(
         >>> x_adv = query_attack(model, g_x[:8], y[:8], g, y, eps=0.1, steps=20,
         ...                      exclude_index=torch.arange(8))
     """
-    clean = _clean_embeddings(model, x)
-    gallery_embeddings = torch.as_tensor(gallery_embeddings).to(clean)
-    indices, valid = query_neighbours(
-        clean,
-        torch.as_tensor(labels),
-        gallery_embeddings,
-        torch.as_tensor(gallery_labels),
-        k,
-        None if exclude_index is None else torch.as_tensor(exclude_index),
+    targets = AttackTargets(
+        labels=labels,
+        gallery=gallery_embeddings,
+        gallery_labels=gallery_labels,
+        exclude_index=exclude_index,
+        k=k,
     )
-    objective = query_objective(gallery_embeddings[indices], valid)
-    return pgd(model, x, objective, eps, steps, step_size, restarts, random_start, generator)
+    return craft(model, x, "qa", AttackBudget(eps, steps, **budget), targets, generator)
 
 
 def random_other_clusters(
@@ -306,17 +388,16 @@ def clustering_attack(
     target_centroids: torch.Tensor,
     eps: float,
     steps: int,
-    step_size: float | None = None,
-    restarts: int = 1,
-    random_start: bool = True,
+    *,
     generator: torch.Generator | None = None,
+    **budget,
 ) -> torch.Tensor:
     """Clustering attack (CA): maximise d(F(x̃), c_own) − d(F(x̃), c_target).
 
     ``own_centroids`` and ``target_centroids`` ``[B, D]`` are, per image, the centroid of
     its clean k-means cluster and of a target cluster (drawn at random among the others
     by :func:`random_other_clusters` — a shared nearest target would only relocate a
-    cluster, which NMI does not see). Other args as in :func:`pgd`.
+    cluster, which NMI does not see). Other args as in :func:`embedding_shift_attack`.
 
     Example:
         >>> assign, centroids = kmeans_assign(clean_embeddings, 10)
@@ -324,8 +405,116 @@ def clustering_attack(
         >>> x_adv = clustering_attack(model, x, torch.from_numpy(centroids[assign]),
         ...                           torch.from_numpy(centroids[target]), eps=0.1, steps=20)
     """
-    objective = clustering_objective(own_centroids, target_centroids)
-    return pgd(model, x, objective, eps, steps, step_size, restarts, random_start, generator)
+    targets = AttackTargets(own_centroids=own_centroids, target_centroids=target_centroids)
+    return craft(model, x, "ca", AttackBudget(eps, steps, **budget), targets, generator)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass
+class AttackTargets:
+    """What an attack aims at, one row per image of the batch, for the attacks that need it.
+
+    * ``es``: ``clean`` — the clean embeddings (computed from ``x`` when None).
+    * ``qa``: ``labels``, the clean ``gallery`` embeddings and ``gallery_labels``, each
+      query's own gallery row ``exclude_index`` (−1: not in the gallery), and ``k``.
+    * ``ca``: ``own_centroids`` and ``target_centroids``.
+    """
+
+    clean: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    gallery: torch.Tensor | None = None
+    gallery_labels: torch.Tensor | None = None
+    exclude_index: torch.Tensor | None = None
+    k: int = QUERY_NEIGHBOURS
+    own_centroids: torch.Tensor | None = None
+    target_centroids: torch.Tensor | None = None
+
+
+def _es_objective(model: nn.Module, x: torch.Tensor, t: AttackTargets) -> Objective:
+    return embedding_shift_objective(
+        t.clean if t.clean is not None else _clean_embeddings(model, x)
+    )
+
+
+def _qa_objective(model: nn.Module, x: torch.Tensor, t: AttackTargets) -> Objective:
+    clean = _clean_embeddings(model, x)
+    gallery = torch.as_tensor(t.gallery).to(clean)
+    exclude = None if t.exclude_index is None else torch.as_tensor(t.exclude_index)
+    indices, valid = query_neighbours(
+        clean, torch.as_tensor(t.labels), gallery, torch.as_tensor(t.gallery_labels), t.k, exclude
+    )
+    return query_objective(gallery[indices], valid)
+
+
+def _ca_objective(model: nn.Module, x: torch.Tensor, t: AttackTargets) -> Objective:
+    return clustering_objective(t.own_centroids, t.target_centroids)
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One registered attack: its name, what people read, the objective PGD maximises
+    (built from the model, the batch and its targets) and the targets it needs."""
+
+    name: str
+    label: str
+    objective: Callable[[nn.Module, torch.Tensor, AttackTargets], Objective]
+    needs: tuple[str, ...] = ()
+
+
+ATTACKS: dict[str, Attack] = {
+    a.name: a
+    for a in (
+        Attack("es", "embedding shift (ES)", _es_objective),
+        Attack(
+            "qa",
+            "retrieval query attack (QA−)",
+            _qa_objective,
+            ("labels", "gallery", "gallery_labels"),
+        ),
+        Attack(
+            "ca", "clustering attack (CA)", _ca_objective, ("own_centroids", "target_centroids")
+        ),
+    )
+}
+
+
+def get_attack(name: str) -> Attack:
+    """The registered attack ``name``, or a ValueError that lists them."""
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    return ATTACKS[name]
+
+
+def craft(
+    model: nn.Module,
+    x: torch.Tensor,
+    attack: str,
+    budget: AttackBudget,
+    targets: AttackTargets | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Adversarial versions of the batch ``x`` ``[B, C, H, W]`` by attack ``attack`` under
+    ``budget``, white-box on ``model``. ``generator``: the random starts' generator (one
+    shared across the batches of a set); default ``budget.generator()``."""
+    spec = get_attack(attack)
+    targets = targets or AttackTargets()
+    missing = [name for name in spec.needs if getattr(targets, name) is None]
+    if missing:
+        raise ValueError(f"the {spec.label} needs {', '.join(missing)}")
+    objective = spec.objective(model, x, targets)
+    return pgd(
+        model,
+        x,
+        objective,
+        budget.eps,
+        budget.steps,
+        budget.step_size,
+        budget.restarts,
+        budget.random_start,
+        generator if generator is not None else budget.generator(),
+    )
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -341,10 +530,8 @@ def evaluate_attack(
     model: nn.Module,
     dataset,
     attack: str,
-    eps: float,
-    steps: int,
-    step_size: float | None = None,
-    restarts: int = 1,
+    budget: AttackBudget,
+    *,
     fraction: float = 1.0,
     seed: int = 0,
     surrogate: nn.Module | None = None,
@@ -375,8 +562,7 @@ def evaluate_attack(
     (mean ‖F(x̃) − F(x)‖ over attacked images, on ``model``), the settings, counts and
     timings in seconds (``clean_s``, ``attack_s``, ``total_s``).
     """
-    if attack not in ATTACKS:
-        raise ValueError(f"unknown attack {attack!r}; choose one of {ATTACKS}")
+    get_attack(attack)
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
     started = time.perf_counter()
@@ -404,30 +590,26 @@ def evaluate_attack(
     gallery_labels = torch.from_numpy(labels)
     adv_embeddings = clean.copy()
 
-    settings = dict(
-        eps=eps, steps=steps, step_size=step_size, restarts=restarts, generator=generator
-    )
     attack_started = time.perf_counter()
     for rows in _batches(attacked_rows, batch_size, progress, f"attack {attack}"):
         x = dataset.batch(rows)
         index = torch.from_numpy(rows)
         if attack == "es":
-            x_adv = pgd(crafter, x, embedding_shift_objective(gallery[index]), **settings)
+            targets = AttackTargets(clean=gallery[index])
         elif attack == "qa":
-            x_adv = query_attack(
-                crafter,
-                x,
-                gallery_labels[index],
-                gallery,
-                gallery_labels,
-                k=k,
+            targets = AttackTargets(
+                labels=gallery_labels[index],
+                gallery=gallery,
+                gallery_labels=gallery_labels,
                 exclude_index=index,
-                **settings,
+                k=k,
             )
         else:
-            own = centroids[assign[rows]]
-            target = centroids[[target_of[int(r)] for r in rows]]
-            x_adv = clustering_attack(crafter, x, own, target, **settings)
+            targets = AttackTargets(
+                own_centroids=centroids[assign[rows]],
+                target_centroids=centroids[[target_of[int(r)] for r in rows]],
+            )
+        x_adv = craft(crafter, x, attack, budget, targets, generator)
         with torch.no_grad(), eval_mode(model):
             adv_embeddings[rows] = model(x_adv).numpy()
     attack_s = time.perf_counter() - attack_started
@@ -444,13 +626,12 @@ def evaluate_attack(
         attacked_metrics = gallery_retrieval_metrics(
             adv_embeddings, labels, clean, labels, exclude_index=np.arange(n)
         )
-    resolved_step = default_step_size(eps, steps) if step_size is None else step_size
     return {
         "attack": attack,
-        "eps": eps,
-        "steps": steps,
-        "step_size": resolved_step,
-        "restarts": restarts,
+        "eps": budget.eps,
+        "steps": budget.steps,
+        "step_size": budget.alpha,
+        "restarts": budget.restarts,
         "fraction": fraction,
         "seed": seed,
         "neighbours": k if attack == "qa" else None,

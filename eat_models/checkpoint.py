@@ -17,16 +17,16 @@ import datetime as dt
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from .ensemble import AveragedEmbedding
+from .files import atomic_write_bytes, sha256_file
 from .networks import NetworkConfig, build_network
 
 FORMAT_TAG = "eat-checkpoint"
@@ -76,27 +76,6 @@ class EmbeddingModel(nn.Module):
         return self.net(x)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def fingerprint_of(config: dict) -> str:
     """A short stable hash of the networks' configs and weight hashes."""
     members = [{"network": m["network"], "sha256": m["sha256"]} for m in config["members"]]
@@ -126,12 +105,10 @@ def save_checkpoint(
     for k, (net, cfg) in enumerate(zip(networks, network_configs, strict=True)):
         name = "model.safetensors" if len(networks) == 1 else f"member_{k}.safetensors"
         state = {key: t.detach().cpu().contiguous() for key, t in net.state_dict().items()}
-        tmp = out / f".{name}.tmp"
-        save_file(state, str(tmp))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out / name)
-        members.append({"network": cfg.to_dict(), "weights": name, "sha256": _sha256(out / name)})
+        atomic_write_bytes(out / name, save(state))
+        members.append(
+            {"network": cfg.to_dict(), "weights": name, "sha256": sha256_file(out / name)}
+        )
     first = network_configs[0]
     config = {
         "format": FORMAT_TAG,
@@ -150,7 +127,7 @@ def save_checkpoint(
         **(extra or {}),
     }
     config["fingerprint"] = fingerprint_of(config)
-    _atomic_write_bytes(out / CONFIG_NAME, json.dumps(config, indent=2).encode())
+    atomic_write_bytes(out / CONFIG_NAME, json.dumps(config, indent=2).encode())
     return out
 
 
@@ -187,7 +164,7 @@ def _load_member(directory: Path, member: dict) -> nn.Module:
     weights = directory / member["weights"]
     if not weights.is_file():
         raise CheckpointError(f"{weights}: weights file is missing")
-    if _sha256(weights) != member.get("sha256"):
+    if sha256_file(weights) != member.get("sha256"):
         raise CheckpointError(
             f"{weights}: contents do not match the hash in {CONFIG_NAME}; "
             "the file is truncated, corrupt or was replaced"

@@ -1,4 +1,4 @@
-"""Commands of ``eat`` that belong to the library: ``train``, ``eval``, ``speed``.
+"""Commands of ``eat`` that belong to the library: ``train``, ``eval``, ``attack``.
 
 The console script lives in :mod:`app.cli`, which adds the ``index`` and ``app`` commands.
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -18,13 +17,26 @@ import time
 import typing
 from pathlib import Path
 
+from .files import write_json
+
 log = logging.getLogger("eat")
 
+#: packages of the optional extras (pyproject.toml), for a clear message when one is missing
+EXTRA_OF = {
+    "faiss": "index",
+    "threadpoolctl": "index",
+    "pymilvus": "milvus",
+    "milvus_lite": "milvus",
+    "gradio": "app",
+    "umap": "app",
+    "matplotlib": "app",
+    "httpx": "app",
+}
 
-def add_dataclass_arguments(
-    parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()
-) -> None:
-    """One ``--flag`` per dataclass field, with its default and ``metadata['help']``."""
+
+def add_dataclass_arguments(parser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per dataclass field, with its default and ``metadata['help']``
+    (``parser``: a parser or an argument group)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -68,8 +80,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _checkpoint_test_set(args: argparse.Namespace, meta: dict):
     """``(dataset, split, test set)`` a checkpoint is evaluated on: its own dataset and split
     unless ``--dataset``/``--split`` override them, sliced to ``--max-test`` if given."""
-    from .data import load_dataset
-    from .train import stratified_slice
+    from .data import load_dataset, stratified_slice
 
     dataset = args.dataset or meta.get("dataset", "fashion-mnist")
     split = args.split or meta.get("split", "standard")
@@ -113,25 +124,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     }
     out = Path(args.out) if args.out else Path(args.checkpoint) / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
+    write_json(out, record)
     print(format_metrics_table({Path(args.checkpoint).name: metrics}))
     print(f"\nmetrics written to {out}")
-    return 0
-
-
-def _cmd_speed(args: argparse.Namespace) -> int:
-    from .speed import run_speed_benchmark
-
-    record = run_speed_benchmark(
-        args.checkpoint,
-        batch_size=args.batch_size,
-        repeats=args.repeats,
-        threads=args.threads,
-        out=args.out,
-    )
-    print(json.dumps(record["results"], indent=2))
-    if args.out:
-        print(f"\nwritten to {args.out}")
     return 0
 
 
@@ -139,7 +134,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     import torch
 
     from . import load_model
-    from .attacks import evaluate_attack
+    from .attacks import AttackBudget, evaluate_attack
     from .evaluate import format_metrics_table
     from .provenance import provenance
 
@@ -152,10 +147,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         model,
         test,
         args.attack,
-        eps=args.eps,
-        steps=args.steps,
-        step_size=args.step_size,
-        restarts=args.restarts,
+        AttackBudget(args.eps, args.steps, args.step_size, args.restarts),
         fraction=args.fraction,
         seed=args.seed,
         surrogate=surrogate,
@@ -176,7 +168,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     }
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"attack_{args.attack}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
+    write_json(out, record)
     mode = "transfer" if surrogate is not None else "white-box"
     label = f"{args.attack} eps={args.eps:g} steps={args.steps} ({mode})"
     print(format_metrics_table({"clean": result["clean"], label: result["attacked"]}))
@@ -200,8 +192,9 @@ def _add_test_set_flags(p: argparse.ArgumentParser, max_test_help: str) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``eval``, ``speed`` and ``attack`` to the ``eat`` command's subparsers."""
-    from .attacks import ATTACKS, QUERY_NEIGHBOURS
+    """Add ``train``, ``eval`` and ``attack`` to the ``eat`` command's subparsers."""
+    from .attacks import ATTACKS, DEFAULT_EPS, DEFAULT_STEPS, QUERY_NEIGHBOURS
+    from .defenses import OPTION_GROUPS, option_owners
     from .train import TrainConfig
 
     p = sub.add_parser(
@@ -209,8 +202,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train an embedding model (or ensemble) and save a checkpoint",
         description="Train a DML model with a defense and save safetensors + JSON config.",
     )
-    add_dataclass_arguments(p, TrainConfig)
+    own = {f.name for group in OPTION_GROUPS for f in dataclasses.fields(group)}
+    add_dataclass_arguments(p, TrainConfig, skip=tuple(own))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    for group in OPTION_GROUPS:
+        owners = option_owners(group)
+        title = f"{', '.join(owners)} options" if len(owners) < 3 else "adversarial defenses"
+        add_dataclass_arguments(p.add_argument_group(title, group.__doc__), group)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(
@@ -232,21 +230,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(
-        "speed",
-        help="embedding throughput benchmark (images/s, median of repeats)",
-        description="Measure embedding throughput of a checkpoint on random inputs of "
-        "its input shape; for an ensemble also each member alone.",
-    )
-    p.add_argument("checkpoint", help="checkpoint directory")
-    p.add_argument(
-        "--batch-size", type=int, default=256, help="images per forward pass (default: 256)"
-    )
-    p.add_argument("--repeats", type=int, default=30, help="timed forward passes (default: 30)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
-    p.add_argument("--out", default=None, help="write the result JSON here")
-    p.set_defaults(func=_cmd_speed)
-
-    p = sub.add_parser(
         "attack",
         help="clean vs attacked metrics of a checkpoint under an L-inf PGD attack",
         description="Attack the deployed embedding (an ensemble's averaged embedding) on the "
@@ -258,14 +241,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--attack",
         required=True,
-        choices=ATTACKS,
+        choices=list(ATTACKS),
         help="es: embedding shift; qa: push queries from their same-class neighbours; "
         "ca: clustering attack toward random other clusters",
     )
     p.add_argument(
-        "--eps", type=float, default=0.1, help="L-inf budget, pixels in [0, 1] (default: 0.1)"
+        "--eps",
+        type=float,
+        default=DEFAULT_EPS,
+        help="L-inf budget, pixels in [0, 1] (default: %(default)s)",
     )
-    p.add_argument("--steps", type=int, default=20, help="PGD steps (default: 20)")
+    p.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help="PGD steps (default: %(default)s)"
+    )
     p.add_argument(
         "--step-size",
         type=float,
@@ -310,10 +298,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_attack)
 
-    from .bench import add_bench_command
-
-    add_bench_command(sub)
-
 
 def build_parser(registrars=()) -> argparse.ArgumentParser:
     """The ``eat`` parser: this package's commands plus those of ``registrars``.
@@ -349,6 +333,16 @@ def main(argv: list[str] | None = None, registrars=()) -> int:
         return args.func(args)
     except (DatasetNotFoundError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"error: 'eat {args.command}' needs {exc.name}, which the core install lacks: "
+            f"pip install '.[{extra}]' (or '.[all]')",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+
+from .files import user_cache_dir
+from .images import load_model_input
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +154,7 @@ class ImageDataset(torch.utils.data.Dataset):
             if img.dim() == 2:
                 img = img.unsqueeze(0)
             return img.float().div_(255.0)
-        return load_image_file(self.images[index], self.image_size, self.channels)
+        return load_model_input(self.images[index], self.channels, self.image_size)
 
     def batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
         """Stack the images at ``indices`` into ``[B, C, H, W]`` (fast path in memory)."""
@@ -187,19 +189,6 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.refs[index] if self.refs else f"{self.name}:{index}"
 
 
-def load_image_file(path: str | os.PathLike, image_size: int, channels: int) -> torch.Tensor:
-    """Decode one image file to ``[channels, image_size, image_size]`` in [0, 1]."""
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-            img = img.resize((image_size, image_size), Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot decode image ({exc})") from exc
-    tensor = torch.from_numpy(arr.copy()).float().div_(255.0)
-    return tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1).contiguous()
-
-
 def _fashion_mnist_candidates(root: str | os.PathLike | None) -> list[tuple[str, Path]]:
     cands: list[tuple[str, Path]] = []
     if root is not None:
@@ -213,8 +202,7 @@ def _fashion_mnist_candidates(root: str | os.PathLike | None) -> list[tuple[str,
 
 def torchvision_cache_dir() -> Path:
     """Where this project lets torchvision download datasets to (``~/.cache/eat/datasets``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "eat" / "datasets"
+    return user_cache_dir("datasets")
 
 
 def _has_fashion_mnist(directory: Path) -> bool:
@@ -433,6 +421,32 @@ def _stratified_fraction(
         picked.append(rows[:n])
         rest.append(rows[n:])
     return np.concatenate(picked), np.concatenate(rest)
+
+
+def stratified_slice(dataset: ImageDataset, size: int | None, seed: int) -> ImageDataset:
+    """A class-stratified subset of about ``size`` items (the whole set if ``size`` is None)."""
+    if size is None or size >= len(dataset):
+        return dataset
+    parts = max(1, len(dataset) // size)
+    rows = (
+        stratified_split(dataset.labels, parts, seed=seed)[0]
+        if parts > 1
+        else np.arange(len(dataset))
+    )
+    return dataset.subset(rows[:size])
+
+
+def balanced_rows(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """About ``size`` sorted row indices with every class in equal share (round robin over
+    the classes; a class with too few rows gives all it has)."""
+    rng = np.random.default_rng(seed)
+    queues = [rng.permutation(np.flatnonzero(labels == c)).tolist() for c in np.unique(labels)]
+    rows: list[int] = []
+    while len(rows) < size and any(queues):
+        for queue in queues:
+            if queue and len(rows) < size:
+                rows.append(queue.pop())
+    return np.sort(np.asarray(rows, dtype=np.int64))
 
 
 def stratified_split(labels: np.ndarray, k: int, seed: int = 0) -> list[np.ndarray]:

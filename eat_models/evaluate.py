@@ -129,19 +129,14 @@ def retrieval_metrics(
 
 def pairwise_f1(labels_true: np.ndarray, labels_pred: np.ndarray) -> float:
     """F1 over item pairs: a pair is predicted positive when both share a cluster."""
-    labels_true = np.asarray(labels_true)
-    labels_pred = np.asarray(labels_pred)
-    _, t = np.unique(labels_true, return_inverse=True)
-    _, p = np.unique(labels_pred, return_inverse=True)
-    table = np.zeros((t.max() + 1, p.max() + 1), dtype=np.int64)
-    np.add.at(table, (t, p), 1)
+    from sklearn.metrics.cluster import pair_confusion_matrix
 
-    def pairs(x: np.ndarray) -> float:
-        return float((x * (x - 1) // 2).sum())
-
-    true_positive = pairs(table)
-    predicted = pairs(table.sum(axis=0))
-    actual = pairs(table.sum(axis=1))
+    # ordered pairs: [[different in both, apart in truth but together in the prediction],
+    #                 [together in truth but apart in the prediction, together in both]]
+    (_, false_positive), (false_negative, true_positive) = pair_confusion_matrix(
+        np.asarray(labels_true), np.asarray(labels_pred)
+    ).astype(np.float64)
+    predicted, actual = true_positive + false_positive, true_positive + false_negative
     if predicted == 0 or actual == 0 or true_positive == 0:
         return 0.0
     precision, recall = true_positive / predicted, true_positive / actual

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,18 +24,18 @@ from .data import (
     ClassBalancedBatchSampler,
     ImageDataset,
     load_dataset,
-    stratified_split,
+    stratified_slice,
 )
 from .defenses import (
     DEFENSES,
-    ENSEMBLE_BATCHES,
-    ENSEMBLE_OBJECTIVES,
-    HM_DESTINATIONS,
-    MEMBER_ATTACKS,
-    MEMBER_SPLITS,
+    AdversarialOptions,
     Batch,
+    EATOptions,
+    HMOptions,
+    TradesOptions,
     build_defense,
 )
+from .defenses.base import option
 from .losses import LOSSES, MetricLoss
 from .networks import NetworkConfig, build_network, default_network_config
 from .provenance import provenance
@@ -44,39 +44,40 @@ from .weight_average import WeightAverage
 log = logging.getLogger(__name__)
 
 
-def _flag(help_text: str, choices: tuple | None = None, **kwargs):
-    return field(metadata={"help": help_text, "choices": choices}, **kwargs)
-
-
 @dataclass
-class TrainConfig:
-    """Every knob of a training run; the CLI's flags are made from these fields."""
+class TrainConfig(EATOptions, HMOptions, TradesOptions, AdversarialOptions):
+    """Every knob of a training run; the CLI's flags are made from these fields.
 
-    dataset: str = _flag(
+    The fields below are common to every defense; each defense's own options come from its
+    options dataclass (:data:`~eat_models.defenses.OPTION_GROUPS`), so a config stays one
+    flat record (the JSON in every checkpoint) while each option lives with its defense.
+    """
+
+    dataset: str = option(
         "dataset: 'fashion-mnist', 'folder' (an image folder root/class/*.jpg), or the "
         "paper's 'cub200', 'cars196', 'inshop' in their standard layouts under --data-dir "
         "(standard splits: CUB/CARS first half of the classes train, In-Shop its lists)",
         default="fashion-mnist",
     )
-    data_dir: str | None = _flag(
+    data_dir: str | None = option(
         "where the data is (Fashion-MNIST IDX files, or the image-folder root); "
         "default: $EAT_DATA_DIR, then /usr/share/datasets/fashion-mnist",
         default=None,
     )
-    download: bool = _flag(
+    download: bool = option(
         "allow downloading Fashion-MNIST into the torchvision cache if not found", default=False
     )
-    split: str = _flag(
+    split: str = option(
         "'standard' (60k/10k, all classes) or 'class-disjoint' (unseen test classes)",
         default="standard",
         choices=SPLIT_KINDS,
     )
-    loss: str = _flag(
+    loss: str = option(
         "metric loss: 'proxy-anchor' (the paper's) or 'triplet' (margin 0.2, semi-hard miner)",
         default="proxy-anchor",
         choices=LOSSES,
     )
-    defense: str = _flag(
+    defense: str = option(
         "training defense: vanilla (no defense), pgd-at (Madry AT on the metric loss), "
         "trades (clean loss + beta * embedding shift), est / act (RobRank's embedding-shifted "
         "and anti-collapse triplet), hm (hardness manipulation, Zhou & Patel 2022), "
@@ -85,128 +86,53 @@ class TrainConfig:
         default="vanilla",
         choices=tuple(DEFENSES),
     )
-    members: int | None = _flag(
+    members: int | None = option(
         "number of ensemble members K; default: the defense's own (3 for at-ensemble and eat, "
         "1 otherwise; vanilla with K > 1 is a plain ensemble)",
         default=None,
     )
-    epochs: int = _flag("passes over the training set", default=8)
-    classes_per_batch: int = _flag("P: classes in each batch", default=10)
-    samples_per_class: int = _flag("M: images per class in each batch (batch = P×M)", default=16)
-    lr: float | None = _flag(
+    epochs: int = option("passes over the training set", default=8)
+    classes_per_batch: int = option("P: classes in each batch", default=10)
+    samples_per_class: int = option("M: images per class in each batch (batch = P×M)", default=16)
+    lr: float | None = option(
         "AdamW learning rate of the networks (proxies get ×100); default: the defense's own, "
         "1e-3, and for eat 1e-3 × K (its members take 1/K of a single model's steps, each on "
         "K batches; tuned in results/fashion-mnist/tuning-12k-v2)",
         default=None,
     )
-    weight_decay: float = _flag("AdamW weight decay", default=1e-4)
-    arch: str = _flag(
+    weight_decay: float = option("AdamW weight decay", default=1e-4)
+    arch: str = option(
         "network: 'small-cnn' (28×28) or 'resnet18' (larger images)", default="small-cnn"
     )
-    width: int = _flag("small-cnn base width (channels of the first conv)", default=32)
-    embedding_dim: int = _flag("embedding size D", default=128)
-    image_size: int = _flag("side length images of an image folder are resized to", default=224)
-    imagenet_weights: str | None = _flag(
+    width: int = option("small-cnn base width (channels of the first conv)", default=32)
+    embedding_dim: int = option("embedding size D", default=128)
+    image_size: int = option("side length images of an image folder are resized to", default=224)
+    imagenet_weights: str | None = option(
         "resnet18 only: 'imagenet' (torchvision download) or a local "
         ".pth state dict; default random init",
         default=None,
     )
-    max_train: int | None = _flag(
+    max_train: int | None = option(
         "use a stratified slice of this many training images (smoke runs)", default=None
     )
-    train_eps: float = _flag(
-        "adversarial defenses: L-inf budget of the examples crafted during training "
-        "(pixels in [0, 1])",
-        default=0.1,
-    )
-    train_steps: int = _flag("adversarial defenses: PGD steps per crafted batch", default=5)
-    train_step_size: float | None = _flag(
-        "adversarial defenses: PGD step size; default max(eps/8, 2.5*eps/steps)", default=None
-    )
-    clean_weight: float = _flag(
-        "pgd-at, at-ensemble, est, eat: weight of the clean batch's metric loss added to the "
-        "adversarial one (0: adversarial batch only)",
-        default=0.0,
-    )
-    trades_beta: float = _flag(
-        "trades: weight beta of the squared embedding shift ||f(x) - f(x_adv)||^2", default=6.0
-    )
-    member_split: str = _flag(
-        "eat: how members' home data is split: 'stratified' (K parts, every class in each), "
-        "'overlap' (member k on all stratified parts but the k-th), 'class-disjoint' (K parts, "
-        "disjoint classes) or 'none' (all data for everyone)",
-        default="stratified",
-        choices=MEMBER_SPLITS,
-    )
-    lambda_transfer: float = _flag(
-        "eat: weight of self-transfer, each member training on the examples crafted against "
-        "the other members in the same step (0: off)",
-        default=1.0,
-    )
-    lambda_ensemble: float = _flag(
-        "eat: weight of the examples crafted against the averaged embedding F (0: off, and "
-        "no PGD through F is run). Off by default: it doubles the cost of an epoch and did "
-        "not add robustness at equal compute (results/fashion-mnist/tuning-12k-v2)",
-        default=0.0,
-    )
-    ensemble_objective: str = _flag(
-        "eat: what PGD through F maximises: 'cluster' (clustering attack inside the batch: "
-        "away from the own class centroid toward a random other one; the tuned default, see "
-        "results/fashion-mnist/tuning-12k) or 'shift' (embedding shift ||F(x_adv) - F(x)||)",
-        default="cluster",
-        choices=ENSEMBLE_OBJECTIVES,
-    )
-    ema_decay: float = _flag(
+    ema_decay: float = option(
         "average each member's weights along training (EMA with this decay, e.g. 0.99; "
         "0: off). The checkpoint then holds the averaged weights; the last raw weights go "
         "to OUT/raw",
         default=0.0,
     )
-    ensemble_every: int = _flag(
-        "eat: run the term through F on every n-th step only (1: every step)", default=1
+    workers: int = option(
+        "image folders: worker processes decoding training images (0: the main process)",
+        default=2,
     )
-    ensemble_steps: int | None = _flag(
-        "eat: PGD steps of the term through F (default: --train-steps; its step size then "
-        "follows the default rule)",
-        default=None,
-    )
-    ensemble_batch: str = _flag(
-        "eat: which images the term through F attacks each step: 'share' (rows k::K of member "
-        "k's batch, about one batch) or 'all' (all K member batches; K times the cost)",
-        default="share",
-        choices=ENSEMBLE_BATCHES,
-    )
-    member_crafts: bool = _flag(
-        "eat: craft examples against each member's own loss (with --no-member-crafts the "
-        "members train only on the examples crafted against F, jointly, and transfer nothing)",
-        default=True,
-    )
-    member_attack: str = _flag(
-        "eat: how each member's own examples are crafted: 'pgd' (PGD on the member's metric "
-        "loss) or 'hm' (HM's hardness manipulation of random triplets toward the gradual "
-        "destination; the manipulated triplets are also what self-transfer passes on)",
-        default="pgd",
-        choices=MEMBER_ATTACKS,
-    )
-    hm_destination: str = _flag(
-        "hm: destination hardness of the hardness manipulation: 'lga' (linear gradual "
-        "adversary, -margin * clip(previous loss / margin, 0, 1)) or 'semihard' (the "
-        "hardness of a semi-hard triplet of the same anchor)",
-        default="lga",
-        choices=HM_DESTINATIONS,
-    )
-    hm_ics_weight: float = _flag(
-        "hm: weight of the intra-class structure term (0: off; the HM&ICS paper uses 0.5)",
-        default=0.0,
-    )
-    seed: int = _flag("random seed (data order, init); member k uses seed + k", default=0)
-    threads: int = _flag("torch CPU threads", default=2)
-    device: str = _flag(
+    seed: int = option("random seed (data order, init); member k uses seed + k", default=0)
+    threads: int = option("torch CPU threads", default=2)
+    device: str = option(
         "where training runs: 'cpu' (default), 'cuda', 'cuda:N', or 'auto' (cuda when "
         "available); the checkpoint is always saved with CPU tensors",
         default="cpu",
     )
-    out: str = _flag("output checkpoint directory", default="runs/model")
+    out: str = option("output checkpoint directory", default="runs/model")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -216,19 +142,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def stratified_slice(dataset: ImageDataset, size: int | None, seed: int) -> ImageDataset:
-    """A class-stratified subset of about ``size`` items (the whole set if ``size`` is None)."""
-    if size is None or size >= len(dataset):
-        return dataset
-    parts = max(1, len(dataset) // size)
-    rows = (
-        stratified_split(dataset.labels, parts, seed=seed)[0]
-        if parts > 1
-        else np.arange(len(dataset))
-    )
-    return dataset.subset(rows[:size])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -249,6 +162,53 @@ def network_config_for(config: TrainConfig, dataset: ImageDataset) -> NetworkCon
         width=config.width,
         embedding_dim=config.embedding_dim,
         imagenet_weights=config.imagenet_weights,
+    )
+
+
+class _RowBatches(torch.utils.data.Sampler):
+    """A member sampler's batches as rows of the training set (this rank's share)."""
+
+    def __init__(self, sampler: ClassBalancedBatchSampler, rows: np.ndarray, ctx) -> None:
+        self.sampler, self.rows, self.ctx = sampler, rows, ctx
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for local in self.sampler:
+            yield self.ctx.shard(self.rows[np.asarray(local)]).tolist()
+
+
+class _MemoryBatches:
+    """Batches of an in-memory dataset, gathered by indexing (re-iterable per epoch)."""
+
+    def __init__(self, train_set: ImageDataset, labels: torch.Tensor, rows: _RowBatches):
+        self.train_set, self.labels, self.rows = train_set, labels, rows
+
+    def __iter__(self):
+        for idx in self.rows:
+            index = torch.as_tensor(idx, dtype=torch.long)
+            yield self.train_set.batch(idx), self.labels[index]
+
+
+def member_batches(
+    train_set: ImageDataset,
+    labels: torch.Tensor,
+    sampler: ClassBalancedBatchSampler,
+    rows: np.ndarray,
+    ctx,
+    workers: int = 0,
+):
+    """One member's ``(images [B, C, H, W], labels [B])`` per step, in sampler order.
+
+    Images held in memory are gathered in one indexing operation; image files (a folder
+    dataset) are decoded by a torch DataLoader with ``workers`` processes through the
+    same pipeline as search (:mod:`eat_models.images`)."""
+    row_batches = _RowBatches(sampler, rows, ctx)
+    if train_set.in_memory:
+        return _MemoryBatches(train_set, labels, row_batches)
+    return torch.utils.data.DataLoader(
+        train_set, batch_sampler=row_batches, num_workers=max(0, int(workers))
     )
 
 
@@ -351,6 +311,10 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
         else "",
     )
 
+    loaders = [
+        member_batches(train_set, labels_tensor, sampler, rows, ctx, config.workers)
+        for sampler, rows in zip(samplers, member_rows, strict=True)
+    ]
     started = time.perf_counter()
     history = []
     bar = tqdm(
@@ -370,16 +334,11 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
             m.train()
         running: dict[str, float] = {}
         epoch_losses: list[float] = []
-        for step_batches in zip(*samplers, strict=True):
+        for step_batches in zip(*loaders, strict=True):
             if max_steps is not None and steps_done >= max_steps:
                 break
             steps_done += 1
-            batches = []
-            for rows, local in zip(member_rows, step_batches, strict=True):
-                idx = ctx.shard(rows[np.asarray(local)])
-                batches.append(
-                    Batch(train_set.batch(idx).to(device), labels_tensor[idx].to(device))
-                )
+            batches = [Batch(x.to(device), y.to(device)) for x, y in step_batches]
             step_started = time.perf_counter()
             loss, logs = defense.training_loss(members, losses, batches)
             optimiser.zero_grad(set_to_none=True)

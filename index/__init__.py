@@ -13,30 +13,51 @@ and images. Typical use::
     results = search_images(idx, model, pil_image, k=10)
 """
 
-from .build import BuildReport, DecodeFailure, add_images, build_index, embed_source
-from .errors import (
-    DimensionMismatchError,
-    EmptyIndexError,
-    FingerprintMismatchError,
-    ImageDecodeError,
-    IndexFormatError,
-    SearchIndexError,
-    UnknownIdError,
-)
-from .images import (
-    DatasetSource,
-    FileSource,
-    ImageSource,
-    PILSource,
-    fashion_mnist_source,
-    folder_source,
-    open_image,
-    parse_source,
-    preprocess_image,
-)
-from .kinds import KINDS, IndexParams
-from .search import embed_images, load_index, search_images
-from .store import Hit, SearchResults, VectorIndex
+# Names resolve on first use (PEP 562): ``import index.cli`` (the ``eat`` command's flags)
+# must not load faiss, so that ``eat train`` runs on a core install.
+_WHERE = {
+    "BuildReport": "build",
+    "DatasetSource": "images",
+    "DecodeFailure": "build",
+    "DimensionMismatchError": "errors",
+    "EmptyIndexError": "errors",
+    "FileSource": "images",
+    "FingerprintMismatchError": "errors",
+    "Hit": "store",
+    "ImageDecodeError": "errors",
+    "ImageSource": "images",
+    "IndexFormatError": "errors",
+    "IndexParams": "params",
+    "KINDS": "params",
+    "PILSource": "images",
+    "SearchIndexError": "errors",
+    "SearchResults": "store",
+    "UnknownIdError": "errors",
+    "VectorIndex": "store",
+    "add_images": "build",
+    "build_index": "build",
+    "embed_images": "search",
+    "embed_source": "build",
+    "fashion_mnist_source": "images",
+    "folder_source": "images",
+    "load_index": "search",
+    "open_image": "images",
+    "parse_source": "images",
+    "preprocess_image": "images",
+    "search_images": "search",
+    "source_from_records": "images",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        from importlib import import_module
+
+        value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "KINDS",
@@ -68,4 +89,5 @@ __all__ = [
     "parse_source",
     "preprocess_image",
     "search_images",
+    "source_from_records",
 ]

@@ -1,4 +1,4 @@
-"""``eat index …``: build, add to, remove from, search, describe and benchmark an index."""
+"""``eat index …``: build, add to, remove from, search and describe an index."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from eat_models.cli import add_dataclass_arguments, dataclass_from_args
 
-from .kinds import KIND_CHOICES, IndexParams
+from .params import KIND_CHOICES, IndexParams
 
 INVERT_CHOICES = {"auto": None, "on": True, "off": False}
 LOCATION_HELP = "index directory (FAISS), Milvus Lite file (*.db) or Milvus server URI"
@@ -57,7 +57,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     from .build import build_index
     from .images import parse_source
-    from .store import MANIFEST_NAME
+    from .persist import MANIFEST_NAME
 
     _set_threads(args.threads)
     ctx = distributed.context()  # under torchrun: embedding sharded over the ranks
@@ -273,7 +273,7 @@ def _results_table(query: str, hits) -> str:
 
 @_reports_errors
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .store import read_manifest
+    from .persist import read_manifest
 
     index = _open(args.index, args.collection, verify=not args.no_verify)
     info = index.info()
@@ -338,15 +338,9 @@ def _invert_name(invert: bool | None) -> str:
     return next(name for name, value in INVERT_CHOICES.items() if value is invert)
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_from_args
-
-    return run_from_args(args)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``index`` (with ``build``, ``add``, ``remove``, ``search``, ``info``, ``bench``)."""
-    from .bench import add_bench_arguments
+    """Add ``index`` (with ``build``, ``add``, ``remove``, ``search``, ``info``; the
+    ``benchmarks`` package adds ``bench``)."""
 
     parser = sub.add_parser(
         "index",
@@ -477,15 +471,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the manifest and counts as JSON")
     p.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of data files")
     p.set_defaults(func=_cmd_info)
-
-    p = commands.add_parser(
-        "bench",
-        help="benchmark index kinds (build time, latency, memory, recall)",
-        description="Benchmark flat, hnsw and ivf-pq against numpy and scikit-learn brute "
-        "force on Fashion-MNIST embeddings (10k) and synthetic 128-d vectors (100k, 1M).",
-    )
-    add_bench_arguments(p)
-    p.set_defaults(func=_cmd_bench)
 
 
 def _add_collection(p: argparse.ArgumentParser) -> None:

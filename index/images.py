@@ -1,8 +1,9 @@
 """Images in: decoding, the preprocessing shared by build and search, thumbnails, sources.
 
-:func:`preprocess_image` turns any PIL image into the tensor a model expects (its
-channels and input size, pixels in [0, 1]). Indexing and searching both go through it,
-and the web app reuses it, so a query is always treated like a gallery image.
+:func:`preprocess_image` (the library's one image pipeline, :mod:`eat_models.images`)
+turns any PIL image into the tensor a model expects. Training, indexing, searching and the
+web app all go through it, so a query is treated like a gallery image and like the images
+the model was trained on.
 
 A *source* is what an index is built from: a Fashion-MNIST split, an image folder
 ``root/class_name/*.jpg``, a list of files, or a list of uploaded PIL images. Each item
@@ -13,86 +14,34 @@ label and class name. Files that fail to decode are reported one by one by the b
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
+from eat_models import images as pipeline
 from eat_models.data import ImageDataset, load_fashion_mnist, scan_image_folder
+from eat_models.images import flatten_alpha
+from eat_models.images import (
+    preprocess_image as preprocess_image,
+)  # re-exported: index.preprocess_image
 
 from .errors import ImageDecodeError
 
-# Greyscale models this small were trained on dark-background images like Fashion-MNIST.
-DARK_BACKGROUND_MAX_SIZE = 32
-# A border brighter than this (mean, in [0, 1]) counts as a light background.
-LIGHT_BACKGROUND_LEVEL = 0.5
-THUMBNAIL_MAX_SIZE = 64
-
-
-def dark_background_model(meta: Mapping) -> bool:
-    """True for greyscale models with small inputs (Fashion-MNIST-like, dark background)."""
-    return int(meta["channels"]) == 1 and int(meta["input_size"]) <= DARK_BACKGROUND_MAX_SIZE
-
 
 def open_image(path: str | os.PathLike) -> Image.Image:
-    """Decode an image file completely; failures raise :class:`ImageDecodeError`."""
+    """:func:`eat_models.images.open_image`, failing with the index's
+    :class:`~index.errors.ImageDecodeError` (a :class:`SearchIndexError`)."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"{path}: cannot decode image ({exc})") from exc
+        return pipeline.open_image(path)
+    except pipeline.ImageDecodeError as exc:
+        raise ImageDecodeError(str(exc)) from exc
 
 
-def _flatten_alpha(image: Image.Image) -> Image.Image:
-    """Composite transparent images onto white, as a viewer would show them."""
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image
-
-
-def _border(arr: np.ndarray) -> np.ndarray:
-    """The outermost pixels of a greyscale ``[H, W]`` array, flattened."""
-    return np.concatenate([arr[0].ravel(), arr[-1].ravel(), arr[:, 0].ravel(), arr[:, -1].ravel()])
-
-
-def preprocess_image(image: Image.Image, meta: Mapping, invert: bool | None = None) -> torch.Tensor:
-    """A PIL image as the model's input: ``float32 [C, H, W]`` in [0, 1].
-
-    ``meta`` is the model's ``meta`` (``channels`` and ``input_size`` are used). The image
-    is converted to greyscale or RGB (transparency composited onto white) and resized to
-    ``input_size`` squared, as the training data loader does.
-
-    For greyscale models of at most 32 px (Fashion-MNIST-like: light objects on a black
-    background) the image is first padded to a square with its border colour, and a photo
-    with a light background is inverted and its background brought to black, so it looks
-    like the training data. ``invert=None`` decides that from the mean border brightness;
-    ``True`` forces the inversion, ``False`` turns it off (for any model).
-    """
-    size, channels = int(meta["input_size"]), int(meta["channels"])
-    dark_model = dark_background_model(meta)
-    image = _flatten_alpha(image).convert("L" if channels == 1 else "RGB")
-    if dark_model and image.width != image.height:
-        side = max(image.size)  # dark_model implies greyscale: one border value
-        image = ImageOps.pad(image, (side, side), color=int(np.median(_border(np.asarray(image)))))
-    image = image.resize((size, size), Image.BILINEAR)
-    arr = np.asarray(image, dtype=np.float32) / 255.0
-    do_invert = (
-        invert
-        if invert is not None
-        else (dark_model and float(_border(arr).mean()) > LIGHT_BACKGROUND_LEVEL)
-    )
-    if do_invert:
-        arr = 1.0 - arr
-        if dark_model:
-            background = float(np.median(_border(arr)))
-            arr = np.clip((arr - background) / max(1.0 - background, 1e-6), 0.0, 1.0)
-    tensor = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-    return tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1).contiguous()
+THUMBNAIL_MAX_SIZE = 64
 
 
 def thumbnail_size_for(meta: Mapping) -> int:
@@ -102,7 +51,7 @@ def thumbnail_size_for(meta: Mapping) -> int:
 
 def make_thumbnail(image: Image.Image, size: int, channels: int) -> np.ndarray:
     """A small ``uint8 [size, size, channels]`` copy of the image (centre-cropped square)."""
-    image = _flatten_alpha(image).convert("L" if channels == 1 else "RGB")
+    image = flatten_alpha(image).convert("L" if channels == 1 else "RGB")
     if image.size != (size, size):
         image = ImageOps.fit(image, (size, size), Image.BILINEAR)
     arr = np.asarray(image, dtype=np.uint8)
@@ -260,4 +209,61 @@ def parse_source(spec: str, data_dir: str | os.PathLike | None = None) -> ImageS
     raise FileNotFoundError(
         f"source {spec!r} is neither 'fashion-mnist:train', 'fashion-mnist:test', an image "
         "folder (root/class_name/*.jpg) nor an image file"
+    )
+
+
+_FASHION_REF = re.compile(r"^fashion-mnist/(train|test):(\d+)$")
+
+
+def source_from_records(
+    records: Sequence[Mapping], data_dir: str | os.PathLike | None = None
+) -> ImageSource:
+    """The images behind an index's items, in the order of ``records`` (each item's stored
+    ``source`` reference): Fashion-MNIST rows (``fashion-mnist/test:12``) or image files.
+
+    Labels and class names come from the records. Raises :class:`ImageDecodeError` naming
+    the first item whose reference is neither (e.g. ``upload:3``, or a file since moved).
+    """
+    refs = [str(r.get("source", "")) for r in records]
+    labels = [r.get("label") for r in records]
+    names: dict[int, str] = {}
+    for r in records:
+        if r.get("label") is not None and r.get("class_name"):
+            names.setdefault(int(r["label"]), str(r["class_name"]))
+    matches = [_FASHION_REF.match(ref) for ref in refs]
+    if refs and all(matches):
+        train, test = load_fashion_mnist("standard", data_dir)
+        split = {"train": train, "test": test}
+        parts = [(m.group(1), int(m.group(2))) for m in matches]
+        for (part, row), ref in zip(parts, refs, strict=True):
+            if row >= len(split[part]):
+                raise ImageDecodeError(f"{ref}: Fashion-MNIST {part} has {len(split[part])} rows")
+        if len({part for part, _ in parts}) == 1:
+            dataset = split[parts[0][0]].subset([row for _, row in parts])
+        else:  # items from both splits: one in-memory dataset, in record order
+            images = torch.stack([split[part].images[row] for part, row in parts])
+            dataset = ImageDataset(
+                name="fashion-mnist/mixed",
+                images=images,
+                labels=np.asarray([split[p].labels[r] for p, r in parts], dtype=np.int64),
+                class_names=list(train.class_names),
+                channels=train.channels,
+                image_size=train.image_size,
+                refs=refs,
+            )
+        return DatasetSource(dataset)
+    for i, ref in enumerate(refs):
+        if not ref or not Path(ref).is_file():
+            raise ImageDecodeError(
+                f"item {i} of the index refers to {ref!r}, which is neither a Fashion-MNIST row "
+                "nor an image file here: the app shows gallery images, so it needs them"
+            )
+    known = all(v is not None for v in labels)
+    top = max([*names, *(int(v) for v in labels if v is not None)], default=-1)
+    class_names = [names.get(c, str(c)) for c in range(top + 1)] or None
+    return FileSource(
+        refs,
+        [int(v) for v in labels] if known else None,
+        class_names if known else None,
+        name="index items",
     )

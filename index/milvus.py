@@ -36,7 +36,7 @@ from .errors import (
     SearchIndexError,
     UnknownIdError,
 )
-from .store import Hit, SearchResults, _now, normalised_vectors
+from .store import Hit, SearchResults, Thumbnails, _now, normalised_vectors
 
 FORMAT_TAG = "eat-search-index-milvus"
 FORMAT_VERSION = 1
@@ -96,7 +96,7 @@ def _index_params(client, kind: str, count: int | None):
     return params
 
 
-class MilvusIndex:
+class MilvusIndex(Thumbnails):
     """L2-normalised embeddings with metadata in a Milvus collection.
 
     Create one with :meth:`create`, open one with :meth:`open`; then ``add``, ``remove``,
@@ -262,19 +262,7 @@ class MilvusIndex:
             f"dim={self.dim}, fingerprint={self.fingerprint!r})"
         )
 
-    @property
-    def has_thumbnails(self) -> bool:
-        return self._thumbnail_shape is not None
-
-    @property
-    def thumbnail_shape(self) -> tuple[int, ...] | None:
-        return self._thumbnail_shape
-
-    @thumbnail_shape.setter
-    def thumbnail_shape(self, shape: Sequence[int] | None) -> None:
-        if len(self):
-            raise SearchIndexError("thumbnails can only be switched on or off while empty")
-        self._thumbnail_shape = tuple(int(v) for v in shape) if shape is not None else None
+    def _header_changed(self) -> None:
         self._write_header()
 
     def info(self) -> dict:
@@ -318,6 +306,11 @@ class MilvusIndex:
         if int(item_id) not in rows:
             raise UnknownIdError(f"the index holds no item with id {item_id}")
         return dict(rows[int(item_id)]["record"] or {"id": int(item_id)})
+
+    def records(self) -> dict[int, dict]:
+        """``{id: record}`` of every item, in id-range reads."""
+        rows = self._all(["id", "record"])
+        return {int(r["id"]): dict(r["record"] or {"id": int(r["id"])}) for r in rows}
 
     def thumbnail(self, item_id: int) -> np.ndarray | None:
         rows = self._rows([item_id], ["thumb"])

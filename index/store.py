@@ -6,30 +6,18 @@ thumbnails, and a header: model fingerprint, dimension, metric, kind, creation t
 Searches share a read lock; ``add`` and ``remove`` take the write lock, so concurrent use
 from several threads is safe.
 
-On disk an index is one directory::
-
-    DIR/index.json              manifest: format tag and version, header, and the name,
-                                size and SHA-256 of each data file below
-    DIR/vectors-<gen>.faiss     faiss.write_index output
-    DIR/items-<gen>.jsonl       one JSON record per item, in id order
-    DIR/thumbnails-<gen>.npy    uint8 [N, h, w, c], rows in the order of items (optional)
-
-A save writes a new generation of data files, fsyncs them, then atomically replaces
-``index.json`` (temp file, fsync, ``os.replace``, fsync of the directory) and only then
-deletes the old generation. A crash at any point leaves a manifest that names complete
-files. Nothing is pickled.
+On disk an index is one directory, saved atomically and loaded with validation
+(:mod:`index.persist`). Nothing is pickled.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
 import threading
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +28,6 @@ import numpy as np
 from .errors import (
     DimensionMismatchError,
     EmptyIndexError,
-    FingerprintMismatchError,
-    IndexFormatError,
     SearchIndexError,
     UnknownIdError,
 )
@@ -60,11 +46,7 @@ from .rwlock import ReadWriteLock
 
 log = logging.getLogger(__name__)
 
-FORMAT_TAG = "eat-search-index"
-FORMAT_VERSION = 1
-MANIFEST_NAME = "index.json"
 SMALL_BATCH = 8  # fewer queries than this are answered on one thread (see one_thread)
-_DATA_PREFIXES = ("vectors-", "items-", "thumbnails-", f".{MANIFEST_NAME}.")
 
 
 def _now() -> str:
@@ -127,7 +109,33 @@ def _numpy_search(index):
     return getattr(index, "search_numpy", None) or index.search
 
 
-class VectorIndex:
+class Thumbnails:
+    """The thumbnail setting every backend shares: ``(h, w, c)`` of the small image kept
+    per item, or None; switchable only while the index is empty."""
+
+    _thumbnail_shape: tuple[int, ...] | None = None
+
+    @property
+    def has_thumbnails(self) -> bool:
+        return self._thumbnail_shape is not None
+
+    @property
+    def thumbnail_shape(self) -> tuple[int, ...] | None:
+        """``(h, w, c)`` of the thumbnails kept for every item, or None."""
+        return self._thumbnail_shape
+
+    @thumbnail_shape.setter
+    def thumbnail_shape(self, shape: Sequence[int] | None) -> None:
+        if len(self):
+            raise SearchIndexError("thumbnails can only be switched on or off while empty")
+        self._thumbnail_shape = tuple(int(v) for v in shape) if shape is not None else None
+        self._header_changed()
+
+    def _header_changed(self) -> None:
+        """A backend that stores every change at once writes its header here."""
+
+
+class VectorIndex(Thumbnails):
     """A thread-safe FAISS index of L2-normalised embeddings with metadata.
 
     ``kind`` is ``flat``, ``hnsw``, ``ivf-pq`` or ``auto`` (decided by ``expected_size``,
@@ -181,21 +189,6 @@ class VectorIndex:
             f"fingerprint={self.fingerprint!r})"
         )
 
-    @property
-    def has_thumbnails(self) -> bool:
-        return self._thumbnail_shape is not None
-
-    @property
-    def thumbnail_shape(self) -> tuple[int, ...] | None:
-        """``(h, w, c)`` of the thumbnails kept for every item, or None."""
-        return self._thumbnail_shape
-
-    @thumbnail_shape.setter
-    def thumbnail_shape(self, shape: Sequence[int] | None) -> None:
-        if len(self):
-            raise SearchIndexError("thumbnails can only be switched on or off while empty")
-        self._thumbnail_shape = tuple(int(v) for v in shape) if shape is not None else None
-
     def info(self) -> dict:
         """The header: kind, metric, dim, count, fingerprint, model, params, dates."""
         with self._lock.read():
@@ -230,6 +223,14 @@ class VectorIndex:
             if not self._holds(item_id):
                 raise UnknownIdError(f"the index holds no item with id {item_id}")
             return dict(self._records.get(int(item_id), {"id": int(item_id)}))
+
+    def records(self) -> dict[int, dict]:
+        """``{id: record}`` of every item (copies), in one read."""
+        with self._lock.read():
+            if self._index is None:
+                return {}
+            held = np.sort(faiss.vector_to_array(self._index.id_map).astype(np.int64))
+            return {int(i): dict(self._records.get(int(i), {"id": int(i)})) for i in held}
 
     def thumbnail(self, item_id: int) -> np.ndarray | None:
         """The item's thumbnail (``uint8 [h, w, c]``), or None when none was stored."""
@@ -433,72 +434,10 @@ class VectorIndex:
     # ------------------------------------------------------------------ persistence
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the index to ``directory`` atomically (see the module docstring)."""
-        out = Path(directory)
-        if out.exists() and not out.is_dir():
-            raise SearchIndexError(f"{out} exists and is not a directory")
-        if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).exists():
-            raise SearchIndexError(
-                f"{out} is a non-empty directory without {MANIFEST_NAME}; refusing to write an "
-                "index into it (choose a new or empty directory)"
-            )
-        out.mkdir(parents=True, exist_ok=True)
-        gen = uuid.uuid4().hex[:12]
-        written: list[Path] = []
-        committed = False
-        with self._save_lock, self._lock.read():
-            try:
-                files = self._write_data_files(out, gen, written)
-                manifest = {
-                    "format": FORMAT_TAG,
-                    "format_version": FORMAT_VERSION,
-                    **self._header(),
-                    "files": files,
-                }
-                tmp = out / f".{MANIFEST_NAME}.{gen}.tmp"
-                written.append(tmp)
-                _write_file(tmp, json.dumps(manifest, indent=2).encode())
-                os.replace(tmp, out / MANIFEST_NAME)
-                committed = True
-                _fsync_dir(out)
-            except BaseException:
-                if not committed:  # the old manifest still rules: drop this generation
-                    for path in written:
-                        path.unlink(missing_ok=True)
-                raise
-            _remove_stale_files(out, keep={f["name"] for f in files.values() if f})
-        return out
+        """Write the index to ``directory`` atomically (see :mod:`index.persist`)."""
+        from .persist import save_index
 
-    def _write_data_files(self, out: Path, gen: str, written: list[Path]) -> dict:
-        ids = (
-            np.sort(faiss.vector_to_array(self._index.id_map).astype(np.int64))
-            if self._index is not None
-            else np.zeros(0, dtype=np.int64)
-        )
-        files: dict[str, dict | None] = {"vectors": None, "items": None, "thumbnails": None}
-        if self._index is not None:
-            path = out / f"vectors-{gen}.faiss"
-            written.append(path)
-            faiss.write_index(self._index, str(path))
-            _fsync_file(path)
-            files["vectors"] = _describe(path)
-        path = out / f"items-{gen}.jsonl"
-        written.append(path)
-        lines = (
-            json.dumps(self._records.get(i, {"id": i}), separators=(",", ":")) for i in ids.tolist()
-        )
-        _write_file(path, "".join(line + "\n" for line in lines).encode())
-        files["items"] = _describe(path)
-        if self._thumbnail_shape is not None and len(ids):
-            path = out / f"thumbnails-{gen}.npy"
-            written.append(path)
-            stack = np.stack([self._thumbnails[i] for i in ids.tolist()])
-            with open(path, "wb") as fh:
-                np.save(fh, stack, allow_pickle=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-            files["thumbnails"] = _describe(path)
-        return files
+        return save_index(self, directory)
 
     @classmethod
     def load(
@@ -510,193 +449,6 @@ class VectorIndex:
         different one raises :class:`FingerprintMismatchError`. ``verify`` checks each
         data file's SHA-256 (a second or so per GB).
         """
-        directory = Path(directory)
-        attempts = 3
-        for attempt in range(attempts):
-            manifest = read_manifest(directory)
-            try:
-                return cls._from_manifest(directory, manifest, fingerprint, verify)
-            except FileNotFoundError as exc:
-                # A concurrent save may have replaced the generation we were reading: retry.
-                if attempt == attempts - 1 or read_manifest(directory) == manifest:
-                    raise IndexFormatError(str(exc)) from exc
-        raise AssertionError("unreachable")
+        from .persist import load_index_dir
 
-    @classmethod
-    def _from_manifest(
-        cls, directory: Path, manifest: dict, fingerprint: str | None, verify: bool
-    ) -> VectorIndex:
-        if fingerprint is not None and manifest.get("fingerprint") != fingerprint:
-            raise FingerprintMismatchError(
-                f"{directory}: the index was built with model fingerprint "
-                f"{manifest.get('fingerprint')} (model {manifest.get('model', {}).get('path')}), "
-                f"but the model given has fingerprint {fingerprint}. Search with the model the "
-                "index was built with, or rebuild the index with this model."
-            )
-        index = cls(
-            manifest["dim"],
-            manifest["kind"],
-            params=IndexParams.from_dict(manifest.get("params") or {}),
-            fingerprint=manifest.get("fingerprint"),
-            model=manifest.get("model"),
-            preprocess=manifest.get("preprocess"),
-        )
-        index.created = manifest.get("created", index.created)
-        index.updated = manifest.get("updated", index.updated)
-        index._next_id = int(manifest.get("next_id", 0))
-        files = manifest["files"]
-        count = int(manifest["count"])
-        if files.get("vectors"):
-            path = _checked_file(directory, files["vectors"], verify)
-            try:
-                stored = faiss.read_index(str(path))
-            except RuntimeError as exc:
-                raise IndexFormatError(f"{path}: not a readable FAISS index ({exc})") from exc
-            if not isinstance(stored, faiss.IndexIDMap2):
-                raise IndexFormatError(
-                    f"{path}: holds a {type(stored).__name__}, not an IndexIDMap2"
-                )
-            if stored.d != index.dim or stored.ntotal != count:
-                raise IndexFormatError(
-                    f"{path}: holds {stored.ntotal} vectors of dimension {stored.d}, but "
-                    f"{MANIFEST_NAME} promises {count} of dimension {index.dim}"
-                )
-            index._index = stored
-        elif count:
-            raise IndexFormatError(
-                f"{directory}: {MANIFEST_NAME} lists {count} items but no vectors"
-            )
-        ids = index._read_items(_checked_file(directory, files["items"], verify), count)
-        if files.get("thumbnails"):
-            path = _checked_file(directory, files["thumbnails"], verify)
-            index._read_thumbnails(path, ids, manifest.get("thumbnail_shape"))
-        if index._index is not None:
-            held = np.sort(faiss.vector_to_array(index._index.id_map))
-            if not np.array_equal(held, ids):
-                raise IndexFormatError(
-                    f"{directory}: the item records and the vectors disagree on ids"
-                )
-        return index
-
-    def _read_items(self, path: Path, count: int) -> np.ndarray:
-        ids = []
-        with open(path, encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, 1):
-                try:
-                    rec = json.loads(line)
-                    item_id = int(rec["id"])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                    raise IndexFormatError(
-                        f"{path}: line {line_no} is not an item record ({exc}); the file is "
-                        "corrupt or truncated"
-                    ) from exc
-                ids.append(item_id)
-                if len(rec) > 1:
-                    self._records[item_id] = rec
-        if len(ids) != count:
-            raise IndexFormatError(f"{path}: {len(ids)} item records, expected {count}")
-        return np.asarray(ids, dtype=np.int64)
-
-    def _read_thumbnails(self, path: Path, ids: np.ndarray, shape) -> None:
-        try:
-            stack = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise IndexFormatError(f"{path}: not a readable thumbnail array ({exc})") from exc
-        if stack.dtype != np.uint8 or stack.shape != (len(ids), *(shape or ())):
-            raise IndexFormatError(
-                f"{path}: thumbnails {stack.dtype} {stack.shape} do not match "
-                f"{len(ids)} items of shape {shape}"
-            )
-        self._thumbnail_shape = tuple(shape)
-        self._thumbnails = dict(zip(ids.tolist(), stack, strict=True))
-
-
-# ---------------------------------------------------------------------- file helpers
-
-
-def read_manifest(directory: str | os.PathLike) -> dict:
-    """Validate and return ``DIR/index.json`` (format tag, version and required keys)."""
-    directory = Path(directory)
-    path = directory / MANIFEST_NAME
-    if not directory.is_dir():
-        raise IndexFormatError(f"{directory}: no such index directory")
-    if not path.is_file():
-        raise IndexFormatError(f"{directory}: not a search index ({MANIFEST_NAME} is missing)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexFormatError(f"{path}: not valid JSON ({exc}); the file is corrupt") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_TAG:
-        raise IndexFormatError(f"{path}: not a search-index manifest (format tag missing)")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise IndexFormatError(
-            f"{path}: index format version {manifest.get('format_version')} is not supported "
-            f"(this version reads {FORMAT_VERSION}); rebuild the index"
-        )
-    missing = [k for k in ("kind", "dim", "count", "files") if k not in manifest]
-    if missing or manifest["kind"] not in KINDS or not isinstance(manifest["files"], dict):
-        raise IndexFormatError(f"{path}: manifest is incomplete or invalid (missing {missing})")
-    if not manifest["files"].get("items"):
-        raise IndexFormatError(f"{path}: manifest names no items file")
-    return manifest
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not supported on this platform
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _describe(path: Path) -> dict:
-    return {"name": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
-
-
-def _checked_file(directory: Path, entry: dict, verify: bool) -> Path:
-    path = directory / entry["name"]
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: data file named in {MANIFEST_NAME} is missing")
-    size = path.stat().st_size
-    if size != entry["bytes"]:
-        raise IndexFormatError(
-            f"{path}: {size} bytes, but {MANIFEST_NAME} records {entry['bytes']}; the file is "
-            "truncated or was modified"
-        )
-    if verify and _sha256(path) != entry["sha256"]:
-        raise IndexFormatError(
-            f"{path}: contents do not match the SHA-256 in {MANIFEST_NAME}; the file is corrupt"
-        )
-    return path
-
-
-def _remove_stale_files(directory: Path, keep: set[str]) -> None:
-    for path in directory.iterdir():
-        if path.name.startswith(_DATA_PREFIXES) and path.name not in keep:
-            try:
-                path.unlink()
-            except OSError as exc:  # another process may be cleaning up too
-                log.debug("could not remove stale %s: %s", path, exc)
+        return load_index_dir(cls, directory, fingerprint=fingerprint, verify=verify)

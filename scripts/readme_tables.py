@@ -5,8 +5,8 @@
 
 The README's numbers are never typed by hand: the main table and the targets table come
 from results/fashion-mnist/results.md (written by `eat bench`), the tuning table from
-results/fashion-mnist/tuning-12k{,-v2}/results.md (written by `python -m eat_models.tune`), the
-load-check lines from results/app/loadcheck.json (written by `python -m app.loadcheck`).
+results/fashion-mnist/tuning-12k{,-v2}/results.md (written by `python -m benchmarks.tune`), the
+load-check lines from results/app/loadcheck.json (written by `python -m benchmarks.loadcheck`).
 """
 
 from __future__ import annotations
@@ -50,12 +50,13 @@ def replace_block(text: str, name: str, body: str) -> str:
 
 
 def loadcheck_block(record: dict) -> str:
-    """A few lines from results/app/loadcheck.json (written by python -m app.loadcheck)."""
+    """A few lines from results/app/loadcheck.json (written by python -m benchmarks.loadcheck)."""
     prov = record["provenance"]
     search, api = record["search"], record.get("search_api")
     attack = record["attack"]
     lines = [
-        f"`python -m app.loadcheck` (`results/app/loadcheck.json`; commit `{prov['commit'][:12]}`, "
+        "`python -m benchmarks.loadcheck` (`results/app/loadcheck.json`; "
+        f"commit `{prov['commit'][:12]}`, "
         f"{prov['date']}, load average before {record['load_average_before'][0]:.2f}), "
         f"{search['concurrency']} concurrent searches × {search['rounds']} rounds, model "
         f"`{search['model']}`, k = {search['k']}:",
@@ -85,9 +86,9 @@ def loadcheck_block(record: dict) -> str:
 
 
 def train_speed_block(record: dict) -> str:
-    """Tables from results/speed/train-step.json (python -m eat_models.train_speed)."""
+    """Tables from results/speed/train-step.json (python -m benchmarks.train_speed)."""
     lines = [
-        f"`python -m eat_models.train_speed` (commit `{record['commit'][:12]}`, {record['date']}, "
+        f"`python -m benchmarks.train_speed` (commit `{record['commit'][:12]}`, {record['date']}, "
         f"load average before {record['load_average_before'][0]:.2f}; medians of "
         f"{record['setup']['timed_steps']} steps, 12k slice, width {record['setup']['width']}):",
         "",

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Shared set-up for a fresh Debian machine: system packages (when allowed), a virtual
-# environment in .venv, and the project with its dev extras. Idempotent; safe to re-run.
+# environment in .venv, and the project with its extras ([all]; the tests: [dev]). Idempotent.
 #   EAT_SKIP_APT=1   never call apt-get (then install dataset-fashion-mnist yourself)
 #   EAT_BROWSER=1    also install Debian's chromium + chromium-driver (browser tests)
+#   EAT_EXTRAS=dev   install the dev extras (what scripts/test.sh asks for)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,11 +30,14 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "[setup] creating .venv"
   "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.eat-installed
+# extras: 'all' (library, index, Milvus, app, benchmarks); the test command asks for 'dev'
+# (all + pytest, ruff, playwright). See pyproject.toml for what each extra adds.
+EXTRAS="${EAT_EXTRAS:-all}"
+stamp=.venv/.eat-installed-$EXTRAS
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-  echo "[setup] pip install -e .[dev] (torch 2.14.1 + torchvision 0.29.1, faiss-cpu, gradio, ...)"
+  echo "[setup] pip install -e .[$EXTRAS] (torch 2.14.1 + torchvision 0.29.1, faiss-cpu, gradio, ...)"
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install -q -e ".[$EXTRAS]" 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -c "import torch, torchvision, faiss, gradio, pytorch_metric_learning" \
     || { echo "[setup] install failed"; exit 1; }
   touch "$stamp"

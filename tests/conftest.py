@@ -27,7 +27,7 @@ def fmnist():
 @pytest.fixture(scope="session")
 def fmnist_small(fmnist):
     """Stratified slices: 3,000 training and 1,000 test images."""
-    from eat_models.train import stratified_slice
+    from eat_models.data import stratified_slice
 
     train, test = fmnist
     return stratified_slice(train, 3000, seed=0), stratified_slice(test, 1000, seed=0)
@@ -53,3 +53,16 @@ def vanilla_model(trained_vanilla):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """``tiny_config(name, **overrides)``: a training config small enough for a test (one
+    epoch on a 600-image slice, width 4, 16-d, PGD-1), writing to ``tmp_path / name``."""
+    from eat_models.train import TrainConfig
+
+    def make(name: str, **overrides):
+        base = {"epochs": 1, "max_train": 600, "width": 4, "embedding_dim": 16, "train_steps": 1}
+        return TrainConfig(**{**base, "out": str(tmp_path / name), **overrides})
+
+    return make

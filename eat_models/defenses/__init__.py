@@ -16,17 +16,39 @@ from __future__ import annotations
 
 from .act import ACT
 from .at_ensemble import ATEnsemble
-from .base import AdversarialDefense, Batch, Defense, LossPart
-from .eat import EAT, ENSEMBLE_BATCHES, ENSEMBLE_OBJECTIVES, MEMBER_ATTACKS, MEMBER_SPLITS
+from .base import AdversarialDefense, AdversarialOptions, Batch, Defense, LossPart
+from .eat import (
+    EAT,
+    ENSEMBLE_BATCHES,
+    ENSEMBLE_OBJECTIVES,
+    MEMBER_ATTACKS,
+    MEMBER_SPLITS,
+    EATOptions,
+)
 from .est import EST
-from .hm import HM, HM_DESTINATIONS
+from .hm import HM, HM_DESTINATIONS, HMOptions
 from .pgd_at import PGDAT
-from .trades import TRADES
+from .trades import TRADES, TradesOptions
 from .vanilla import Vanilla
 
 DEFENSES: dict[str, type[Defense]] = {
     cls.name: cls for cls in (Vanilla, PGDAT, TRADES, EST, ACT, HM, ATEnsemble, EAT)
 }
+
+
+#: each option dataclass once, in the order its flags appear in ``eat train --help``
+OPTION_GROUPS: tuple[type, ...] = tuple(
+    dict.fromkeys(cls.options for cls in DEFENSES.values() if cls.options is not None)
+)
+
+
+def option_owners(options: type) -> list[str]:
+    """The names of the defenses that read ``options`` (for its --help group title)."""
+    return [
+        name
+        for name, cls in DEFENSES.items()
+        if any(getattr(base, "options", None) is options for base in cls.__mro__)
+    ]
 
 
 def build_defense(name: str, config) -> Defense:
@@ -44,9 +66,15 @@ __all__ = [
     "HM_DESTINATIONS",
     "MEMBER_ATTACKS",
     "MEMBER_SPLITS",
+    "OPTION_GROUPS",
     "AdversarialDefense",
+    "AdversarialOptions",
     "Batch",
+    "EATOptions",
+    "HMOptions",
+    "TradesOptions",
     "Defense",
     "LossPart",
     "build_defense",
+    "option_owners",
 ]

@@ -58,27 +58,21 @@ class ACT(AdversarialDefense):
 
     name = "act"
 
-    def training_loss(
-        self, members: list[nn.Module], losses: list[MetricLoss], batches: list[Batch]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        total, values = 0.0, []
-        for net, loss, batch in zip(members, losses, batches, strict=True):
-            anchor, positive, negative = random_triplets(batch.labels)
-            m = len(anchor)
-            if m == 0:
-                continue
-            pairs = torch.cat([batch.images[positive], batch.images[negative]])
-            collapsed = self.craft(net, pairs, collapse_objective(m))
-            if loss.name == "triplet":
-                emb = net(torch.cat([batch.images[anchor], collapsed]))
-                ea, ep, en = emb.split(m)
-                gap = (ea - ep).norm(dim=1) - (ea - en).norm(dim=1)
-                value = F.relu(gap + loss.margin).mean()
-            else:
-                labels = torch.cat([batch.labels[positive], batch.labels[negative]])
-                value = loss(net(collapsed), labels)
-            total = total + value
-            values.append(value.item())
-        if not values:  # no batch had an anchor with both a positive and a negative
-            total = batches[0].images.new_zeros((), requires_grad=True)
-        return total, {"loss_adv": sum(values) / max(len(values), 1)}
+    def member_loss(
+        self, k: int, net: nn.Module, loss: MetricLoss, batch: Batch
+    ) -> tuple[torch.Tensor | None, dict[str, float]]:
+        anchor, positive, negative = random_triplets(batch.labels)
+        m = len(anchor)
+        if m == 0:  # no anchor with both a positive and a negative
+            return None, {}
+        pairs = torch.cat([batch.images[positive], batch.images[negative]])
+        collapsed = self.craft(net, pairs, collapse_objective(m))
+        if loss.name == "triplet":
+            emb = net(torch.cat([batch.images[anchor], collapsed]))
+            ea, ep, en = emb.split(m)
+            gap = (ea - ep).norm(dim=1) - (ea - en).norm(dim=1)
+            value = F.relu(gap + loss.margin).mean()
+        else:
+            labels = torch.cat([batch.labels[positive], batch.labels[negative]])
+            value = loss(net(collapsed), labels)
+        return value, {"loss_adv": value.item()}

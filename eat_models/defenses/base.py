@@ -1,9 +1,13 @@
 """The shared shape of every defense.
 
 A defense decides (1) how many member networks it trains, (2) which rows of the training
-set each member draws its batches from, and (3) the loss of one training step given every
-member's batch. The training loop in :mod:`eat_models.train` does the rest (samplers,
-optimiser, progress, checkpoint), the same for all defenses.
+set each member draws its batches from, and (3) the loss one member adds to a training
+step (:meth:`Defense.member_loss`, the one method a defense implements). The base class
+runs the member loop of a step: :meth:`Defense.prepare_step` first (EAT crafts every
+member's examples there, since each member also trains on the others'), then each
+member's loss, summed; each logged scalar is averaged over the members that report it.
+The training loop in :mod:`eat_models.train` does the rest (samplers, optimiser,
+progress, checkpoint), the same for all defenses.
 
 :class:`AdversarialDefense` adds what the adversarial defenses share: the PGD budget of
 the config (``train_eps``, ``train_steps``, ``train_step_size``), crafting against a
@@ -14,7 +18,7 @@ core restores their mode); the loss is computed in train mode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -22,6 +26,31 @@ from torch import nn
 
 from ..attacks import Objective, embedding_shift_attack, pgd
 from ..losses import MetricLoss
+
+
+def option(help_text: str, choices: tuple | None = None, **kwargs):
+    """A config field with the help text (and choices) its ``eat train`` flag shows."""
+    return field(metadata={"help": help_text, "choices": choices}, **kwargs)
+
+
+@dataclass
+class AdversarialOptions:
+    """The training attack of every adversarial defense (pgd-at, trades, est, act, hm,
+    at-ensemble, eat)."""
+
+    train_eps: float = option(
+        "L-inf budget of the examples crafted during training (pixels in [0, 1])",
+        default=0.1,
+    )
+    train_steps: int = option("PGD steps per crafted batch", default=5)
+    train_step_size: float | None = option(
+        "PGD step size; default max(eps/8, 2.5*eps/steps)", default=None
+    )
+    clean_weight: float = option(
+        "pgd-at, at-ensemble, est, eat: weight of the clean batch's metric loss added to the "
+        "adversarial one (0: adversarial batch only)",
+        default=0.0,
+    )
 
 
 @dataclass
@@ -42,12 +71,27 @@ class LossPart:
 
 
 class Defense:
-    """Base class: vanilla training of ``members`` independent networks on all the data."""
+    """Base class of every defense. A concrete subclass sets ``name`` (its registry key;
+    forgetting it is an error, not a silent replacement of another defense) and implements
+    :meth:`member_loss`. Intermediate bases set ``abstract = True``."""
 
-    name = "vanilla"
+    abstract = True
+    name: str
     default_members = 1
+    #: the dataclass of this defense's own options (their flags form a group in --help)
+    options: type | None = None
     #: AdamW learning rate when ``config.lr`` is None
     default_lr = 1e-3
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("abstract", False):
+            return
+        if not isinstance(cls.__dict__.get("name"), str) or not cls.__dict__["name"]:
+            raise TypeError(
+                f"defense class {cls.__name__} must set its own `name` (the key it is "
+                "registered and chosen under), or `abstract = True` if it is a base class"
+            )
 
     def __init__(self, config) -> None:
         self.config = config
@@ -69,11 +113,35 @@ class Defense:
         rows = np.arange(len(labels))
         return [rows for _ in range(self.num_members)]
 
+    def prepare_step(
+        self, members: list[nn.Module], losses: list[MetricLoss], batches: list[Batch]
+    ) -> None:
+        """Work one step needs before any member's loss (default: none)."""
+
+    def member_loss(
+        self, k: int, net: nn.Module, loss: MetricLoss, batch: Batch
+    ) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """Member ``k``'s loss in this step and its scalars to log; ``None`` when the
+        member has nothing to train on this step (e.g. no triplet in its batch)."""
+        raise NotImplementedError
+
     def training_loss(
         self, members: list[nn.Module], losses: list[MetricLoss], batches: list[Batch]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Return the loss to minimise for one step and a dict of scalars to log."""
-        raise NotImplementedError
+        """The loss to minimise for one step (the sum of the members' losses) and the
+        scalars to log (each averaged over the members that logged it)."""
+        self.prepare_step(members, losses, batches)
+        total = 0.0
+        logs: dict[str, list[float]] = {}
+        for k, (net, loss, batch) in enumerate(zip(members, losses, batches, strict=True)):
+            value, scalars = self.member_loss(k, net, loss, batch)
+            for key, scalar in scalars.items():
+                logs.setdefault(key, []).append(scalar)
+            if value is not None:
+                total = total + value
+        if not torch.is_tensor(total):  # no member had anything to train on
+            total = batches[0].images.new_zeros((), requires_grad=True)
+        return total, {key: sum(v) / len(v) for key, v in logs.items()}
 
 
 def metric_loss_objective(loss: MetricLoss, labels: torch.Tensor) -> Objective:
@@ -86,7 +154,7 @@ def metric_loss_objective(loss: MetricLoss, labels: torch.Tensor) -> Objective:
     return lambda embeddings: loss.loss(embeddings, labels)
 
 
-def member_loss(
+def parts_loss(
     net: nn.Module, loss: MetricLoss, parts: list[LossPart]
 ) -> tuple[torch.Tensor, list[float]]:
     """``Σ_part weight · loss(net(images), labels)`` and each part's unweighted value.
@@ -110,8 +178,11 @@ class AdversarialDefense(Defense):
     By default each member minimises its metric loss on the examples
     :meth:`craft_for_member` makes from its batch (plus the clean batch when
     ``clean_weight`` > 0); a subclass fills in that one method, or replaces
-    :meth:`training_loss` when its step has another shape.
+    :meth:`member_loss` when its loss has another shape.
     """
+
+    abstract = True
+    options = AdversarialOptions
 
     @property
     def eps(self) -> float:
@@ -150,7 +221,7 @@ class AdversarialDefense(Defense):
 
     def craft_embedding_shift(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """Examples maximising ‖f(x̃) − f(x)‖ (RobRank's EST, TRADES' inner max)."""
-        return embedding_shift_attack(model, images, self.eps, self.steps, self.step_size)
+        return embedding_shift_attack(model, images, self.eps, self.steps, step_size=self.step_size)
 
     def adversarial_parts(self, adversarial: torch.Tensor, batch: Batch) -> list[LossPart]:
         """The adversarial batch (weight 1), plus the clean one if ``clean_weight`` > 0."""
@@ -164,13 +235,9 @@ class AdversarialDefense(Defense):
         """The adversarial version of ``batch`` this member trains on."""
         raise NotImplementedError
 
-    def training_loss(
-        self, members: list[nn.Module], losses: list[MetricLoss], batches: list[Batch]
+    def member_loss(
+        self, k: int, net: nn.Module, loss: MetricLoss, batch: Batch
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        total, adv_values = 0.0, []
-        for net, loss, batch in zip(members, losses, batches, strict=True):
-            adversarial = self.craft_for_member(net, loss, batch)
-            value, parts = member_loss(net, loss, self.adversarial_parts(adversarial, batch))
-            total = total + value
-            adv_values.append(parts[0])
-        return total, {"loss_adv": sum(adv_values) / len(adv_values)}
+        adversarial = self.craft_for_member(net, loss, batch)
+        value, parts = parts_loss(net, loss, self.adversarial_parts(adversarial, batch))
+        return value, {"loss_adv": parts[0]}

@@ -48,6 +48,8 @@ part separately.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -56,12 +58,69 @@ from ..attacks import Objective, clustering_objective, embedding_shift_objective
 from ..data import class_disjoint_parts, stratified_split
 from ..ensemble import AveragedEmbedding
 from ..losses import MetricLoss
-from .base import AdversarialDefense, Batch, LossPart, member_loss
+from .base import AdversarialDefense, Batch, LossPart, option, parts_loss
 
 MEMBER_SPLITS = ("stratified", "overlap", "class-disjoint", "none")
 MEMBER_ATTACKS = ("pgd", "hm")
 ENSEMBLE_OBJECTIVES = ("shift", "cluster")
 ENSEMBLE_BATCHES = ("share", "all")
+
+
+@dataclass
+class EATOptions:
+    """How EAT splits the data, crafts, transfers, and (optionally) attacks F."""
+
+    member_split: str = option(
+        "how members' home data is split: 'stratified' (K parts, every class in each), "
+        "'overlap' (member k on all stratified parts but the k-th), 'class-disjoint' (K parts, "
+        "disjoint classes) or 'none' (all data for everyone)",
+        default="stratified",
+        choices=MEMBER_SPLITS,
+    )
+    lambda_transfer: float = option(
+        "weight of self-transfer, each member training on the examples crafted against "
+        "the other members in the same step (0: off)",
+        default=1.0,
+    )
+    lambda_ensemble: float = option(
+        "weight of the examples crafted against the averaged embedding F (0: off, and "
+        "no PGD through F is run). Off by default: it doubles the cost of an epoch and did "
+        "not add robustness at equal compute (results/fashion-mnist/tuning-12k-v2)",
+        default=0.0,
+    )
+    ensemble_objective: str = option(
+        "what PGD through F maximises: 'cluster' (clustering attack inside the batch: "
+        "away from the own class centroid toward a random other one; the tuned default, see "
+        "results/fashion-mnist/tuning-12k) or 'shift' (embedding shift ||F(x_adv) - F(x)||)",
+        default="cluster",
+        choices=ENSEMBLE_OBJECTIVES,
+    )
+    ensemble_every: int = option(
+        "run the term through F on every n-th step only (1: every step)", default=1
+    )
+    ensemble_steps: int | None = option(
+        "PGD steps of the term through F (default: --train-steps; its step size then "
+        "follows the default rule)",
+        default=None,
+    )
+    ensemble_batch: str = option(
+        "which images the term through F attacks each step: 'share' (rows k::K of member "
+        "k's batch, about one batch) or 'all' (all K member batches; K times the cost)",
+        default="share",
+        choices=ENSEMBLE_BATCHES,
+    )
+    member_crafts: bool = option(
+        "craft examples against each member's own loss (with --no-member-crafts the "
+        "members train only on the examples crafted against F, jointly, and transfer nothing)",
+        default=True,
+    )
+    member_attack: str = option(
+        "how each member's own examples are crafted: 'pgd' (PGD on the member's metric "
+        "loss) or 'hm' (HM's hardness manipulation of random triplets toward the gradual "
+        "destination; the manipulated triplets are also what self-transfer passes on)",
+        default="pgd",
+        choices=MEMBER_ATTACKS,
+    )
 
 
 def ensemble_batch(batches: list[Batch]) -> Batch:
@@ -86,16 +145,28 @@ def batch_clustering_objective(clean_embeddings: torch.Tensor, labels: torch.Ten
     return clustering_objective(centroids[index], centroids[target])
 
 
+@dataclass
+class _Step:
+    """What :meth:`EAT.prepare_step` made for the step's member losses."""
+
+    own: list[Batch | None]  # x̃_k per member (None: nothing crafted)
+    ensemble_part: LossPart | None  # x̃_F with its weight, when the term runs this step
+    lambda_transfer: float
+    member_crafts: bool
+
+
 class EAT(AdversarialDefense):
     """Ensemble adversarial training with data split and self-transfer."""
 
     name = "eat"
     default_members = 3
+    options = EATOptions
 
     def __init__(self, config) -> None:
         super().__init__(config)
         self.steps_taken = 0
         self._hm = None
+        self._step: _Step | None = None
 
     def member_examples(
         self, k: int, net: nn.Module, loss: MetricLoss, batch: Batch
@@ -169,9 +240,11 @@ class EAT(AdversarialDefense):
         every = max(1, int(self.config.ensemble_every))
         return float(self.config.lambda_ensemble) > 0 and self.steps_taken % every == 0
 
-    def training_loss(
+    def prepare_step(
         self, members: list[nn.Module], losses: list[MetricLoss], batches: list[Batch]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> None:
+        """Craft every member's own examples (and x̃_F) first: each member trains on all
+        of them."""
         k = len(members)
         lambda_transfer = float(self.config.lambda_transfer) if k > 1 else 0.0
         lambda_ensemble = float(self.config.lambda_ensemble) if self.ensemble_term_now() else 0.0
@@ -188,6 +261,7 @@ class EAT(AdversarialDefense):
             self.member_examples(i, net, loss, batch) if member_crafts else None
             for i, (net, loss, batch) in enumerate(zip(members, losses, batches, strict=True))
         ]
+        ensemble_part = None
         if lambda_ensemble > 0:
             rows = self.config.ensemble_batch
             if rows == "share":
@@ -203,37 +277,37 @@ class EAT(AdversarialDefense):
             ensemble_part = LossPart(
                 self.craft_against_ensemble(members, target), target.labels, lambda_ensemble
             )
-        total = 0.0
-        logs: dict[str, list[float]] = {"loss_adv": [], "loss_transfer": [], "loss_ensemble": []}
-        for i, (net, loss, batch) in enumerate(zip(members, losses, batches, strict=True)):
-            if member_crafts and own[i] is not None:
-                parts = self.adversarial_parts(own[i].images, batch)
-                parts[0] = LossPart(own[i].images, own[i].labels)
-            elif member_crafts:  # no triplet in the batch: its clean part only, if any
-                parts = self.adversarial_parts(batch.images, batch)[1:]
-            else:  # joint training on x̃_F, plus the member's clean batch if clean_weight > 0
-                parts = self.adversarial_parts(batch.images, batch)[1:]
-            first_transfer = len(parts)
-            if lambda_transfer > 0:
-                parts += [
-                    LossPart(own[j].images, own[j].labels, lambda_transfer / (k - 1))
-                    for j in range(k)
-                    if j != i and own[j] is not None
-                ]
-            if lambda_ensemble > 0:
-                parts.append(ensemble_part)
-            if not parts:
-                continue
-            value, values = member_loss(net, loss, parts)
-            total = total + value
-            if member_crafts and own[i] is not None:
-                logs["loss_adv"].append(values[0])
-            n_transfer = sum(1 for j in range(k) if j != i and own[j] is not None)
-            if lambda_transfer > 0 and n_transfer:
-                transfer = values[first_transfer : first_transfer + n_transfer]
-                logs["loss_transfer"].append(sum(transfer) / len(transfer))
-            if lambda_ensemble > 0:
-                logs["loss_ensemble"].append(values[-1])
-        if not torch.is_tensor(total):  # HM crafts found no triplet in any batch
-            total = batches[0].images.new_zeros((), requires_grad=True)
-        return total, {key: sum(v) / len(v) for key, v in logs.items() if v}
+        self._step = _Step(own, ensemble_part, lambda_transfer, member_crafts)
+
+    def member_loss(
+        self, k: int, net: nn.Module, loss: MetricLoss, batch: Batch
+    ) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """Member k's loss on its own x̃_k, the others' x̃_j (self-transfer) and x̃_F."""
+        step = self._step
+        own, n = step.own, len(step.own)
+        if step.member_crafts and own[k] is not None:
+            parts = self.adversarial_parts(own[k].images, batch)
+            parts[0] = LossPart(own[k].images, own[k].labels)
+        else:  # no triplet in the batch, or joint training on x̃_F: the clean part, if any
+            parts = self.adversarial_parts(batch.images, batch)[1:]
+        first_transfer = len(parts)
+        others = [j for j in range(n) if j != k and own[j] is not None]
+        if step.lambda_transfer > 0:
+            parts += [
+                LossPart(own[j].images, own[j].labels, step.lambda_transfer / (n - 1))
+                for j in others
+            ]
+        if step.ensemble_part is not None:
+            parts.append(step.ensemble_part)
+        if not parts:
+            return None, {}
+        value, values = parts_loss(net, loss, parts)
+        logs = {}
+        if step.member_crafts and own[k] is not None:
+            logs["loss_adv"] = values[0]
+        if step.lambda_transfer > 0 and others:
+            transfer = values[first_transfer : first_transfer + len(others)]
+            logs["loss_transfer"] = sum(transfer) / len(transfer)
+        if step.ensemble_part is not None:
+            logs["loss_ensemble"] = values[-1]
+        return value, logs

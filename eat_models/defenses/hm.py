@@ -33,6 +33,8 @@ plus one training pass on them (and 2 × batch clean images with ICS).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,9 +42,28 @@ from torch import nn
 from ..attacks import Objective, eval_mode
 from ..losses import MetricLoss
 from .act import random_triplets
-from .base import AdversarialDefense, Batch
+from .base import AdversarialDefense, Batch, option
 
 HM_DESTINATIONS = ("lga", "semihard")
+
+
+@dataclass
+class HMOptions:
+    """HM's destination hardness and its intra-class structure term."""
+
+    hm_destination: str = option(
+        "destination hardness of the hardness manipulation: 'lga' (linear gradual "
+        "adversary, -margin * clip(previous loss / margin, 0, 1)) or 'semihard' (the "
+        "hardness of a semi-hard triplet of the same anchor)",
+        default="lga",
+        choices=HM_DESTINATIONS,
+    )
+    hm_ics_weight: float = option(
+        "weight of the intra-class structure term (0: off; the HM&ICS paper uses 0.5)",
+        default=0.0,
+    )
+
+
 #: RobRank's initial "previous loss" of the gradual adversary (an easy first destination).
 INITIAL_PREVIOUS_LOSS = 2.0
 
@@ -114,6 +135,7 @@ class HM(AdversarialDefense):
     """Train on triplets whose hardness PGD raised to a gradually harder destination."""
 
     name = "hm"
+    options = HMOptions
     #: triplet margin m of the hardness scale (RobRank's cosine/normalised margin, ours too)
     margin = 0.2
     #: PGD starts from the clean images, as RobRank's HM does
@@ -152,38 +174,35 @@ class HM(AdversarialDefense):
         )
         return rows, manipulated, destination
 
-    def training_loss(
-        self, members: list[nn.Module], losses: list[MetricLoss], batches: list[Batch]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def member_loss(
+        self, k: int, net: nn.Module, loss: MetricLoss, batch: Batch
+    ) -> tuple[torch.Tensor | None, dict[str, float]]:
         ics_weight = float(self.config.hm_ics_weight)
-        total, logs = 0.0, {"loss_adv": [], "hm_destination": [], "loss_ics": []}
-        for k, (net, loss, batch) in enumerate(zip(members, losses, batches, strict=True)):
-            made = self.manipulate(k, net, batch)
-            if made is None:
-                continue
-            rows, manipulated, destination = made
-            m = len(rows) // 3
-            anchor, positive = rows[:m], rows[m : 2 * m]
-            inputs = [manipulated]
-            if ics_weight > 0:
-                inputs += [batch.images[anchor], batch.images[positive]]
-            embeddings = net(torch.cat(inputs))
-            adv = embeddings[: 3 * m]
-            ea, ep, en = split_triplets(adv)
-            raw_triplet = triplet_loss(ea, ep, en, self.margin)
-            if loss.name == "triplet":
-                value = raw_triplet
-            else:
-                value = loss(adv, batch.labels[rows])
-            self.previous_loss[k] = raw_triplet.item()
-            logs["loss_adv"].append(value.item())
-            logs["hm_destination"].append(float(torch.as_tensor(destination).mean()))
-            if ics_weight > 0:
-                clean_a, clean_p = embeddings[3 * m :].chunk(2)
-                ics = intra_class_structure_loss(clean_a, ea, clean_p)
-                value = value + ics_weight * ics
-                logs["loss_ics"].append(ics.item())
-            total = total + value
-        if not logs["loss_adv"]:  # no batch had an anchor with both a positive and a negative
-            total = batches[0].images.new_zeros((), requires_grad=True)
-        return total, {key: sum(v) / len(v) for key, v in logs.items() if v}
+        made = self.manipulate(k, net, batch)
+        if made is None:  # no anchor with both a positive and a negative
+            return None, {}
+        rows, manipulated, destination = made
+        m = len(rows) // 3
+        anchor, positive = rows[:m], rows[m : 2 * m]
+        inputs = [manipulated]
+        if ics_weight > 0:
+            inputs += [batch.images[anchor], batch.images[positive]]
+        embeddings = net(torch.cat(inputs))
+        adv = embeddings[: 3 * m]
+        ea, ep, en = split_triplets(adv)
+        raw_triplet = triplet_loss(ea, ep, en, self.margin)
+        if loss.name == "triplet":
+            value = raw_triplet
+        else:
+            value = loss(adv, batch.labels[rows])
+        self.previous_loss[k] = raw_triplet.item()
+        logs = {
+            "loss_adv": value.item(),
+            "hm_destination": float(torch.as_tensor(destination).mean()),
+        }
+        if ics_weight > 0:
+            clean_a, clean_p = embeddings[3 * m :].chunk(2)
+            ics = intra_class_structure_loss(clean_a, ea, clean_p)
+            value = value + ics_weight * ics
+            logs["loss_ics"] = ics.item()
+        return value, logs

@@ -13,30 +13,36 @@ CIFAR-10). Clean and adversarial batches go through the network in one forward p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from ..losses import MetricLoss
-from .base import AdversarialDefense, Batch
+from .base import AdversarialDefense, Batch, option
+
+
+@dataclass
+class TradesOptions:
+    """TRADES' weight of the embedding-shift term."""
+
+    trades_beta: float = option(
+        "weight beta of the squared embedding shift ||f(x) - f(x_adv)||^2", default=6.0
+    )
 
 
 class TRADES(AdversarialDefense):
     """Clean metric loss plus β times the squared embedding shift of a crafted x̃."""
 
     name = "trades"
+    options = TradesOptions
 
-    def training_loss(
-        self, members: list[nn.Module], losses: list[MetricLoss], batches: list[Batch]
+    def member_loss(
+        self, k: int, net: nn.Module, loss: MetricLoss, batch: Batch
     ) -> tuple[torch.Tensor, dict[str, float]]:
         beta = float(self.config.trades_beta)
-        total, clean_values, shift_values = 0.0, [], []
-        for net, loss, batch in zip(members, losses, batches, strict=True):
-            adversarial = self.craft_embedding_shift(net, batch.images)
-            clean, adv = net(torch.cat([batch.images, adversarial])).chunk(2)
-            clean_loss = loss(clean, batch.labels)
-            shift = (clean - adv).pow(2).sum(dim=1).mean()
-            total = total + clean_loss + beta * shift
-            clean_values.append(clean_loss.item())
-            shift_values.append(shift.item())
-        k = len(members)
-        return total, {"loss_clean": sum(clean_values) / k, "shift": sum(shift_values) / k}
+        adversarial = self.craft_embedding_shift(net, batch.images)
+        clean, adv = net(torch.cat([batch.images, adversarial])).chunk(2)
+        clean_loss = loss(clean, batch.labels)
+        shift = (clean - adv).pow(2).sum(dim=1).mean()
+        return clean_loss + beta * shift, {"loss_clean": clean_loss.item(), "shift": shift.item()}

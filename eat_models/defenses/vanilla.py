@@ -14,11 +14,8 @@ class Vanilla(Defense):
 
     name = "vanilla"
 
-    def training_loss(
-        self, members: list[nn.Module], losses: list[MetricLoss], batches: list[Batch]
+    def member_loss(
+        self, k: int, net: nn.Module, loss: MetricLoss, batch: Batch
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        total = sum(
-            loss(net(b.images), b.labels)
-            for net, loss, b in zip(members, losses, batches, strict=True)
-        )
-        return total, {"loss": total.item() / len(members)}
+        value = loss(net(batch.images), batch.labels)
+        return value, {"loss": value.item()}

@@ -104,7 +104,7 @@ def empty_results(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def resources(app_models_dir, app_cache):
     """The app's resources over 600 test images (PCA maps; UMAP is tested on its own)."""
-    from app.gallery import load_resources
+    from app.services.gallery import load_resources
 
     return load_resources(app_models_dir, gallery_size=600, cache_root=app_cache, map_points=300)
 

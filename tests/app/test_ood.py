@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.ood import OODDetector, leave_one_out_top1, member_disagreement
+from app.services.ood import OODDetector, leave_one_out_top1, member_disagreement
 
 
 def _unit(x):
@@ -66,7 +66,7 @@ def test_calibrated_detector_flags_far_inputs_and_passes_in_domain_ones(rng):
 def test_model_cues_measure_the_embedding_heads_input(resources):
     import torch
 
-    from app.ood import model_cues
+    from app.services.ood import model_cues
 
     model = resources.views["eat"].model
     x = torch.rand(4, 1, 28, 28)
@@ -102,8 +102,8 @@ def test_search_flags_noise_but_not_an_unseen_fashion_mnist_image(services, fmni
 
 
 def test_cluster_results_name_the_strange_uploads(services, labelled_batch, tmp_path):
-    from app.present import cluster_markdown
-    from app.uploads import UploadBatch, UploadedImage
+    from app.services.uploads import UploadBatch, UploadedImage
+    from app.ui.present import cluster_markdown
 
     blank = Image.new("L", (28, 28), 0)
     items = list(labelled_batch.images[:12]) + [UploadedImage("blank.png", blank, b"", None)]
@@ -115,7 +115,7 @@ def test_cluster_results_name_the_strange_uploads(services, labelled_batch, tmp_
 
 @pytest.fixture(scope="module")
 def labelled_batch(resources, png_bytes):
-    from app.uploads import UploadBatch, UploadedImage
+    from app.services.uploads import UploadBatch, UploadedImage
 
     items = []
     for label in (1, 8):

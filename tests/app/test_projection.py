@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
-from app import projection
-from app.projection import GalleryProjection, pca_2d, project_set, warm_up
+from app.services import projection
+from app.services.projection import GalleryProjection, pca_2d, project_set, warm_up
 
 
 def _clusters(n: int = 240, dim: int = 16, seed: int = 0) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 import zipfile
 
 import numpy as np
@@ -12,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from app.attack_lab import true_class_rank
-from app.gallery import MODEL_KEYS, ModelsNotFoundError, load_models, load_resources
-from app.report import load_report
-from app.uploads import UploadBatch, UploadedImage, UploadError
+from app.services.attack_lab import true_class_rank
+from app.services.gallery import MODEL_KEYS, ModelsNotFoundError, load_models, load_resources
+from app.services.report import load_report
+from app.services.uploads import UploadBatch, UploadedImage, UploadError
 from eat_models.data import FASHION_MNIST_CLASSES
 
 # --------------------------------------------------------------------------- gallery
@@ -50,9 +49,7 @@ def test_gallery_model_input_is_the_exact_test_image(resources, fmnist_test_arra
 def test_cache_is_reused_and_keyed_by_the_models(resources, app_models_dir, app_cache):
     index_file = resources.cache_dir / "index-eat" / "index.json"
     before = index_file.stat().st_mtime_ns
-    started = time.perf_counter()
     again = load_resources(app_models_dir, gallery_size=600, cache_root=app_cache, map_points=300)
-    assert time.perf_counter() - started < 30
     assert again.cache_dir == resources.cache_dir
     assert index_file.stat().st_mtime_ns == before  # loaded, not rebuilt
     np.testing.assert_array_equal(again.views["eat"].vectors, resources.views["eat"].vectors)
@@ -76,7 +73,7 @@ def test_the_baseline_model_is_optional(app_models_dir, tmp_path):
 
 
 def test_model_choices_name_loaded_models_only(services):
-    from app.search import models_for
+    from app.services.search import models_for
 
     loaded = ("eat", "vanilla")
     assert models_for("all", loaded) == loaded
@@ -205,8 +202,10 @@ def test_other_algorithms_run(services, labelled_batch, tmp_path, algorithm):
         labelled_batch, "eat", k=3, algorithm=algorithm, out_dir=tmp_path
     )
     assert len(result.assignments) == len(labelled_batch)
-    assert result.n_clusters >= 1
-    assert result.scores is not None
+    # three well-separated classes: both algorithms find them (HDBSCAN picks its own K)
+    if algorithm == "agglomerative":
+        assert result.n_clusters == 3
+    assert result.scores["nmi"] > 0.5, result.scores
 
 
 def test_clustering_refuses_what_it_cannot_do(services, labelled_batch, tmp_path):
@@ -348,7 +347,7 @@ def test_an_image_folder_gallery(tmp_path, app_models_dir, fmnist_test_arrays):
     )
     assert len(resources) == 18  # the broken file is skipped, the rest indexed
     assert resources.class_names == ["bags", "sneakers", "trousers"]
-    from app.search import SearchService
+    from app.services.search import SearchService
 
     query = Image.open(next((root / "sneakers").glob("*.png")))
     hits = SearchService(resources).search(query, "vanilla", 3).results["vanilla"].hits
@@ -371,9 +370,9 @@ def test_attacking_the_set_uses_the_k_of_the_clean_result(services, labelled_bat
 
 
 def test_texts_pluralise_and_escape_user_names():
-    from app.present import skipped_markdown
-    from app.text import escape_markdown, plural
-    from app.uploads import Skipped
+    from app.services.text import escape_markdown, plural
+    from app.services.uploads import Skipped
+    from app.ui.present import skipped_markdown
 
     assert plural(1, "cluster") == "1 cluster" and plural(2, "image") == "2 images"
     assert plural(0, "image") == "0 images"

@@ -8,10 +8,10 @@ import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
-from app import uploads
-from app.uploads import UploadError, decode_image, load_image, load_uploads
+from app.services import uploads
+from app.services.uploads import UploadError, decode_image, load_image, load_uploads
 
 
 def _image_bytes(mode: str, fmt: str, size=(40, 30)) -> bytes:
@@ -51,11 +51,14 @@ def test_bad_files_are_refused_with_their_name(bad_files):
         assert bad_files[key].name in str(info.value)
 
 
-def test_a_decompression_bomb_is_refused_before_its_pixels_are_decoded(bad_files):
-    started = time.perf_counter()
+def test_a_decompression_bomb_is_refused_before_its_pixels_are_decoded(bad_files, monkeypatch):
+    def no_decoding(self, *args, **kwargs):
+        raise AssertionError("the pixels of a 144-megapixel image were decoded")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
     with pytest.raises(UploadError, match="megapixel limit"):
         load_image(bad_files["huge"])
-    assert time.perf_counter() - started < 1.0  # decoding 144 MP would take seconds
 
 
 def test_pillow_guard_is_set_to_the_app_limit():
@@ -219,7 +222,7 @@ def test_sixteen_bit_greyscale_is_scaled_not_clipped():
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_escaped():
-    from app.clustering import csv_cell
+    from app.services.clustering import csv_cell
 
     assert csv_cell("=SUM(A1)") == "'=SUM(A1)" and csv_cell("@SUM(A1)") == "'@SUM(A1)"
     assert csv_cell("-2+3") == "'-2+3" and csv_cell("+1") == "'+1"

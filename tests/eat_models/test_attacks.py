@@ -9,19 +9,25 @@ import pytest
 import torch
 
 from eat_models.attacks import (
+    ATTACKS,
+    AttackBudget,
+    AttackTargets,
     clustering_attack,
+    craft,
     default_step_size,
     embedding_shift_attack,
     embedding_shift_objective,
     evaluate_attack,
+    evaluation_key,
+    parse_evaluation_key,
     pgd,
     query_attack,
     query_neighbours,
     random_other_clusters,
 )
+from eat_models.data import stratified_slice
 from eat_models.evaluate import embed, gallery_retrieval_metrics, kmeans_assign, retrieval_metrics
 from eat_models.networks import NetworkConfig, build_network
-from eat_models.train import stratified_slice
 
 EPS = 0.1
 
@@ -168,9 +174,9 @@ def test_gallery_retrieval_metrics_match_the_single_set_metrics(rng):
 
 
 def test_attacks_at_eps_0_1_halve_recall_and_nmi(vanilla_model, attack_set):
-    es = evaluate_attack(vanilla_model, attack_set, "es", EPS, 10)
-    qa = evaluate_attack(vanilla_model, attack_set, "qa", EPS, 10)
-    ca = evaluate_attack(vanilla_model, attack_set, "ca", EPS, 10)
+    es = evaluate_attack(vanilla_model, attack_set, "es", AttackBudget(EPS, 10))
+    qa = evaluate_attack(vanilla_model, attack_set, "qa", AttackBudget(EPS, 10))
+    ca = evaluate_attack(vanilla_model, attack_set, "ca", AttackBudget(EPS, 10))
     assert es["clean"]["recall@1"] > 0.6 and ca["clean"]["nmi"] > 0.5
     assert es["attacked"]["recall@1"] < 0.5 * es["clean"]["recall@1"]
     assert qa["attacked"]["recall@1"] < 0.5 * qa["clean"]["recall@1"]
@@ -184,10 +190,10 @@ def test_attacks_at_eps_0_1_halve_recall_and_nmi(vanilla_model, attack_set):
 
 
 def test_clustering_attack_on_no_sample_changes_nothing(vanilla_model, attack_set):
-    result = evaluate_attack(vanilla_model, attack_set, "ca", EPS, 5, fraction=0.0)
+    result = evaluate_attack(vanilla_model, attack_set, "ca", AttackBudget(EPS, 5), fraction=0.0)
     assert result["attacked_images"] == 0 and result["mean_embedding_shift"] == 0.0
     assert result["attacked"] == result["clean"]
-    partial = evaluate_attack(vanilla_model, attack_set, "ca", EPS, 5, fraction=0.3)
+    partial = evaluate_attack(vanilla_model, attack_set, "ca", AttackBudget(EPS, 5), fraction=0.3)
     assert partial["attacked_images"] == 90
     assert partial["attacked"]["nmi"] < partial["clean"]["nmi"]
 
@@ -197,14 +203,14 @@ def test_clustering_targets_are_random_other_clusters(vanilla_model, attack_set,
     import eat_models.attacks as attacks
 
     seen = []
-    original = attacks.clustering_attack
+    original = attacks.clustering_objective
 
-    def spy(model, x, own, target, *args, **kwargs):
+    def spy(own, target):
         seen.append((own, target))
-        return original(model, x, own, target, *args, **kwargs)
+        return original(own, target)
 
-    monkeypatch.setattr(attacks, "clustering_attack", spy)
-    evaluate_attack(vanilla_model, attack_set, "ca", EPS, 1, batch_size=128)
+    monkeypatch.setattr(attacks, "clustering_objective", spy)
+    evaluate_attack(vanilla_model, attack_set, "ca", AttackBudget(EPS, 1), batch_size=128)
     own = torch.cat([o for o, _ in seen])
     target = torch.cat([t for _, t in seen])
     assert len(own) == 300
@@ -217,22 +223,26 @@ def test_clustering_targets_are_random_other_clusters(vanilla_model, attack_set,
 
 
 def test_transfer_mode_crafts_on_the_surrogate(vanilla_model, attack_set):
-    white = evaluate_attack(vanilla_model, attack_set, "es", EPS, 5)
-    same = evaluate_attack(vanilla_model, attack_set, "es", EPS, 5, surrogate=vanilla_model)
+    white = evaluate_attack(vanilla_model, attack_set, "es", AttackBudget(EPS, 5))
+    same = evaluate_attack(
+        vanilla_model, attack_set, "es", AttackBudget(EPS, 5), surrogate=vanilla_model
+    )
     assert same["transfer"] and not white["transfer"]
     assert same["attacked"] == white["attacked"]
     torch.manual_seed(0)
     stranger = build_network(NetworkConfig(width=8, embedding_dim=16)).eval()
-    transfer = evaluate_attack(vanilla_model, attack_set, "es", EPS, 5, surrogate=stranger)
+    transfer = evaluate_attack(
+        vanilla_model, attack_set, "es", AttackBudget(EPS, 5), surrogate=stranger
+    )
     assert transfer["clean"] == white["clean"]
     assert transfer["attacked"]["recall@1"] > white["attacked"]["recall@1"] + 0.1
 
 
 def test_evaluate_attack_rejects_bad_arguments(vanilla_model, attack_set):
     with pytest.raises(ValueError, match="unknown attack"):
-        evaluate_attack(vanilla_model, attack_set, "xx", EPS, 1)
+        evaluate_attack(vanilla_model, attack_set, "xx", AttackBudget(EPS, 1))
     with pytest.raises(ValueError, match="fraction"):
-        evaluate_attack(vanilla_model, attack_set, "ca", EPS, 1, fraction=1.5)
+        evaluate_attack(vanilla_model, attack_set, "ca", AttackBudget(EPS, 1), fraction=1.5)
 
 
 def test_attack_command_writes_json_with_provenance(trained_vanilla, tmp_path, capsys):
@@ -262,3 +272,53 @@ def test_attack_command_help_documents_every_flag(capsys):
         assert flag in text
     for flag in ("--surrogate", "--max-test", "--out", "--neighbours", "--seed"):
         assert flag in text
+
+
+def test_the_registry_names_each_attack_and_what_it_needs(vanilla_model, attack_set):
+    assert list(ATTACKS) == ["es", "qa", "ca"]
+    x = attack_set.batch(np.arange(4))
+    with pytest.raises(ValueError, match="unknown attack 'xx'; choose one of es, qa, ca"):
+        craft(vanilla_model, x, "xx", AttackBudget())
+    with pytest.raises(ValueError, match="needs own_centroids, target_centroids"):
+        craft(vanilla_model, x, "ca", AttackBudget())
+    # the same budget and seed give the same images, through craft or the named function
+    budget = AttackBudget(0.05, 3, seed=7)
+    a = craft(vanilla_model, x, "es", budget)
+    b = embedding_shift_attack(
+        vanilla_model, x, 0.05, 3, generator=torch.Generator().manual_seed(7)
+    )
+    assert torch.equal(a, b)
+    assert torch.equal(craft(vanilla_model, x, "es", budget, AttackTargets()), a)
+
+
+def test_budget_defaults_and_refusals():
+    budget = AttackBudget()
+    assert (budget.eps, budget.steps, budget.restarts) == (0.1, 20, 1)
+    assert budget.alpha == pytest.approx(0.0125) and budget.generator() is None
+    assert budget.replace(step_size=0.01).alpha == 0.01
+    with pytest.raises(ValueError, match="restarts"):
+        AttackBudget(restarts=0)
+    with pytest.raises(ValueError, match="eps"):
+        AttackBudget(eps=-0.1)
+
+
+@pytest.mark.parametrize(
+    "key, options",
+    [
+        ("ca@0.1/20", {}),
+        ("ca@0.1/20x3", {"restarts": 3}),
+        ("ca@0.1/20/p0.3", {"fraction": 0.3}),
+        ("es@0.1/20/from-vanilla", {"transfer_from": "vanilla"}),
+        ("ca@0.2/50/s2", {"steps": 50, "eps": 0.2, "seed": 2}),
+        ("es@0.3/32", {"attack": "es", "eps": 0.3, "steps": 32}),
+    ],
+)
+def test_evaluation_keys_round_trip(key, options):
+    base = {"attack": "ca" if key.startswith("ca") else "es", "eps": 0.1, "steps": 20}
+    settings = {**base, **options}
+    attack, eps, steps = settings.pop("attack"), settings.pop("eps"), settings.pop("steps")
+    assert evaluation_key(attack, eps, steps, **settings) == key
+    parsed = parse_evaluation_key(key)
+    assert (parsed["attack"], parsed["eps"], parsed["steps"]) == (attack, eps, steps)
+    assert evaluation_key(**parsed) == key
+    assert parse_evaluation_key("clean") is None

@@ -245,7 +245,7 @@ def test_pgd_at_crafts_within_the_training_budget(pool, monkeypatch):
     assert 0 < float((out - x).abs().max()) <= 0.05 + 1e-6
 
 
-def test_eat_checkpoint_round_trips_through_load_model(tmp_path, monkeypatch):
+def test_eat_checkpoint_round_trips_through_load_model(tiny_config, monkeypatch):
     import eat_models.train as train_module
 
     captured = {}
@@ -256,15 +256,7 @@ def test_eat_checkpoint_round_trips_through_load_model(tmp_path, monkeypatch):
         return original(out_dir, networks, *args, **kwargs)
 
     monkeypatch.setattr(train_module, "save_checkpoint", capture)
-    config = TrainConfig(
-        defense="eat",
-        epochs=1,
-        max_train=600,
-        width=8,
-        embedding_dim=32,
-        train_steps=2,
-        out=str(tmp_path / "eat"),
-    )
+    config = tiny_config("eat", defense="eat", width=8, embedding_dim=32, train_steps=2)
     out = train(config, progress=False)
     model = load_model(out)
     assert model.meta["kind"] == "ensemble" and model.meta["num_members"] == 3
@@ -277,18 +269,8 @@ def test_eat_checkpoint_round_trips_through_load_model(tmp_path, monkeypatch):
         assert torch.allclose(model(x), in_memory(x), atol=1e-6)
 
 
-def test_class_disjoint_members_train_with_full_batches(tmp_path):
-    config = TrainConfig(
-        defense="eat",
-        member_split="class-disjoint",
-        lambda_ensemble=0.0,
-        epochs=1,
-        max_train=600,
-        width=4,
-        embedding_dim=16,
-        train_steps=1,
-        out=str(tmp_path / "cd"),
-    )
+def test_class_disjoint_members_train_with_full_batches(tiny_config):
+    config = tiny_config("cd", defense="eat", member_split="class-disjoint", lambda_ensemble=0.0)
     out = train(config, progress=False)
     assert load_model(out).meta["num_members"] == 3
 
@@ -379,15 +361,15 @@ def test_eat_with_hm_member_attack_transfers_the_manipulated_triplets(pool, monk
     batches = _batches(pool, 3)
     defense = build_defense("eat", _config("eat", member_attack="hm"))
     parts_seen = []
-    original_member_loss = defense_base.member_loss
+    original_parts_loss = defense_base.parts_loss
 
     def recording(net, loss, parts):
         parts_seen.append([(len(p.images), p.weight) for p in parts])
-        return original_member_loss(net, loss, parts)
+        return original_parts_loss(net, loss, parts)
 
     import eat_models.defenses.eat as eat_module
 
-    monkeypatch.setattr(eat_module, "member_loss", recording)
+    monkeypatch.setattr(eat_module, "parts_loss", recording)
     loss, logs = defense.training_loss(members, losses, batches)
     assert seen == [(3 * P * M, False)] * 3  # one HM craft per member, on its triplets
     # each member: its own manipulated triplets (weight 1) and the other two (weight 1/2)
@@ -399,3 +381,51 @@ def test_eat_with_hm_member_attack_transfers_the_manipulated_triplets(pool, monk
         build_defense("eat", _config("eat", member_attack="fgsm")).training_loss(
             members, losses, batches
         )
+
+
+def test_a_defense_that_forgets_its_name_is_an_error():
+    from eat_models.defenses import DEFENSES, Defense, Vanilla
+    from eat_models.defenses.base import AdversarialDefense
+
+    with pytest.raises(TypeError, match="Forgetful must set its own `name`"):
+
+        class Forgetful(AdversarialDefense):
+            def craft_for_member(self, net, loss, batch):
+                return batch.images
+
+    with pytest.raises(TypeError, match="must set its own `name`"):
+
+        class Inherits(Vanilla):  # a name inherited from Vanilla would replace it
+            pass
+
+    class Named(Defense):
+        name = "named"
+
+    assert DEFENSES["vanilla"] is Vanilla and "named" not in DEFENSES
+
+
+def test_the_base_sums_member_losses_and_averages_logs_over_reporting_members(pool):
+    from eat_models.defenses import Defense
+
+    class Half(Defense):
+        """Members 0 and 2 train; member 1 has nothing to train on this step."""
+
+        name = "half"
+        default_members = 3
+        prepared = 0
+
+        def prepare_step(self, members, losses, batches):
+            self.prepared += 1
+
+        def member_loss(self, k, net, loss, batch):
+            if k == 1:
+                return None, {"skipped": 1.0}
+            value = net(batch.images).sum() * 0 + float(k + 1)
+            return value, {"value": float(k + 1)}
+
+    members, losses = _setup(3)
+    defense = Half(_config("vanilla", members=3))
+    total, logs = defense.training_loss(members, losses, _batches(pool, 3))
+    assert defense.prepared == 1
+    assert total.item() == pytest.approx(1.0 + 3.0)
+    assert logs == {"skipped": 1.0, "value": 2.0}

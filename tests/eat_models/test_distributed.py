@@ -114,9 +114,8 @@ def test_two_rank_training_follows_single_process_training(tmp_path, defense):
     assert (ddp_loss[1:] < ddp_loss[:-1]).all() and (single_loss[1:] < single_loss[:-1]).all()
     np.testing.assert_allclose(ddp_loss / ddp_loss[0], single_loss / single_loss[0], atol=0.05)
     np.testing.assert_allclose(ddp_loss, single_loss, rtol=0.25)
-    from eat_models.data import load_fashion_mnist
+    from eat_models.data import load_fashion_mnist, stratified_slice
     from eat_models.evaluate import evaluate_model
-    from eat_models.train import stratified_slice
 
     test = stratified_slice(load_fashion_mnist("standard")[1], 1000, 0)
     r1 = {
@@ -127,8 +126,7 @@ def test_two_rank_training_follows_single_process_training(tmp_path, defense):
 
 
 def _gallery_source():
-    from eat_models.data import load_fashion_mnist
-    from eat_models.train import stratified_slice
+    from eat_models.data import load_fashion_mnist, stratified_slice
     from index import DatasetSource
 
     return DatasetSource(stratified_slice(load_fashion_mnist("standard")[1], 301, 0))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
@@ -82,28 +80,6 @@ def test_pgd_on_a_loaded_ensemble_runs_every_member(tmp_path):
     x_adv = embedding_shift_attack(model, x, 0.1, steps=4)
     assert backward_calls == [4, 4, 4]
     assert float((x_adv - x).abs().max()) <= 0.1 + 1e-6
-
-
-def test_one_image_pgd20_against_a_three_member_ensemble_is_fast():
-    """The live lab's budget: one PGD-20 attack on one image (DESIGN.md §6: < 0.5 s).
-
-    One image is too small a batch for intra-op threads to help, so it runs on one.
-    """
-    model = AveragedEmbedding(_members(3, NetworkConfig(width=32))).eval()
-    x = torch.rand(1, 1, 28, 28)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        embedding_shift_attack(model, x, 0.1, 2)  # warm-up
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            embedding_shift_attack(model, x, 0.1, 20)
-            times.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(threads)
-    # a generous bound (the machine is shared); the measured figure is ~0.25 s
-    assert min(times) < 1.0
 
 
 def test_scalar_objective_through_the_ensemble_keeps_the_budget():

@@ -38,7 +38,14 @@ def test_resnet18_loads_local_weights(tmp_path):
 
 
 def test_normalisation_lives_inside_the_network():
-    net = build_network(NetworkConfig(width=8)).eval()
+    """The network takes raw pixels in [0, 1]: its first step is (x − mean) / std, so an
+    attack on the pixels is an attack on what the network sees."""
+    config = NetworkConfig(width=8, mean=(0.25,), std=(0.5,))
+    net = build_network(config).eval()
     x = torch.rand(2, 1, 28, 28, requires_grad=True)
-    (grad,) = torch.autograd.grad(net(x).sum(), x)
-    assert grad.shape == x.shape and torch.isfinite(grad).all()
+    seen = {}
+    net.features.register_forward_pre_hook(lambda _m, args: seen.update(input=args[0]))
+    out = net(x)
+    torch.testing.assert_close(seen["input"], (x - 0.25) / 0.5)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert grad.abs().sum() > 0  # gradients reach the pixels through the normalisation

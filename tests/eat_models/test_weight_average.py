@@ -10,7 +10,7 @@ import torch
 
 from eat_models import load_model
 from eat_models.networks import NetworkConfig, build_network
-from eat_models.train import TrainConfig, train
+from eat_models.train import train
 from eat_models.weight_average import WeightAverage, ema_decay_at
 
 NET = NetworkConfig(width=4, embedding_dim=16)
@@ -43,7 +43,7 @@ def test_ema_refuses_a_decay_outside_0_1(decay):
         WeightAverage([build_network(NET)], decay)
 
 
-def test_ema_run_saves_averaged_weights_and_load_model_serves_them(tmp_path, monkeypatch):
+def test_ema_run_saves_averaged_weights_and_load_model_serves_them(tiny_config, monkeypatch):
     import eat_models.train as train_module
 
     captured = {}
@@ -55,16 +55,7 @@ def test_ema_run_saves_averaged_weights_and_load_model_serves_them(tmp_path, mon
             captured["average"] = self
 
     monkeypatch.setattr(train_module, "WeightAverage", Capturing)
-    config = TrainConfig(
-        defense="eat",
-        epochs=1,
-        max_train=900,
-        width=4,
-        embedding_dim=16,
-        train_steps=1,
-        ema_decay=0.5,
-        out=str(tmp_path / "ema"),
-    )
+    config = tiny_config("ema", defense="eat", max_train=900, ema_decay=0.5)
     out = train(config, progress=False)
     model, raw = load_model(out), load_model(out / "raw")
     record = json.loads((out / "config.json").read_text())["train"]

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
+from eat_models.images import dark_background_model
 from index.errors import ImageDecodeError
 from index.images import (
     FileSource,
     PILSource,
-    dark_background_model,
     folder_source,
     make_thumbnail,
     open_image,

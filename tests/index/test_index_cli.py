@@ -11,7 +11,7 @@ import pytest
 from app.cli import main
 from eat_models.cli import build_parser
 from index.cli import register
-from index.store import MANIFEST_NAME, read_manifest
+from index.persist import MANIFEST_NAME, read_manifest
 
 
 @pytest.fixture
@@ -131,7 +131,9 @@ def test_a_corrupt_index_is_a_clear_error(built, capsys):
 
 
 def test_every_flag_has_help(capsys):
-    parser = build_parser([register])
+    from benchmarks.cli import register as register_benchmarks
+
+    parser = build_parser([register, register_benchmarks])
     index_parser = _subparsers(parser)["index"]
     commands = _subparsers(index_parser)
     assert set(commands) == {"build", "add", "remove", "search", "info", "bench"}

@@ -19,7 +19,8 @@ from index.errors import (
     UnknownIdError,
 )
 from index.kinds import IndexParams
-from index.store import MANIFEST_NAME, VectorIndex, read_manifest
+from index.persist import MANIFEST_NAME, read_manifest
+from index.store import VectorIndex
 
 # ivf-pq needs >= 256 training vectors; small lists keep these tests exact-ish and fast.
 SMALL_IVF = IndexParams(nlist=8, nprobe=8, pq_m=8, refine_k_factor=16)

@@ -1,0 +1,218 @@
+"""What the tabs share: errors a person can read, per-request download folders, gallery
+thumbnails served as files, and factories for the components that recur across tabs."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+from gradio.utils import get_upload_folder
+
+from eat_models.files import atomic_write
+from index import SearchIndexError
+
+from ..services import Services
+from ..services.uploads import UploadError
+
+log = logging.getLogger(__name__)
+
+HEAVY_QUEUE = "heavy"  # clustering and attacks share one worker
+DOWNLOADS_MAX_AGE_S = 3600
+STATUS_REFRESH_S = 10.0  # the header re-reads the UMAP state until it is warm
+INTRO = (
+    "# EAT — robust image search, clustering and an attack lab\n"
+    "Deep-metric-learning embeddings of a plain (**vanilla**) model, a single adversarially "
+    "trained **baseline** model (when shipped) and an **EAT** (Ensemble Adversarial "
+    "Training) ensemble, side by side: search the gallery, cluster your own images, and "
+    "watch an adversarial perturbation move each model's embedding."
+)
+CSS = """
+.eat-pixel img, .thumbnail-item img { image-rendering: pixelated; }
+.compact-gallery .grid-wrap.fixed-height { min-height: 0 !important; max-height: none !important; }
+.compact-gallery .caption-label {
+    font-size: 11px !important; padding: 1px 4px !important;
+    max-width: 100% !important; white-space: normal !important; text-overflow: clip !important;
+    overflow: visible !important; line-height: 1.15 !important;
+}
+.prose table th, .prose table td {
+    word-break: normal !important; overflow-wrap: normal !important;
+}
+#lab-panels .compact-gallery .caption-label {
+    font-size: 9px !important; padding: 0 2px !important;
+}
+.prose table { display: block; overflow-x: auto; max-width: 100%; }
+#report-plots .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
+#report-plots img { object-fit: contain !important; }
+.compact-gallery .grid-container {
+    grid-template-columns: repeat(auto-fill, minmax(var(--eat-thumb, 88px), 1fr)) !important;
+}
+#lab-panels .compact-gallery .grid-container {
+    grid-template-columns: repeat(5, minmax(0, 1fr)) !important;
+}
+#search-examples .grid-wrap, #lab-gallery .grid-wrap { padding-top: 34px !important; }
+#cluster-output .compact-gallery .grid-container {
+    grid-template-columns: repeat(auto-fill, 96px) !important;
+}
+"""
+
+
+def user_errors(action: str):
+    """Turn bad input into a readable ``gr.Error``; log anything else, show a short note."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except (UploadError, ValueError, SearchIndexError) as exc:
+                raise gr.Error(str(exc), title=f"Cannot {action}", print_exception=False) from None
+            except Exception:
+                log.exception("unexpected error while trying to %s", action)
+                raise gr.Error(
+                    f"Something went wrong while trying to {action}. The server logged the "
+                    "details; please try another image or setting.",
+                    title="Error",
+                    print_exception=False,
+                ) from None
+
+        return wrapper
+
+    return decorate
+
+
+def downloads_dir() -> Path:
+    """A new per-request folder under Gradio's upload folder (which it may serve); old
+    ones are removed."""
+    root = Path(get_upload_folder()) / "eat-downloads"
+    root.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - DOWNLOADS_MAX_AGE_S
+    for old in root.iterdir():
+        try:
+            if old.is_dir() and old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            continue
+    return Path(tempfile.mkdtemp(prefix="req-", dir=root))
+
+
+class ThumbnailFiles:
+    """Gallery thumbnails as PNG files in Gradio's upload folder, written once each.
+
+    Returning these paths lets Gradio serve them as they are (no PNG encoding, hashing,
+    copying or path checks per request) under stable URLs the browser caches. The folder
+    holds only gallery thumbnails, which the app shows anyway; nothing private.
+    """
+
+    def __init__(self, services: Services) -> None:
+        res = services.resources
+        self.resources = res
+        self.directory = Path(get_upload_folder()) / "eat-thumbnails" / res.cache_dir.name
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # Declared static, Gradio serves them without its per-request path checks and copies.
+        gr.set_static_paths(paths=[self.directory])
+        self._paths: dict[int, str] = {}
+
+    def path(self, item_id: int) -> str:
+        found = self._paths.get(item_id)
+        if found is not None:
+            return found
+        path = self.directory / f"{int(item_id)}.png"
+        if not path.is_file():
+            image = self.resources.thumbnail(item_id)
+            atomic_write(path, lambda fh: image.save(fh, format="PNG"), durable=False)
+        self._paths[item_id] = str(path)
+        return self._paths[item_id]
+
+    def hits(self, hits) -> list[tuple[str, str]]:
+        return [(self.path(h.item_id), h.caption) for h in hits]
+
+
+def file_path(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return file_path(value[0]) if value else None
+    return getattr(value, "path", None) or str(value)
+
+
+def file_paths(value) -> list[str]:
+    if value is None:
+        return []
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [p for p in (file_path(v) for v in values) if p]
+
+
+#: how often (and past what age, seconds) Gradio's cached uploads are deleted
+CACHE_SWEEP_S = 3600
+
+
+@dataclass
+class UI:
+    """What every tab builds from: the services and the gallery thumbnails as files."""
+
+    services: Services
+    thumbs: ThumbnailFiles
+
+    @property
+    def resources(self):
+        return self.services.resources
+
+    def model_choices(self, keys: Sequence[str]) -> list[tuple[str, str]]:
+        return [(self.resources.views[key].label, key) for key in keys]
+
+
+def failed(what: str, blanks: int):
+    """After a failed request: no stale result under the error, and a note why."""
+
+    def clear():
+        note = f"*Nothing to show: the last {what} failed (the message says why).*"
+        return note, *[gr.update(value=None) for _ in range(blanks)]
+
+    return clear
+
+
+# --------------------------------------------------------------------------- components
+
+
+def upload(label: str, elem_id: str, **options) -> gr.File:
+    """An upload box for images (``options``: e.g. ``file_count``, ``height``)."""
+    options.setdefault("file_types", ["image"])
+    return gr.File(label=label, elem_id=elem_id, **options)
+
+
+def thumbnails(elem_id: str, label: str | None = None, **options) -> gr.Gallery:
+    """A gallery of small thumbnails with short captions (results, picks, clusters)."""
+    settings = {
+        "height": "auto",
+        "elem_classes": "compact-gallery",
+        "preview": False,
+        "format": "png",
+    }
+    return gr.Gallery(label=label, elem_id=elem_id, **{**settings, **options})
+
+
+def picture(label: str, elem_id: str, *, pixelated: bool = False, **options) -> gr.Image:
+    """A read-only image (model inputs and perturbations are shown with crisp pixels)."""
+    settings = {"type": "pil", "interactive": False, "format": "png"}
+    if pixelated:
+        settings["elem_classes"] = "eat-pixel"
+    return gr.Image(label=label, elem_id=elem_id, **{**settings, **options})
+
+
+def slider(low: float, high: float, value: float, step: float, label: str, elem_id: str):
+    return gr.Slider(low, high, value=value, step=step, label=label, elem_id=elem_id)
+
+
+def raw_json(prefix: str) -> gr.JSON:
+    """The request's full result, folded away."""
+    with gr.Accordion("Raw results (JSON)", open=False, elem_id=f"{prefix}-raw"):
+        return gr.JSON(elem_id=f"{prefix}-json")

@@ -1,0 +1,35 @@
+"""The Robustness report tab: the benchmark table and plots from the results folder."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from .common import UI
+
+
+def build(ui: UI, demo: gr.Blocks) -> None:
+    with gr.Tab("Robustness report", id="report", elem_id="tab-report"):
+        text = gr.Markdown(elem_id="report-text")
+        plots = gr.Gallery(
+            label="Benchmark plots (click one to enlarge)",
+            columns=2,
+            height="auto",
+            object_fit="contain",
+            allow_preview=True,
+            preview=False,
+            format="png",
+            elem_id="report-plots",
+        )
+        button = gr.Button("Reload", elem_id="report-button", size="sm")
+
+    def report():
+        rep = ui.services.report()
+        return rep.markdown, gr.update(value=rep.plots or None, visible=bool(rep.plots))
+
+    gr.on(
+        [demo.load, button.click],
+        report,
+        outputs=[text, plots],
+        api_name="report",
+        api_description="The benchmark table and plots from results/fashion-mnist/.",
+    )
