@@ -168,7 +168,9 @@ def write_report(
         "",
         f"Written by `{meta['command']}` at commit `{meta['commit']}` on {meta['date']}; "
         f"profile `{profile.name}`; this invocation {meta['this_invocation_wall_s']:.0f} s wall, "
-        f"all rows together {meta['total_row_wall_s']:.0f} s (training + evaluation) on "
+        f"all rows of the main run together {meta['total_row_wall_s']:.0f} s (training + "
+        f"evaluation; the optional groups {', '.join(profile.optional_groups) or 'none'}, run "
+        f"with `--also`: {meta.get('optional_rows_wall_s', 0):.0f} s) on "
         f"{meta['cpu_count']} CPU cores.",
         "",
         f"Training: {meta['train_images']} images (standard split), small CNN width "
@@ -231,7 +233,7 @@ def write_report(
             }
         )
         target_lines.append(
-            f"| whole `{profile.name}` benchmark, all rows (training + evaluation) | "
+            f"| whole `{profile.name}` benchmark, main run (training + evaluation) | "
             f"{total / 60:.1f} min | ≤ {budget / 60:.0f} min | {'yes' if met else 'NO'} |"
         )
     lines += [

@@ -206,3 +206,22 @@ def client(server):
     from gradio_client import Client
 
     return Client(server, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def labelled_batch(resources, png_bytes):
+    """12 gallery images each of trousers, bags and sneakers, labelled like a zip's folders."""
+    from app.services.uploads import UploadBatch, UploadedImage
+    from eat_models.data import FASHION_MNIST_CLASSES
+
+    items = []
+    for label in (1, 8, 7):
+        for item in np.flatnonzero(resources.labels == label)[:12]:
+            pixels = (resources.model_input(int(item), "eat")[0].numpy() * 255).astype(np.uint8)
+            name = f"{FASHION_MNIST_CLASSES[label]}/{item}.png"
+            items.append(
+                UploadedImage(
+                    name, Image.fromarray(pixels), png_bytes(pixels), FASHION_MNIST_CLASSES[label]
+                )
+            )
+    return UploadBatch(images=items)

@@ -8,6 +8,9 @@ import pytest
 
 from app.cli import main
 
+# the quick profile, trained and scored end to end on a small slice (minutes)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny_bench(tmp_path_factory):

@@ -1,0 +1,92 @@
+"""Clustering uploaded sets, the downloads, and attacking a set."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+
+import pytest
+
+from app.services.uploads import UploadBatch, UploadError
+
+
+def test_clustering_recovers_distinct_classes(services, labelled_batch, tmp_path):
+    # The shared vanilla test model is the better trained one; the test ensemble is tiny.
+    result = services.cluster.cluster(labelled_batch, "vanilla", k=None, out_dir=tmp_path)
+    assert result.k_scores and set(result.k_scores) == set(range(2, 11))
+    assert result.n_clusters == max(result.k_scores, key=result.k_scores.get)
+    assert result.scores["nmi"] > 0.6
+    assert result.figure.size[0] > 200
+    assert sum(len(result.members(c)) for c in result.clusters) == len(labelled_batch)
+
+
+def test_clustering_downloads_list_every_file(services, labelled_batch, tmp_path):
+    result = services.cluster.cluster(labelled_batch, "vanilla", k=3, out_dir=tmp_path)
+    assert result.csv_path.parent == tmp_path and result.zip_path.parent == tmp_path
+    rows = list(csv.DictReader(io.StringIO(result.csv_path.read_text())))
+    assert [r["file"] for r in rows] == labelled_batch.names
+    assert {r["cluster"] for r in rows} == {"1", "2", "3"}
+    assert [r["folder_label"] for r in rows] == labelled_batch.labels
+    with zipfile.ZipFile(result.zip_path) as zf:
+        names = zf.namelist()
+        assert len(names) == len(labelled_batch)
+        assert all(n.startswith("cluster_0") and "/" in n and ".." not in n for n in names)
+        first = next(n for n in names if n.split("/", 1)[1].startswith("000_"))
+        assert zf.read(first) == labelled_batch.images[0].data
+
+
+@pytest.mark.parametrize("algorithm", ["agglomerative", "hdbscan"])
+def test_other_algorithms_run(services, labelled_batch, tmp_path, algorithm):
+    result = services.cluster.cluster(
+        labelled_batch, "eat", k=3, algorithm=algorithm, out_dir=tmp_path
+    )
+    assert len(result.assignments) == len(labelled_batch)
+    # three well-separated classes: both algorithms find them (HDBSCAN picks its own K)
+    if algorithm == "agglomerative":
+        assert result.n_clusters == 3
+    assert result.scores["nmi"] > 0.5, result.scores
+
+
+def test_clustering_refuses_what_it_cannot_do(services, labelled_batch, tmp_path):
+    one = UploadBatch(images=labelled_batch.images[:1])
+    with pytest.raises(UploadError, match="at least 2 images"):
+        services.cluster.cluster(one, "eat", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="K must lie between 2 and"):
+        services.cluster.cluster(labelled_batch, "eat", k=99, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        services.cluster.cluster(labelled_batch, "eat", algorithm="dbscan", out_dir=tmp_path)
+    two = UploadBatch(images=labelled_batch.images[:2])
+    assert len(services.cluster.cluster(two, "eat", out_dir=tmp_path).assignments) == 2
+
+
+def test_attacking_the_set_reports_every_model(services, labelled_batch, tmp_path):
+    result = services.cluster.cluster(
+        labelled_batch, "eat", k=3, out_dir=tmp_path, attack_fraction=0.25, eps=0.1, steps=5
+    )
+    attack = result.attack
+    assert list(attack.outcomes) == ["vanilla", "baseline", "eat"]
+    for outcome in attack.outcomes.values():
+        assert len(outcome.attacked_rows) == 9
+        assert 0 <= outcome.moved <= 9
+        assert -1 <= outcome.agreement_ari <= 1
+        assert outcome.attacked_scores is not None
+    assert attack.figure.size[0] > 2 * attack.figure.size[1]  # three panels side by side
+    zero = services.cluster.cluster(
+        labelled_batch, "eat", k=3, out_dir=tmp_path, attack_fraction=0.25, eps=0.0
+    )
+    for outcome in zero.attack.outcomes.values():  # ε = 0 changes nothing
+        assert outcome.moved == 0 and outcome.agreement_ari == pytest.approx(1.0)
+
+
+def test_attacking_the_set_uses_the_k_of_the_clean_result(services, labelled_batch, tmp_path):
+    """Auto-K (silhouette) picks the K; the attack table clusters with the same K, so its
+    clean NMI is the headline's (it once used the folder count instead)."""
+    result = services.cluster.cluster(
+        labelled_batch, "eat", k=None, out_dir=tmp_path, attack_fraction=0.25, eps=0.0
+    )
+    assert result.attack.k == result.n_clusters
+    fixed = services.cluster.cluster(
+        labelled_batch, "eat", k=5, out_dir=tmp_path, attack_fraction=0.25, eps=0.0
+    )
+    assert fixed.attack.k == 5 != len(set(labelled_batch.labels))

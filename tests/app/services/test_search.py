@@ -1,0 +1,70 @@
+"""Search: the query itself first, the ranking equal to brute force, refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.services.gallery import MODEL_KEYS
+
+
+def _gallery_image(resources, item: int) -> Image.Image:
+    return Image.fromarray((resources.model_input(item, "eat")[0].numpy() * 255).astype(np.uint8))
+
+
+def test_search_finds_the_query_itself_first(services, resources):
+    for item in (0, 123, 456):
+        result = services.search.search(_gallery_image(resources, item), "all", 5)
+        assert tuple(result.results) == MODEL_KEYS
+        for key in MODEL_KEYS:
+            hits = result.results[key].hits
+            assert len(hits) == 5
+            assert hits[0].item_id == item
+            assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+            assert hits[0].class_name == resources.class_name(int(resources.labels[item]))
+            assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
+            assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
+
+
+def test_search_ranking_equals_brute_force(services, resources):
+    image = _gallery_image(resources, 42)
+    view = resources.views["eat"]
+    query = view.embed(view.preprocess(image)[None])[0]
+    expected = np.argsort(-(view.vectors @ query), kind="stable")[:10]
+    hits = services.search.search(image, "eat", 10).results["eat"].hits
+    assert [h.item_id for h in hits][:3] == expected[:3].tolist()
+    assert set(services.search.search(image, "eat", 10).results) == {"eat"}
+
+
+def test_search_is_mostly_right_on_real_queries(services, resources, fmnist_test_arrays):
+    images, labels = fmnist_test_arrays
+    rows = [r for r in range(200, 260) if f"fashion-mnist/test:{r}" not in set(resources.refs)]
+    correct = sum(
+        services.search.search(Image.fromarray(images[r]), "vanilla", 1)
+        .results["vanilla"]
+        .hits[0]
+        .label
+        == labels[r]
+        for r in rows
+    )
+    assert correct / len(rows) > 0.6
+
+
+def test_light_background_photos_are_inverted_for_the_model(services):
+    photo = next(e for e in services.examples if "photo" in e.name)
+    assert np.asarray(photo.image.convert("L"))[:5].mean() > 180  # light background
+    seen = np.asarray(services.search.search(photo.image, "eat", 3).model_input.convert("L"))
+    border = np.concatenate([seen[:8].ravel(), seen[-8:].ravel()])
+    assert border.mean() < 40  # dark background, like Fashion-MNIST
+    assert seen.mean() > border.mean() + 20  # a bright object on it
+
+
+def test_search_refuses_bad_arguments(services, resources):
+    image = _gallery_image(resources, 0)
+    with pytest.raises(ValueError, match="between 1 and"):
+        services.search.search(image, "eat", 0)
+    with pytest.raises(ValueError, match="unknown model"):
+        services.search.search(image, "resnet", 3)
+    with pytest.raises(ValueError, match="no query image"):
+        services.search.search(None, "eat", 3)
