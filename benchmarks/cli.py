@@ -11,11 +11,7 @@ def _cmd_speed(args: argparse.Namespace) -> int:
     from .speed import run_speed_benchmark
 
     record = run_speed_benchmark(
-        args.checkpoint,
-        batch_size=args.batch_size,
-        repeats=args.repeats,
-        threads=args.threads,
-        out=args.out,
+        args.checkpoint, args.batch_size, args.repeats, args.threads, args.out
     )
     print(json.dumps(record["results"], indent=2))
     if args.out:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from eat_models.attacks import DEFAULT_EPS
 from eat_models.checkpoint import load_model
 from eat_models.files import write_json
 from eat_models.provenance import provenance
@@ -40,7 +41,7 @@ def throughput(model: nn.Module, batch: torch.Tensor, repeats: int) -> dict[str,
 
 
 def pgd_latency(
-    model: nn.Module, image: torch.Tensor, steps: int, repeats: int, eps: float = 0.1
+    model: nn.Module, image: torch.Tensor, steps: int, repeats: int, eps: float = DEFAULT_EPS
 ) -> dict[str, float]:
     """Seconds for one embedding-shift PGD attack on one image (median, p95, of ``repeats``)."""
     from eat_models.attacks import embedding_shift_attack

@@ -220,8 +220,8 @@ def summarise(name: str, record: dict) -> dict:
         "f_term": f_term_text(record),
         "clean_r1": clean["recall@1"],
         "clean_nmi": clean["nmi"],
-        "es_r1": ev[evaluation_key("es", 0.1, steps)]["attacked"]["recall@1"],
-        "ca_nmi": ev[evaluation_key("ca", 0.1, steps)]["attacked"]["nmi"],
+        "es_r1": ev[evaluation_key("es", HEADLINE_EPS, steps)]["attacked"]["recall@1"],
+        "ca_nmi": ev[evaluation_key("ca", HEADLINE_EPS, steps)]["attacked"]["nmi"],
         "ca_nmi_eps0.2": ev[evaluation_key("ca", 0.2, steps)]["attacked"]["nmi"],
     }
 

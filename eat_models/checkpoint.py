@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from .ensemble import AveragedEmbedding
-from .files import atomic_write_bytes, sha256_file
+from .files import atomic_write_bytes, read_versioned_json, sha256_file
 from .networks import NetworkConfig, build_network
 
 FORMAT_TAG = "eat-checkpoint"
@@ -142,19 +142,9 @@ def read_config(path: str | os.PathLike) -> tuple[Path, dict]:
         )
     if not cfg_path.is_file():
         raise CheckpointError(f"{directory}: not an EAT checkpoint ({CONFIG_NAME} is missing)")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"{cfg_path}: not valid JSON ({exc}); the file is corrupt or foreign"
-        ) from exc
-    if not isinstance(config, dict) or config.get("format") != FORMAT_TAG:
-        raise CheckpointError(f"{cfg_path}: not an EAT checkpoint config (format tag missing)")
-    if config.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{cfg_path}: checkpoint format version {config.get('format_version')} is not "
-            f"supported (this version reads {FORMAT_VERSION})"
-        )
+    config = read_versioned_json(
+        cfg_path, FORMAT_TAG, FORMAT_VERSION, CheckpointError, "an EAT checkpoint config"
+    )
     if not config.get("members"):
         raise CheckpointError(f"{cfg_path}: lists no member networks")
     return directory, config

@@ -61,6 +61,16 @@ def add_dataclass_arguments(parser, cls, skip: tuple[str, ...] = ()) -> None:
         )
 
 
+def add_run_flags(parser, out_help: str, seed_help: str | None = None) -> None:
+    """The flags most commands share: ``--seed`` (when it has a meaning), ``--threads``,
+    ``--out`` and ``--quiet``."""
+    if seed_help:
+        parser.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default: 0)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    parser.add_argument("--out", default=None, help=out_help)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def dataclass_from_args(cls, args: argparse.Namespace):
     return cls(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
@@ -223,10 +233,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--batch-size", type=int, default=512, help="embedding batch size (default: 512)"
     )
-    p.add_argument("--seed", type=int, default=0, help="k-means seed (default: 0)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
-    p.add_argument("--out", default=None, help="metrics JSON path (default: CHECKPOINT/eval.json)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_flags(p, "metrics JSON path (default: CHECKPOINT/eval.json)", "k-means seed")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(
@@ -285,17 +292,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--batch-size", type=int, default=256, help="images attacked at once (default: 256)"
     )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of random starts, attacked subset, targets and k-means (default: 0)",
+    add_run_flags(
+        p,
+        "result JSON path (default: CHECKPOINT/attack_<ATTACK>.json)",
+        "seed of random starts, attacked subset, targets and k-means",
     )
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
-    p.add_argument(
-        "--out", default=None, help="result JSON path (default: CHECKPOINT/attack_<ATTACK>.json)"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_attack)
 
 

@@ -85,3 +85,24 @@ def write_json(path: str | os.PathLike, obj, *, durable: bool = True) -> Path:
     import json
 
     return atomic_write_text(path, json.dumps(obj, indent=2), durable=durable)
+
+
+def read_versioned_json(
+    path: str | os.PathLike, tag: str, version: int, error: type[Exception], what: str
+) -> dict:
+    """A JSON record with ``format`` == ``tag`` and ``format_version`` == ``version`` (a
+    checkpoint config, an index manifest), or ``error`` saying what is wrong with it."""
+    import json
+
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc}); the file is corrupt or foreign") from exc
+    if not isinstance(record, dict) or record.get("format") != tag:
+        raise error(f"{path}: not {what} (format tag missing)")
+    if record.get("format_version") != version:
+        raise error(
+            f"{path}: format version {record.get('format_version')} of {what} is not "
+            f"supported (this version reads {version}); make it again with this version"
+        )
+    return record

@@ -36,7 +36,7 @@ from .errors import (
     SearchIndexError,
     UnknownIdError,
 )
-from .store import Hit, SearchResults, Thumbnails, _now, normalised_vectors
+from .store import Hit, IndexBase, SearchResults, _now, normalised_vectors
 
 FORMAT_TAG = "eat-search-index-milvus"
 FORMAT_VERSION = 1
@@ -96,7 +96,7 @@ def _index_params(client, kind: str, count: int | None):
     return params
 
 
-class MilvusIndex(Thumbnails):
+class MilvusIndex(IndexBase):
     """L2-normalised embeddings with metadata in a Milvus collection.
 
     Create one with :meth:`create`, open one with :meth:`open`; then ``add``, ``remove``,
@@ -232,17 +232,7 @@ class MilvusIndex(Thumbnails):
             "backend": "milvus",
             "location": self.location,
             "collection": self.collection,
-            "kind": self.kind,
-            "metric": self.metric,
-            "dim": self.dim,
-            "count": len(self),
-            "next_id": self._next_id,
-            "fingerprint": self.fingerprint,
-            "model": self.model,
-            "preprocess": self.preprocess,
-            "thumbnail_shape": list(self._thumbnail_shape) if self._thumbnail_shape else None,
-            "created": self.created,
-            "updated": self.updated,
+            **self._common_header(),
         }
 
     def _write_header(self) -> None:
@@ -417,20 +407,7 @@ class MilvusIndex(Thumbnails):
             return len(present)
 
     # ------------------------------------------------------------------ search
-    def search(
-        self,
-        queries,
-        k: int = 10,
-        *,
-        ef_search: int | None = None,
-        nprobe: int | None = None,
-        refine_k_factor: int | None = None,
-    ) -> SearchResults:
-        """Top-``k`` items by cosine similarity for each query (``[D]`` or ``[Q, D]``);
-        ``ef_search`` (HNSW) and ``nprobe`` (IVF_FLAT) override the defaults."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        q = normalised_vectors(queries, self.dim, "query vectors", self.fingerprint)
+    def _search(self, q: np.ndarray, k: int, ef_search, nprobe, refine_k_factor) -> SearchResults:
         count = len(self)
         if count == 0:
             raise EmptyIndexError("the index is empty: add images before searching")

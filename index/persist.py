@@ -27,7 +27,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from eat_models.files import fsync_dir, sha256_file
+from eat_models.files import fsync_dir, read_versioned_json, sha256_file
 
 from .errors import FingerprintMismatchError, IndexFormatError, SearchIndexError
 from .kinds import KINDS, IndexParams
@@ -222,17 +222,9 @@ def read_manifest(directory: str | os.PathLike) -> dict:
         raise IndexFormatError(f"{directory}: no such index directory")
     if not path.is_file():
         raise IndexFormatError(f"{directory}: not a search index ({MANIFEST_NAME} is missing)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexFormatError(f"{path}: not valid JSON ({exc}); the file is corrupt") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_TAG:
-        raise IndexFormatError(f"{path}: not a search-index manifest (format tag missing)")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise IndexFormatError(
-            f"{path}: index format version {manifest.get('format_version')} is not supported "
-            f"(this version reads {FORMAT_VERSION}); rebuild the index"
-        )
+    manifest = read_versioned_json(
+        path, FORMAT_TAG, FORMAT_VERSION, IndexFormatError, "a search-index manifest"
+    )
     missing = [k for k in ("kind", "dim", "count", "files") if k not in manifest]
     if missing or manifest["kind"] not in KINDS or not isinstance(manifest["files"], dict):
         raise IndexFormatError(f"{path}: manifest is incomplete or invalid (missing {missing})")

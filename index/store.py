@@ -109,9 +109,10 @@ def _numpy_search(index):
     return getattr(index, "search_numpy", None) or index.search
 
 
-class Thumbnails:
-    """The thumbnail setting every backend shares: ``(h, w, c)`` of the small image kept
-    per item, or None; switchable only while the index is empty."""
+class IndexBase:
+    """What every backend shares: the thumbnail setting (``(h, w, c)`` of the small image
+    kept per item, or None; switchable only while the index is empty) and the search entry
+    point, which checks ``k`` and the queries before the backend's :meth:`_search`."""
 
     _thumbnail_shape: tuple[int, ...] | None = None
 
@@ -134,8 +135,47 @@ class Thumbnails:
     def _header_changed(self) -> None:
         """A backend that stores every change at once writes its header here."""
 
+    def _common_header(self) -> dict:
+        """The header fields every backend records (it adds its own)."""
+        return {
+            "kind": self.kind,
+            "metric": self.metric,
+            "dim": self.dim,
+            "count": len(self),
+            "next_id": self._next_id,
+            "fingerprint": self.fingerprint,
+            "model": self.model,
+            "preprocess": self.preprocess,
+            "thumbnail_shape": list(self._thumbnail_shape) if self._thumbnail_shape else None,
+            "created": self.created,
+            "updated": self.updated,
+        }
 
-class VectorIndex(Thumbnails):
+    def search(
+        self,
+        queries,
+        k: int = 10,
+        *,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        refine_k_factor: int | None = None,
+    ) -> SearchResults:
+        """Top-``k`` items by cosine similarity for each query vector (``[D]`` or ``[Q, D]``).
+
+        ``k`` larger than the index returns every item. The knobs override the index's
+        defaults for this call only (``ef_search`` for hnsw; ``nprobe`` for ivf-pq and
+        Milvus IVF_FLAT; ``refine_k_factor`` for ivf-pq).
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        q = normalised_vectors(queries, self.dim, "query vectors", self.fingerprint)
+        return self._search(q, int(k), ef_search, nprobe, refine_k_factor)
+
+    def _search(self, q: np.ndarray, k: int, ef_search, nprobe, refine_k_factor) -> SearchResults:
+        raise NotImplementedError
+
+
+class VectorIndex(IndexBase):
     """A thread-safe FAISS index of L2-normalised embeddings with metadata.
 
     ``kind`` is ``flat``, ``hnsw``, ``ivf-pq`` or ``auto`` (decided by ``expected_size``,
@@ -195,20 +235,7 @@ class VectorIndex(Thumbnails):
             return self._header()
 
     def _header(self) -> dict:
-        return {
-            "kind": self.kind,
-            "metric": self.metric,
-            "dim": self.dim,
-            "count": len(self),
-            "next_id": self._next_id,
-            "fingerprint": self.fingerprint,
-            "model": self.model,
-            "preprocess": self.preprocess,
-            "params": self.params.to_dict(),
-            "thumbnail_shape": list(self._thumbnail_shape) if self._thumbnail_shape else None,
-            "created": self.created,
-            "updated": self.updated,
-        }
+        return {**self._common_header(), "params": self.params.to_dict()}
 
     def ids(self) -> np.ndarray:
         """The ids held, sorted."""
@@ -395,24 +422,7 @@ class VectorIndex(Thumbnails):
 
     # ------------------------------------------------------------------ search
 
-    def search(
-        self,
-        queries,
-        k: int = 10,
-        *,
-        ef_search: int | None = None,
-        nprobe: int | None = None,
-        refine_k_factor: int | None = None,
-    ) -> SearchResults:
-        """Top-``k`` items by cosine similarity for each query vector (``[D]`` or ``[Q, D]``).
-
-        ``k`` larger than the index returns every item. The knobs override the index's
-        defaults for this call only (``ef_search`` for hnsw; ``nprobe`` and
-        ``refine_k_factor`` for ivf-pq).
-        """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        q = self._as_vectors(queries, "query vectors")
+    def _search(self, q: np.ndarray, k: int, ef_search, nprobe, refine_k_factor) -> SearchResults:
         with self._lock.read():
             if self._index is None or self._index.ntotal == 0:
                 raise EmptyIndexError("the index is empty: add images before searching")

@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-2}
 WIDTH=${WIDTH:-32}
-OUT=results/hm-robrank
-RUN=runs/hm-robrank
+OUT=${OUT:-results/hm-robrank}
+RUN=${RUN:-runs/hm-robrank}
 mkdir -p "$OUT"
 .venv/bin/eat train --defense hm --loss triplet --train-eps 0.302 --train-steps 8 \
   --width "$WIDTH" --epochs "$EPOCHS" --out "$RUN" --quiet

@@ -244,15 +244,17 @@ def open_gallery_indexes(
     return opened, records or []
 
 
-def _gallery_thumbnails(indexes: Mapping, source: ImageSource, meta: Mapping) -> np.ndarray:
+def _gallery_thumbnails(
+    indexes: Mapping, source: ImageSource, source_rows: np.ndarray, meta: Mapping
+) -> np.ndarray:
     """One thumbnail per gallery position: from an index the app built (it stores them),
     else from an outside index that kept thumbnails, else decoded from the images."""
     ordered = sorted(indexes.values(), key=lambda ix: isinstance(ix, GalleryIndex))
     for index in ordered:
         if index.has_thumbnails:
-            return np.stack([index.thumbnail(p) for p in range(len(source))])
+            return np.stack([index.thumbnail(p) for p in range(len(source_rows))])
     size, channels = thumbnail_size_for(meta), int(meta["channels"])
-    return np.stack([make_thumbnail(source.load(p), size, channels) for p in range(len(source))])
+    return np.stack([make_thumbnail(source.load(int(r)), size, channels) for r in source_rows])
 
 
 # --------------------------------------------------------------------------- resources
@@ -474,7 +476,7 @@ def load_resources(
         [-1 if r.get("label") is None else r["label"] for r in records], dtype=np.int64
     )
     class_names = list(source.class_names or models["eat"].meta.get("class_names") or [])
-    thumbnails = _gallery_thumbnails(indexes, source, models["eat"].meta)
+    thumbnails = _gallery_thumbnails(indexes, source, source_rows, models["eat"].meta)
 
     map_rows = (
         balanced_rows(labels, map_points) if map_points < len(labels) else np.arange(len(labels))

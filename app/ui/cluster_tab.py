@@ -11,20 +11,8 @@ from eat_models.attacks import DEFAULT_EPS
 
 from ..services.clustering import ALGORITHM_LABELS, AUTO_K_RANGE, MAX_ATTACK_STEPS, MAX_EPS, MAX_K
 from ..services.uploads import load_uploads
-from . import present
-from .common import (
-    HEAVY_QUEUE,
-    UI,
-    downloads_dir,
-    failed,
-    file_paths,
-    picture,
-    raw_json,
-    slider,
-    thumbnails,
-    upload,
-    user_errors,
-)
+from . import common, present
+from .common import UI
 
 CLUSTER_SLOTS = 12
 SET_ATTACK_STEPS = 10  # fewer than the lab's 20: a set attack runs on every chosen image
@@ -40,24 +28,19 @@ def build(ui: UI) -> None:
                     "Folders inside a zip are read as class labels (for NMI / ARI).",
                     elem_id="cluster-limits",
                 )
-                files = upload(
+                files = common.upload(
                     "Images or a zip",
-                    "cluster-upload",
+                    "cluster-common.upload",
                     file_count="multiple",
                     file_types=["image", ".zip"],
                     height=150,
                 )
-                model = gr.Radio(
-                    choices=ui.model_choices(res.keys),
-                    value="eat",
-                    label="Model",
-                    elem_id="cluster-model",
-                )
-                algorithm = gr.Radio(
-                    choices=[(ALGORITHM_LABELS[a], a) for a in ALGORITHM_LABELS],
-                    value="kmeans",
-                    label="Algorithm (HDBSCAN finds K itself)",
-                    elem_id="cluster-algorithm",
+                model = common.model_picker(ui, res.keys, "Model", "cluster-model", one="eat")
+                algorithm = common.choice(
+                    ALGORITHM_LABELS,
+                    "kmeans",
+                    "Algorithm (HDBSCAN finds K itself)",
+                    "cluster-algorithm",
                 )
                 auto_k = gr.Checkbox(
                     value=True,
@@ -65,7 +48,7 @@ def build(ui: UI) -> None:
                     f"{AUTO_K_RANGE[1]})",
                     elem_id="cluster-auto-k",
                 )
-                k = slider(2, MAX_K, 4, 1, "K (when not automatic)", "cluster-k")
+                k = common.slider(2, MAX_K, 4, 1, "K (when not automatic)", "cluster-k")
                 with gr.Accordion("Attack this set", open=False, elem_id="cluster-attack"):
                     attack = gr.Checkbox(
                         value=False,
@@ -73,18 +56,20 @@ def build(ui: UI) -> None:
                         "attack and compare the models side by side",
                         elem_id="cluster-attack-on",
                     )
-                    fraction = slider(
+                    fraction = common.slider(
                         0.05, 1.0, 0.3, 0.05, "p (attacked fraction)", "cluster-fraction"
                     )
-                    eps = slider(0.0, MAX_EPS, DEFAULT_EPS, 0.01, "ε (L∞)", "cluster-eps")
-                    steps = slider(
+                    eps = common.slider(0.0, MAX_EPS, DEFAULT_EPS, 0.01, "ε (L∞)", "cluster-eps")
+                    steps = common.slider(
                         1, MAX_ATTACK_STEPS, SET_ATTACK_STEPS, 1, "PGD steps", "cluster-steps"
                     )
                 button = gr.Button("Cluster", variant="primary", elem_id="cluster-button")
             with gr.Column(scale=3, elem_id="cluster-output"):
                 info = gr.Markdown(elem_id="cluster-info")
                 with gr.Row(elem_id="cluster-map-row"):
-                    cluster_map = picture("Map of the set, coloured by cluster", "cluster-map")
+                    cluster_map = common.picture(
+                        "Map of the set, coloured by cluster", "cluster-map"
+                    )
                     with gr.Column(min_width=200, elem_id="cluster-downloads"):
                         csv = gr.File(
                             label="file → cluster (CSV)", interactive=False, elem_id="cluster-csv"
@@ -95,28 +80,28 @@ def build(ui: UI) -> None:
                             elem_id="cluster-zip",
                         )
                 galleries = [
-                    thumbnails(
+                    common.thumbnails(
                         f"cluster-gallery-{i + 1}", visible=False, columns=10, allow_preview=False
                     )
                     for i in range(CLUSTER_SLOTS)
                 ]
                 attack_info = gr.Markdown(elem_id="cluster-attack-info")
-                attack_map = picture(
+                attack_map = common.picture(
                     "After the attack: each model", "cluster-attack-map", visible=False
                 )
-                cluster_json = raw_json("cluster")
+                cluster_json = common.raw_json("cluster")
 
-    @user_errors("cluster the images")
+    @common.user_errors("cluster the images")
     def cluster(files, model, algorithm, auto_k, k, attack, fraction, eps, steps):
         started = time.perf_counter()
-        batch = load_uploads(file_paths(files))
+        batch = load_uploads(common.file_paths(files))
         read = time.perf_counter() - started
         result = services.cluster.cluster(
             batch,
             model=model,
             k=None if auto_k else int(k),
             algorithm=algorithm,
-            out_dir=downloads_dir(),
+            out_dir=common.downloads_dir(),
             attack_fraction=float(fraction) if attack else 0.0,
             eps=float(eps),
             steps=int(steps),
@@ -146,10 +131,10 @@ def build(ui: UI) -> None:
         api_description="Cluster uploaded images (files or one zip): (files, model, "
         "algorithm, auto_k, k, attack, fraction, eps, steps).",
         concurrency_limit=1,
-        concurrency_id=HEAVY_QUEUE,
+        concurrency_id=common.HEAVY_QUEUE,
     ).failure(
         lambda: (
-            failed("clustering", 0)()[0],
+            common.failed("clustering", 0)()[0],
             None,
             None,
             None,

@@ -216,3 +216,17 @@ def raw_json(prefix: str) -> gr.JSON:
     """The request's full result, folded away."""
     with gr.Accordion("Raw results (JSON)", open=False, elem_id=f"{prefix}-raw"):
         return gr.JSON(elem_id=f"{prefix}-json")
+
+
+def choice(labels: dict[str, str], value: str, label: str, elem_id: str) -> gr.Radio:
+    """Radio buttons over ``labels`` (value → what a person reads)."""
+    choices = [(text, key) for key, text in labels.items()]
+    return gr.Radio(choices=choices, value=value, label=label, elem_id=elem_id)
+
+
+def model_picker(ui: UI, keys: Sequence[str], label: str, elem_id: str, *, one: str | None = None):
+    """Tick boxes for several of the models (all ticked), or radio buttons for ``one``."""
+    if one is not None:
+        return gr.Radio(choices=ui.model_choices(keys), value=one, label=label, elem_id=elem_id)
+    choices = ui.model_choices(keys)
+    return gr.CheckboxGroup(choices=choices, value=list(keys), label=label, elem_id=elem_id)

@@ -11,22 +11,11 @@ from eat_models.attacks import DEFAULT_EPS, DEFAULT_STEPS
 from ..services.attack_lab import ATTACK_LABELS, LAB_ORDER
 from ..services.clustering import MAX_ATTACK_STEPS, MAX_EPS
 from ..services.uploads import UploadError, load_image
-from . import present
-from .common import (
-    HEAVY_QUEUE,
-    UI,
-    failed,
-    file_path,
-    picture,
-    raw_json,
-    slider,
-    thumbnails,
-    upload,
-    user_errors,
-)
+from . import common, present
+from .common import UI
 
 HELP = (
-    "Pick or upload an image, choose an attack and its budget, and press **Attack**. Each "
+    "Pick or common.upload an image, choose an attack and its budget, and press **Attack**. Each "
     "model is attacked white-box on its own embedding. Its panel shows the adversarial "
     "image, the perturbation δ (amplified to the full grey range), and the top-5 gallery "
     "items for the clean and the adversarial query; the maps below show how far each "
@@ -39,18 +28,18 @@ def _panel(key: str) -> tuple[gr.Column, list]:
     label = present.SHORT_LABELS[key]
     with gr.Column(elem_id=f"lab-panel-{key}", min_width=240) as panel:
         with gr.Row():
-            adv = picture(
+            adv = common.picture(
                 f"{label}: adversarial",
                 f"lab-{key}-adv",
                 pixelated=True,
                 buttons=["download"],
                 height=150,
             )
-            delta = picture(
+            delta = common.picture(
                 f"{label}: δ amplified", f"lab-{key}-delta", pixelated=True, buttons=[], height=150
             )
         clean_hits, adv_hits = (
-            thumbnails(
+            common.thumbnails(
                 f"lab-{key}-{tag}-hits",
                 f"{label}: top-5, {which} query",
                 columns=5,
@@ -68,8 +57,8 @@ def build(ui: UI) -> None:
     with gr.Tab("Attack lab", id="lab", elem_id="tab-lab"):
         with gr.Row(elem_id="lab-row"):
             with gr.Column(scale=1, min_width=330, elem_id="lab-controls"):
-                lab_file = upload("Upload an image to attack (≤ 10 MB)", "lab-upload")
-                pick = thumbnails(
+                lab_file = common.upload("Upload an image to attack (≤ 10 MB)", "lab-common.upload")
+                pick = common.thumbnails(
                     "lab-gallery",
                     "…or pick a gallery image",
                     value=[(thumbs.path(i), res.class_name(int(res.labels[i]))) for i in picks],
@@ -83,26 +72,25 @@ def build(ui: UI) -> None:
                     label="Gallery item id (−1: the uploaded image)",
                     elem_id="lab-item",
                 )
-                kind = gr.Radio(
-                    choices=[(ATTACK_LABELS[k], k) for k in ATTACK_LABELS],
-                    value="es",
-                    label="Attack",
-                    elem_id="lab-kind",
+                kind = common.choice(ATTACK_LABELS, "es", "Attack", "lab-kind")
+                eps = common.slider(
+                    0.0, MAX_EPS, DEFAULT_EPS, 0.01, "ε (L∞, pixels in [0, 1])", "lab-eps"
                 )
-                eps = slider(0.0, MAX_EPS, DEFAULT_EPS, 0.01, "ε (L∞, pixels in [0, 1])", "lab-eps")
-                steps = slider(1, MAX_ATTACK_STEPS, DEFAULT_STEPS, 1, "PGD steps", "lab-steps")
-                models = gr.CheckboxGroup(
-                    choices=ui.model_choices(lab_keys),
-                    value=list(lab_keys),
-                    label="Models to attack (each one chosen gets its own panel)",
-                    elem_id="lab-models",
+                steps = common.slider(
+                    1, MAX_ATTACK_STEPS, DEFAULT_STEPS, 1, "PGD steps", "lab-steps"
+                )
+                models = common.model_picker(
+                    ui,
+                    lab_keys,
+                    "Models to attack (each one chosen gets its own panel)",
+                    "lab-models",
                 )
                 button = gr.Button("Attack", variant="primary", elem_id="lab-button")
                 with gr.Accordion("What ES, QA, CA and ε mean", open=False):
                     gr.Markdown(present.GLOSSARY, elem_id="lab-glossary")
             with gr.Column(scale=3, elem_id="lab-output"):
                 with gr.Row(elem_id="lab-images"):
-                    clean = picture(
+                    clean = common.picture(
                         "clean",
                         "lab-clean",
                         pixelated=True,
@@ -117,31 +105,31 @@ def build(ui: UI) -> None:
                 with gr.Row(elem_id="lab-panels"):
                     for key in lab_keys:
                         panels[key], outputs[key] = _panel(key)
-                lab_map = picture(
+                lab_map = common.picture(
                     "Gallery maps: clean ○ → adversarial ×", "lab-map", show_label=False
                 )
-                lab_json = raw_json("lab")
+                lab_json = common.raw_json("lab")
 
     def pick_lab_image(evt: gr.SelectData):
         chosen = picks[evt.index]
         return chosen, None, thumbs.path(chosen)
 
-    @user_errors("read the image")
+    @common.user_errors("read the image")
     def preview_upload(file):
-        path = file_path(file)
+        path = common.file_path(file)
         if path is None:
             return gr.update(), None
         return -1, load_image(path).image
 
-    @user_errors("run the attack")
+    @common.user_errors("run the attack")
     def attack(file, item, kind, eps, steps, models):
         started = time.perf_counter()
-        path = file_path(file)
+        path = common.file_path(file)
         item = -1 if item is None else int(item)
         image = load_image(path).image if path is not None and item < 0 else None
         read = time.perf_counter() - started if image is not None else 0.0
         if image is None and item < 0:
-            raise UploadError("No image to attack: upload one or pick one from the gallery.")
+            raise UploadError("No image to attack: common.upload one or pick one from the gallery.")
         result = services.lab.run(
             image=image,
             gallery_id=item if item >= 0 else None,
@@ -194,9 +182,9 @@ def build(ui: UI) -> None:
         "gallery item id or -1, kind 'es'|'qa'|'ca', eps, steps, models: a list of "
         f"{', '.join(repr(k) for k in lab_keys)}).",
         concurrency_limit=1,
-        concurrency_id=HEAVY_QUEUE,
+        concurrency_id=common.HEAVY_QUEUE,
     ).failure(
-        failed("attack", len(blank)),
+        common.failed("attack", len(blank)),
         outputs=[numbers, *blank],
         api_visibility="private",
         queue=False,

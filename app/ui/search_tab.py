@@ -1,4 +1,4 @@
-"""The Search tab: upload a photo or pick an example, see each chosen model's top-k."""
+"""The Search tab: common.upload a photo or pick an example, see each chosen model's top-k."""
 
 from __future__ import annotations
 
@@ -11,18 +11,8 @@ from PIL import ImageOps
 from ..services.search import DEFAULT_K
 from ..services.search import MAX_K as MAX_RESULTS
 from ..services.uploads import UploadError, load_image
-from . import present
-from .common import (
-    UI,
-    failed,
-    file_path,
-    picture,
-    raw_json,
-    slider,
-    thumbnails,
-    upload,
-    user_errors,
-)
+from . import common, present
+from .common import UI
 
 QUERY_SIDE = 256  # the uploaded image is shown at most this large, beside what the model saw
 
@@ -34,10 +24,10 @@ def build(ui: UI) -> None:
         example_state = gr.State(None)
         with gr.Row(elem_id="search-row"):
             with gr.Column(scale=1, min_width=330, elem_id="search-controls"):
-                query_file = upload(
-                    "Upload a photo (PNG, JPEG, …; ≤ 10 MB)", "search-upload", height=150
+                query_file = common.upload(
+                    "Upload a photo (PNG, JPEG, …; ≤ 10 MB)", "search-common.upload", height=150
                 )
-                example_gallery = thumbnails(
+                example_gallery = common.thumbnails(
                     "search-examples",
                     "…or pick an example",
                     value=[(e.image, e.name.split("-", 1)[-1]) for e in examples],
@@ -45,39 +35,38 @@ def build(ui: UI) -> None:
                     height=370,
                     allow_preview=False,
                 )
-                search_model = gr.CheckboxGroup(
-                    choices=ui.model_choices(keys),
-                    value=list(keys),
-                    label="Models (each one chosen is shown side by side)",
-                    elem_id="search-model",
+                search_model = common.model_picker(
+                    ui, keys, "Models (each one chosen is shown side by side)", "search-model"
                 )
-                search_k = slider(1, MAX_RESULTS, DEFAULT_K, 1, "Results", "search-k")
+                search_k = common.slider(1, MAX_RESULTS, DEFAULT_K, 1, "Results", "search-k")
                 search_button = gr.Button("Search", variant="primary", elem_id="search-button")
             with gr.Column(scale=3, elem_id="search-output"):
                 with gr.Row(elem_id="search-query-row"):
-                    query_shown = picture("Your image", "search-query", height=230)
-                    seen = picture(
+                    query_shown = common.picture("Your image", "search-query", height=230)
+                    seen = common.picture(
                         "What the model saw (28×28)", "search-seen", pixelated=True, height=230
                     )
                     search_info = gr.Markdown(elem_id="search-info")
                 with gr.Row(elem_id="search-results-row"):
                     galleries = {
-                        key: thumbnails(f"search-results-{key}", res.views[key].label, columns=4)
+                        key: common.thumbnails(
+                            f"search-results-{key}", res.views[key].label, columns=4
+                        )
                         for key in keys
                     }
-                search_json = raw_json("search")
+                search_json = common.raw_json("search")
 
-    @user_errors("search")
+    @common.user_errors("search")
     def search(file, example_index, models, k):
         started = time.perf_counter()
-        path = file_path(file)
+        path = common.file_path(file)
         if path is not None:
-            image, query = load_image(path).image, f"your upload {Path(path).name}"
+            image, query = load_image(path).image, f"your common.upload {Path(path).name}"
         elif example_index is not None and 0 <= int(example_index) < len(examples):
             example = examples[int(example_index)]
             image, query = example.image, f"the example {example.name.split('-', 1)[-1]}"
         else:
-            raise UploadError("No query image: upload an image or pick an example.")
+            raise UploadError("No query image: common.upload an image or pick an example.")
         read = time.perf_counter() - started if path is not None else 0.0
         result = services.search.search(image, models, int(k))
         result.read_seconds, result.query = read, query
@@ -114,12 +103,12 @@ def build(ui: UI) -> None:
         f"of {', '.join(repr(k) for k in keys)}, k).",
         concurrency_limit=4,
     ).failure(
-        failed("search", len(blank)),
+        common.failed("search", len(blank)),
         outputs=[search_info, *blank],
         api_visibility="private",
         queue=False,
     )
-    # Clearing the upload also forgets a previously picked example, so Search never
+    # Clearing the common.upload also forgets a previously picked example, so Search never
     # quietly runs on an image that is no longer shown.
     query_file.clear(lambda: None, outputs=[example_state], api_visibility="private", queue=False)
     example_gallery.select(

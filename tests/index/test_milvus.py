@@ -12,14 +12,9 @@ pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
 from app.cli import main  # noqa: E402
-from index import VectorIndex  # noqa: E402
-from index.errors import (  # noqa: E402
-    DimensionMismatchError,
-    EmptyIndexError,
-    FingerprintMismatchError,
-    IndexFormatError,
-    SearchIndexError,
-    UnknownIdError,
+from index import (
+    VectorIndex,  # noqa: E402
+    errors,  # noqa: E402
 )
 from index.milvus import MilvusIndex, is_milvus_location, milvus_kind  # noqa: E402
 from index.search import load_index  # noqa: E402
@@ -67,29 +62,29 @@ def test_reopen_remove_add_and_refusals(tmp_path, make_vectors):
     np.testing.assert_array_equal(again.thumbnail(7), thumbs[7])
     assert again.record(7) == {"n": 7, "id": 7}
     assert again.remove([3, 4]) == 2
-    with pytest.raises(UnknownIdError):
+    with pytest.raises(errors.UnknownIdError):
         again.remove([3])
     assert again.remove([3], missing_ok=True) == 0
     assert 3 not in again.ids().tolist() and len(again) == 48
     assert again.add(x[:2], [{}, {}], thumbnails=thumbs[:2]).tolist() == [50, 51]  # ids go on
     with pytest.raises(ValueError, match="already in the index"):
         again.add(x[:1], thumbnails=thumbs[:1], ids=[0])
-    with pytest.raises(DimensionMismatchError):
+    with pytest.raises(errors.DimensionMismatchError):
         again.search(np.ones(5, dtype=np.float32))
-    with pytest.raises(UnknownIdError):
+    with pytest.raises(errors.UnknownIdError):
         again.record(3)
     again.close()
 
-    with pytest.raises(FingerprintMismatchError):
+    with pytest.raises(errors.FingerprintMismatchError):
         MilvusIndex.open(path, fingerprint="model-b")
-    with pytest.raises(IndexFormatError, match="no index collection 'other'"):
+    with pytest.raises(errors.IndexFormatError, match="no index collection 'other'"):
         MilvusIndex.open(path, collection="other")
-    with pytest.raises(SearchIndexError, match="already holds"):
+    with pytest.raises(errors.SearchIndexError, match="already holds"):
         MilvusIndex.create(path, 8)
-    with pytest.raises(IndexFormatError, match="does not exist"):
+    with pytest.raises(errors.IndexFormatError, match="does not exist"):
         MilvusIndex.open(tmp_path / "missing.db")
     empty = MilvusIndex.create(path, 8, collection="empty")
-    with pytest.raises(EmptyIndexError):
+    with pytest.raises(errors.EmptyIndexError):
         empty.search(x[:1])
     empty.close()
 
@@ -129,5 +124,5 @@ def test_load_index_refuses_another_models_milvus_index(trained_vanilla, tmp_pat
     model = load_model(trained_vanilla)
     index = MilvusIndex.create(tmp_path / "g.db", model.meta["embedding_dim"], fingerprint="x")
     index.close()
-    with pytest.raises(FingerprintMismatchError):
+    with pytest.raises(errors.FingerprintMismatchError):
         load_index(tmp_path / "g.db", model)

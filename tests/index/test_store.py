@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 
+from index import persist
 from index import store as store_module
 from index.errors import (
     DimensionMismatchError,
@@ -226,7 +227,7 @@ def test_a_save_killed_while_writing_data_leaves_the_old_index(tmp_path, vectors
     filled(vectors[:100]).save(directory)
     index = filled(vectors)
     calls = []
-    real_write = store_module._write_file
+    real_write = persist._write_file
 
     def write_then_die(path, data):
         calls.append(path)
@@ -235,7 +236,7 @@ def test_a_save_killed_while_writing_data_leaves_the_old_index(tmp_path, vectors
             raise KeyboardInterrupt("killed mid-write")
         real_write(path, data)
 
-    monkeypatch.setattr(store_module, "_write_file", write_then_die)
+    monkeypatch.setattr(persist, "_write_file", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         index.save(directory)
     monkeypatch.undo()
@@ -249,7 +250,7 @@ def test_a_failure_after_the_rename_keeps_the_new_index(tmp_path, vectors, monke
     def fail(path):
         raise OSError("fsync of the directory failed")
 
-    monkeypatch.setattr(store_module, "_fsync_dir", fail)
+    monkeypatch.setattr(persist, "fsync_dir", fail)
     with pytest.raises(OSError, match="fsync"):
         filled(vectors).save(directory)
     monkeypatch.undo()
@@ -297,7 +298,7 @@ def _rewrite(directory, key, content: bytes) -> None:
     path = _data_file(directory, key)
     path.write_bytes(content)
     manifest = json.loads((directory / MANIFEST_NAME).read_text())
-    manifest["files"][key] = store_module._describe(path)
+    manifest["files"][key] = persist._describe(path)
     (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
 
 

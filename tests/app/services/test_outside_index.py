@@ -106,9 +106,9 @@ def test_indexes_the_app_cannot_serve_are_refused(app_models_dir, faiss_gallery,
             app_models_dir, cache_root=tmp_path, indexes=[str(faiss_gallery), str(other)]
         )
     # items whose images are nowhere to be found (uploads)
-    uploads = load_index(other)
-    uploads.remove(uploads.ids())
-    vectors = np.eye(128, dtype=np.float32)[:2]
+    built = load_index(other)
+    uploads = VectorIndex(built.dim, "flat", fingerprint=built.fingerprint)
+    vectors = np.eye(built.dim, dtype=np.float32)[:2]
     uploads.add(vectors, [{"source": "upload:0"}, {"source": "upload:1"}])
     uploads.save(tmp_path / "uploads")
     with pytest.raises(GalleryIndexError, match="upload:0"):

@@ -1,8 +1,7 @@
-"""Defenses: registry, one step of each, and what each EAT switch changes (checked directly)."""
+"""EAT: member splits, self-transfer, the term through F, epoch accounting, checkpoints."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -11,103 +10,19 @@ import torch
 
 import eat_models.defenses.base as defense_base
 from eat_models import load_model
-from eat_models.defenses import DEFENSES, Batch, build_defense
-from eat_models.defenses.act import collapse_objective, random_triplets
+from eat_models.defenses import build_defense
 from eat_models.defenses.eat import ensemble_batch
 from eat_models.ensemble import AveragedEmbedding
-from eat_models.losses import MetricLoss
-from eat_models.networks import NetworkConfig, build_network
 from eat_models.train import TrainConfig, train
-
-NET = NetworkConfig(width=4, embedding_dim=16)
-P, M = 4, 4  # classes × images per class in each test batch
-
-
-def _config(defense, **overrides):
-    return TrainConfig(defense=defense, train_steps=2, **overrides)
-
-
-def _setup(k, loss="proxy-anchor", seed=0):
-    members, losses = [], []
-    for j in range(k):
-        torch.manual_seed(seed + j)
-        members.append(build_network(NET).train())
-        losses.append(MetricLoss(loss, 10, NET.embedding_dim))
-    return members, losses
-
-
-@pytest.fixture(scope="module")
-def pool(fmnist_small):
-    """Row indices per class of the small training slice."""
-    train_set = fmnist_small[0]
-    return train_set, {c: np.flatnonzero(train_set.labels == c) for c in range(10)}
-
-
-def _batches(pool, k, offset=0):
-    """k class-balanced batches (P classes × M images); ``offset`` picks other images."""
-    train_set, by_class = pool
-    batches = []
-    for j in range(k):
-        rows = np.concatenate(
-            [by_class[(j + c) % 10][offset + M * j : offset + M * (j + 1)] for c in range(P)]
-        )
-        batches.append(
-            Batch(train_set.batch(rows), torch.as_tensor(train_set.labels[rows], dtype=torch.long))
-        )
-    return batches
-
-
-def _grads(members, loss):
-    for m in members:
-        m.zero_grad(set_to_none=True)
-    loss.backward()
-    return [torch.cat([p.grad.flatten() for p in m.parameters()]) for m in members]
-
-
-def test_every_defense_is_registered_and_a_cli_choice():
-    expected = {"vanilla", "pgd-at", "trades", "est", "act", "hm", "at-ensemble", "eat"}
-    assert set(DEFENSES) == expected
-    field = {f.name: f for f in dataclasses.fields(TrainConfig)}["defense"]
-    assert set(field.metadata["choices"]) == set(DEFENSES)
-    for f in dataclasses.fields(TrainConfig):
-        assert f.metadata.get("help"), f.name
-    with pytest.raises(ValueError, match="unknown defense"):
-        build_defense("nope", TrainConfig())
-
-
-def test_member_counts_default_per_defense():
-    expected = {"at-ensemble": 3, "eat": 3}
-    for name in DEFENSES:
-        assert build_defense(name, TrainConfig(defense=name)).num_members == expected.get(name, 1)
-        assert build_defense(name, TrainConfig(defense=name, members=2)).num_members == 2
-    assert TrainConfig().defense == "vanilla" and TrainConfig().members is None
-
-
-@pytest.mark.parametrize("name", sorted(DEFENSES))
-@pytest.mark.parametrize("loss", ["proxy-anchor", "triplet"])
-def test_one_step_of_each_defense_trains_every_member(pool, name, loss):
-    k = 2
-    members, losses = _setup(k, loss)
-    defense = build_defense(name, _config(name, members=k))
-    batches = _batches(pool, k)
-    value, logs = defense.training_loss(members, losses, batches)
-    assert value.dim() == 0 and torch.isfinite(value)
-    assert logs and all(np.isfinite(v) for v in logs.values())
-    for grad in _grads(members, value):
-        assert float(grad.abs().sum()) > 0
-    assert all(m.training for m in members)  # crafting restored train mode
-
-
-def _record_forwards(members):
-    """Per member, ``(training?, batch size)`` of every forward call."""
-    calls = [[] for _ in members]
-    handles = [
-        m.register_forward_pre_hook(
-            lambda mod, inp, j=j: calls[j].append((mod.training, len(inp[0])))
-        )
-        for j, m in enumerate(members)
-    ]
-    return calls, handles
+from tests.eat_models.defenses.helpers import (
+    M,
+    P,
+    grads_of,
+    make_batches,
+    make_config,
+    make_members,
+    record_forwards,
+)
 
 
 @pytest.mark.parametrize(
@@ -121,10 +36,10 @@ def _record_forwards(members):
     ],
 )
 def test_eat_switches_change_what_each_member_trains_on(pool, overrides, trained_rows):
-    members, losses = _setup(3)
-    defense = build_defense("eat", _config("eat", **overrides))
-    calls, handles = _record_forwards(members)
-    _, logs = defense.training_loss(members, losses, _batches(pool, 3))
+    members, losses = make_members(3)
+    defense = build_defense("eat", make_config("eat", **overrides))
+    calls, handles = record_forwards(members)
+    _, logs = defense.training_loss(members, losses, make_batches(pool, 3))
     for h in handles:
         h.remove()
     steps = defense.steps
@@ -151,9 +66,9 @@ def test_eat_runs_pgd_through_the_ensemble_only_when_lambda_ensemble_is_on(pool,
     monkeypatch.setattr(defense_base, "pgd", counting)
     for lam, expected in ((0.0, 0), (0.5, 1)):
         seen.clear()
-        members, losses = _setup(3)
-        defense = build_defense("eat", _config("eat", lambda_ensemble=lam))
-        defense.training_loss(members, losses, _batches(pool, 3))
+        members, losses = make_members(3)
+        defense = build_defense("eat", make_config("eat", lambda_ensemble=lam))
+        defense.training_loss(members, losses, make_batches(pool, 3))
         assert seen.count("AveragedEmbedding") == expected
         assert len(seen) == 3 + expected  # one PGD per member, plus the one through F
 
@@ -162,15 +77,15 @@ def test_without_transfer_a_member_ignores_the_other_members_batches(pool):
     """λ_transfer = 0 (and λ_ensemble = 0): member 0's update does not depend on batches 1, 2."""
 
     def member0_grad(lambda_transfer, offset):
-        members, losses = _setup(3)
-        batches = _batches(pool, 3)
-        batches[1:] = _batches(pool, 3, offset)[1:]  # other images for members 1 and 2
+        members, losses = make_members(3)
+        batches = make_batches(pool, 3)
+        batches[1:] = make_batches(pool, 3, offset)[1:]  # other images for members 1 and 2
         defense = build_defense(
-            "eat", _config("eat", lambda_transfer=lambda_transfer, lambda_ensemble=0.0)
+            "eat", make_config("eat", lambda_transfer=lambda_transfer, lambda_ensemble=0.0)
         )
         torch.manual_seed(7)
         value, _ = defense.training_loss(members, losses, batches)
-        return _grads(members, value)[0]
+        return grads_of(members, value)[0]
 
     assert torch.allclose(member0_grad(0.0, 0), member0_grad(0.0, 20), rtol=0, atol=0)
     assert not torch.allclose(member0_grad(1.0, 0), member0_grad(1.0, 20))
@@ -201,7 +116,7 @@ def test_eat_member_splits(pool):
 
 
 def test_ensemble_batch_takes_a_share_of_every_member_batch(pool):
-    batches = _batches(pool, 3)
+    batches = make_batches(pool, 3)
     joint = ensemble_batch(batches)
     assert len(joint.images) == len(batches[0].images)
     assert torch.equal(joint.images[: len(batches[0].images[0::3])], batches[0].images[0::3])
@@ -209,40 +124,11 @@ def test_ensemble_batch_takes_a_share_of_every_member_batch(pool):
 
 
 def test_eat_cluster_objective_runs(pool):
-    members, losses = _setup(3)
-    config = _config("eat", ensemble_objective="cluster", lambda_ensemble=1.0)
+    members, losses = make_members(3)
+    config = make_config("eat", ensemble_objective="cluster", lambda_ensemble=1.0)
     defense = build_defense("eat", config)
-    value, logs = defense.training_loss(members, losses, _batches(pool, 3))
+    value, logs = defense.training_loss(members, losses, make_batches(pool, 3))
     assert torch.isfinite(value) and "loss_ensemble" in logs
-
-
-def test_act_collapses_positive_and_negative():
-    labels = torch.tensor([0, 0, 1, 1, 2, 2, 2])
-    anchor, positive, negative = random_triplets(labels)
-    assert len(anchor) == 7
-    assert torch.all(labels[anchor] == labels[positive]) and torch.all(anchor != positive)
-    assert torch.all(labels[anchor] != labels[negative])
-    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    value = collapse_objective(1)(emb)
-    assert value.shape == (2,) and torch.allclose(value, -torch.full((2,), 2**0.5))
-
-
-def test_pgd_at_crafts_within_the_training_budget(pool, monkeypatch):
-    crafted = []
-    original = defense_base.pgd
-
-    def spy(model, x, *args, **kwargs):
-        out = original(model, x, *args, **kwargs)
-        crafted.append((x, out, args))
-        return out
-
-    monkeypatch.setattr(defense_base, "pgd", spy)
-    members, losses = _setup(1)
-    defense = build_defense("pgd-at", _config("pgd-at", train_eps=0.05))
-    defense.training_loss(members, losses, _batches(pool, 1))
-    (x, out, args) = crafted[0]
-    assert args[1:] == (0.05, 2, None)  # eps, steps, default step size
-    assert 0 < float((out - x).abs().max()) <= 0.05 + 1e-6
 
 
 def test_eat_checkpoint_round_trips_through_load_model(tiny_config, monkeypatch):
@@ -332,17 +218,17 @@ def test_eat_without_member_crafts_trains_jointly_on_examples_crafted_against_f(
         return original(model, images, *args, **kwargs)
 
     monkeypatch.setattr(defense_base, "pgd", counting)
-    members, losses = _setup(3)
-    batches = _batches(pool, 3)
-    config = _config("eat", member_crafts=False, ensemble_batch="all", lambda_ensemble=1.0)
+    members, losses = make_members(3)
+    batches = make_batches(pool, 3)
+    config = make_config("eat", member_crafts=False, ensemble_batch="all", lambda_ensemble=1.0)
     loss, logs = build_defense("eat", config).training_loss(members, losses, batches)
     assert seen == [("AveragedEmbedding", 3 * P * M)]  # one PGD, through F, on all K batches
     assert set(logs) == {"loss_ensemble"}
-    grads = _grads(members, loss)
+    grads = grads_of(members, loss)
     assert all(g.abs().sum() > 0 for g in grads)
     with pytest.raises(ValueError, match="lambda_ensemble"):
         build_defense(
-            "eat", _config("eat", member_crafts=False, lambda_ensemble=0.0)
+            "eat", make_config("eat", member_crafts=False, lambda_ensemble=0.0)
         ).training_loss(members, losses, batches)
 
 
@@ -357,9 +243,9 @@ def test_eat_with_hm_member_attack_transfers_the_manipulated_triplets(pool, monk
         return original(model, images, *args, **kwargs)
 
     monkeypatch.setattr(defense_base, "pgd", counting)
-    members, losses = _setup(3)
-    batches = _batches(pool, 3)
-    defense = build_defense("eat", _config("eat", member_attack="hm"))
+    members, losses = make_members(3)
+    batches = make_batches(pool, 3)
+    defense = build_defense("eat", make_config("eat", member_attack="hm"))
     parts_seen = []
     original_parts_loss = defense_base.parts_loss
 
@@ -376,56 +262,8 @@ def test_eat_with_hm_member_attack_transfers_the_manipulated_triplets(pool, monk
     assert parts_seen == [[(3 * P * M, 1.0), (3 * P * M, 0.5), (3 * P * M, 0.5)]] * 3
     assert set(logs) == {"loss_adv", "loss_transfer"}
     assert set(defense._hm.previous_loss) == {0, 1, 2}  # the gradual adversary moves per member
-    assert all(g.abs().sum() > 0 for g in _grads(members, loss))
+    assert all(g.abs().sum() > 0 for g in grads_of(members, loss))
     with pytest.raises(ValueError, match="member_attack"):
-        build_defense("eat", _config("eat", member_attack="fgsm")).training_loss(
+        build_defense("eat", make_config("eat", member_attack="fgsm")).training_loss(
             members, losses, batches
         )
-
-
-def test_a_defense_that_forgets_its_name_is_an_error():
-    from eat_models.defenses import DEFENSES, Defense, Vanilla
-    from eat_models.defenses.base import AdversarialDefense
-
-    with pytest.raises(TypeError, match="Forgetful must set its own `name`"):
-
-        class Forgetful(AdversarialDefense):
-            def craft_for_member(self, net, loss, batch):
-                return batch.images
-
-    with pytest.raises(TypeError, match="must set its own `name`"):
-
-        class Inherits(Vanilla):  # a name inherited from Vanilla would replace it
-            pass
-
-    class Named(Defense):
-        name = "named"
-
-    assert DEFENSES["vanilla"] is Vanilla and "named" not in DEFENSES
-
-
-def test_the_base_sums_member_losses_and_averages_logs_over_reporting_members(pool):
-    from eat_models.defenses import Defense
-
-    class Half(Defense):
-        """Members 0 and 2 train; member 1 has nothing to train on this step."""
-
-        name = "half"
-        default_members = 3
-        prepared = 0
-
-        def prepare_step(self, members, losses, batches):
-            self.prepared += 1
-
-        def member_loss(self, k, net, loss, batch):
-            if k == 1:
-                return None, {"skipped": 1.0}
-            value = net(batch.images).sum() * 0 + float(k + 1)
-            return value, {"value": float(k + 1)}
-
-    members, losses = _setup(3)
-    defense = Half(_config("vanilla", members=3))
-    total, logs = defense.training_loss(members, losses, _batches(pool, 3))
-    assert defense.prepared == 1
-    assert total.item() == pytest.approx(1.0 + 3.0)
-    assert logs == {"skipped": 1.0, "value": 2.0}
