@@ -27,7 +27,8 @@ def _metrics(record: dict) -> dict[str, float]:
 
 def main(before: str, after: str) -> int:
     a_rows, b_rows = Path(before) / "rows", Path(after) / "rows"
-    names = sorted({p.stem for p in a_rows.glob("*.json")} | {p.stem for p in b_rows.glob("*.json")})
+    stems = [{p.stem for p in rows.glob("*.json")} for rows in (a_rows, b_rows)]
+    names = sorted(stems[0] | stems[1])
     compared = differing = 0
     for name in names:
         pa, pb = a_rows / f"{name}.json", b_rows / f"{name}.json"
