@@ -140,6 +140,11 @@ def serve(args: argparse.Namespace) -> int:
     if args.gallery_size is not None and args.gallery_size < 10:
         print("error: --gallery-size must be at least 10")
         return 2
+    from .defaults import DEFAULT_GALLERY
+
+    if args.index and args.gallery != DEFAULT_GALLERY:
+        print("error: give either --gallery or --index (the index's items are the gallery)")
+        return 2
     import torch
 
     from index import SearchIndexError

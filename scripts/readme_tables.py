@@ -103,6 +103,8 @@ def train_speed_block(record: dict) -> str:
         lines.append(
             f"| {name} | {value:.3f} | {record['eat_step_speedup_over_fp32'][name]:.2f}× |"
         )
+    for name, error in record.get("eat_step_option_failures", {}).items():
+        lines.append(f"| {name} | failed: {error} | – |")
     g = record["grouped_members_forward_backward"]
     lines += [
         "",

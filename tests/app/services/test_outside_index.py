@@ -120,3 +120,5 @@ def test_eat_app_reports_a_refused_index_and_exits(app_models_dir, tmp_path, cap
     code = main(["app", "--models", str(app_models_dir), "--index", str(missing)])
     assert code == 2
     assert f"cannot open the index {missing}" in capsys.readouterr().out
+    code = main(["app", "--models", str(app_models_dir), "--index", "x", "--gallery", "y"])
+    assert code == 2 and "either --gallery or --index" in capsys.readouterr().out
