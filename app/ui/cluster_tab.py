@@ -30,7 +30,7 @@ def build(ui: UI) -> None:
                 )
                 files = common.upload(
                     "Images or a zip",
-                    "cluster-common.upload",
+                    "cluster-upload",
                     file_count="multiple",
                     file_types=["image", ".zip"],
                     height=150,

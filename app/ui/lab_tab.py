@@ -15,7 +15,7 @@ from . import common, present
 from .common import UI
 
 HELP = (
-    "Pick or common.upload an image, choose an attack and its budget, and press **Attack**. Each "
+    "Pick or upload an image, choose an attack and its budget, and press **Attack**. Each "
     "model is attacked white-box on its own embedding. Its panel shows the adversarial "
     "image, the perturbation δ (amplified to the full grey range), and the top-5 gallery "
     "items for the clean and the adversarial query; the maps below show how far each "
@@ -57,7 +57,7 @@ def build(ui: UI) -> None:
     with gr.Tab("Attack lab", id="lab", elem_id="tab-lab"):
         with gr.Row(elem_id="lab-row"):
             with gr.Column(scale=1, min_width=330, elem_id="lab-controls"):
-                lab_file = common.upload("Upload an image to attack (≤ 10 MB)", "lab-common.upload")
+                lab_file = common.upload("Upload an image to attack (≤ 10 MB)", "lab-upload")
                 pick = common.thumbnails(
                     "lab-gallery",
                     "…or pick a gallery image",
@@ -129,7 +129,7 @@ def build(ui: UI) -> None:
         image = load_image(path).image if path is not None and item < 0 else None
         read = time.perf_counter() - started if image is not None else 0.0
         if image is None and item < 0:
-            raise UploadError("No image to attack: common.upload one or pick one from the gallery.")
+            raise UploadError("No image to attack: upload one or pick one from the gallery.")
         result = services.lab.run(
             image=image,
             gallery_id=item if item >= 0 else None,

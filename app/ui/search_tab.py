@@ -1,4 +1,4 @@
-"""The Search tab: common.upload a photo or pick an example, see each chosen model's top-k."""
+"""The Search tab: upload a photo or pick an example, see each chosen model's top-k."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def build(ui: UI) -> None:
         with gr.Row(elem_id="search-row"):
             with gr.Column(scale=1, min_width=330, elem_id="search-controls"):
                 query_file = common.upload(
-                    "Upload a photo (PNG, JPEG, …; ≤ 10 MB)", "search-common.upload", height=150
+                    "Upload a photo (PNG, JPEG, …; ≤ 10 MB)", "search-upload", height=150
                 )
                 example_gallery = common.thumbnails(
                     "search-examples",
@@ -61,12 +61,12 @@ def build(ui: UI) -> None:
         started = time.perf_counter()
         path = common.file_path(file)
         if path is not None:
-            image, query = load_image(path).image, f"your common.upload {Path(path).name}"
+            image, query = load_image(path).image, f"your upload {Path(path).name}"
         elif example_index is not None and 0 <= int(example_index) < len(examples):
             example = examples[int(example_index)]
             image, query = example.image, f"the example {example.name.split('-', 1)[-1]}"
         else:
-            raise UploadError("No query image: common.upload an image or pick an example.")
+            raise UploadError("No query image: upload an image or pick an example.")
         read = time.perf_counter() - started if path is not None else 0.0
         result = services.search.search(image, models, int(k))
         result.read_seconds, result.query = read, query
@@ -108,7 +108,7 @@ def build(ui: UI) -> None:
         api_visibility="private",
         queue=False,
     )
-    # Clearing the common.upload also forgets a previously picked example, so Search never
+    # Clearing the upload also forgets a previously picked example, so Search never
     # quietly runs on an image that is no longer shown.
     query_file.clear(lambda: None, outputs=[example_state], api_visibility="private", queue=False)
     example_gallery.select(
