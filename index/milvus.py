@@ -81,7 +81,15 @@ def _client(location: str | Path):
         if not path.parent.is_dir():
             raise SearchIndexError(f"the folder of {path} does not exist")
         text = str(path)
-    return MilvusClient(uri=text)
+    try:
+        return MilvusClient(uri=text)
+    except Exception as exc:  # pymilvus's own exception types, for every failure
+        hint = (
+            "; Milvus Lite opens a .db file in one process at a time: is another one using it?"
+            if text.endswith(".db")
+            else ""
+        )
+        raise SearchIndexError(f"cannot open Milvus at {location} ({exc}){hint}") from exc
 
 
 def _index_params(client, kind: str, count: int | None):
@@ -207,7 +215,15 @@ class MilvusIndex(IndexBase):
                 f"{', '.join(n for n in client.list_collections() if not n.endswith(META_SUFFIX))}"
                 ")"
             )
-        rows = client.get(meta_name, ids=[0], output_fields=["header"])
+        try:
+            # a collection opened by another process (or before a restart) starts released
+            for name in (collection, meta_name):
+                client.load_collection(name)
+            rows = client.get(meta_name, ids=[0], output_fields=["header"])
+        except Exception as exc:  # pymilvus raises its own MilvusException for every failure
+            raise IndexFormatError(
+                f"{location}: cannot load collection {collection!r} ({exc})"
+            ) from exc
         if not rows:
             raise IndexFormatError(f"{location}: collection {collection!r} has no header row")
         header = rows[0]["header"]

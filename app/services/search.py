@@ -52,6 +52,9 @@ class SearchHit:
             "label": self.label,
             "class": self.class_name,
             "score": round(self.score, 4),
+            # where the item came from (a dataset row or a file): with ``eat app --index`` the
+            # ids above are gallery positions, and this names the index's item
+            "source": self.resources.refs[self.item_id],
         }
 
 

@@ -118,6 +118,38 @@ def test_cli_builds_searches_and_edits_a_milvus_lite_index(
     assert "already holds" in capsys.readouterr().err
 
 
+def test_commands_in_separate_processes_share_a_milvus_lite_file(
+    trained_vanilla, image_folder, tmp_path
+):
+    """As a person uses it: each command its own process. A later process finds the
+    collections released and loads them; a file open in another process is refused clearly."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "gallery.db"
+
+    def eat(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=300
+        )
+
+    build = ["--model", str(trained_vanilla), "--source", str(image_folder), "--quiet"]
+    assert eat("index", "build", *build, "--out", str(db)).returncode == 0
+    assert eat("index", "remove", str(db), "0", "1").returncode == 0
+    query = sorted((image_folder / "Trouser").glob("*.png"))[0]
+    done = eat("index", "search", str(db), str(query), "--k", "5", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    hits = json.loads(done.stdout)[0]["hits"]
+    assert len(hits) == 5 and not {0, 1} & {h["id"] for h in hits}
+    # held open by this process, the file is refused to another one with a clear message
+    held = load_index(db)
+    try:
+        busy = eat("index", "info", str(db))
+        assert busy.returncode == 2 and "one process at a time" in busy.stderr
+    finally:
+        held.close()
+
+
 def test_load_index_refuses_another_models_milvus_index(trained_vanilla, tmp_path, make_vectors):
     from eat_models import load_model
 
