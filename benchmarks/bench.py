@@ -86,11 +86,23 @@ class BenchProfile:
 
 _FULL = BenchProfile("full", None, 2000, None, vanilla_epochs=8, adversarial_epochs=3, width=16)
 #: the same pipeline in minutes: every budget cut down
-_QUICK_CUTS = {"max_train": 2000, "attack_images": 300, "clean_test_images": 1000}
-_QUICK_CUTS |= {"vanilla_epochs": 1, "adversarial_epochs": 1, "width": 8, "embedding_dim": 32}
-_QUICK_CUTS |= {"train_steps": 2, "eval_steps": 5, "robrank_steps": 6, "masking_steps": 10}
-_QUICK_CUTS |= {"masking_restarts": 2, "sweep_eps": (0.05, 0.1, 0.3), "extra_attack_seeds": (1,)}
-_QUICK_CUTS |= {"optional_groups": ()}  # minutes anyway: every row
+_QUICK_CUTS = {
+    "max_train": 2000,
+    "attack_images": 300,
+    "clean_test_images": 1000,
+    "vanilla_epochs": 1,
+    "adversarial_epochs": 1,
+    "width": 8,
+    "embedding_dim": 32,
+    "train_steps": 2,
+    "eval_steps": 5,
+    "robrank_steps": 6,
+    "masking_steps": 10,
+    "masking_restarts": 2,
+    "sweep_eps": (0.05, 0.1, 0.3),
+    "extra_attack_seeds": (1,),
+    "optional_groups": (),  # minutes anyway: every row
+}
 PROFILES = {
     "full": _FULL,
     "quick": dataclasses.replace(_FULL, name="quick", **_QUICK_CUTS),

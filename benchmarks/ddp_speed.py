@@ -18,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import command_parser
 from eat_models.files import write_json
 from eat_models.provenance import provenance
+
+from . import command_parser
 
 DEFAULT_OUT = Path("results/speed")
 

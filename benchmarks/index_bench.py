@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from benchmarks import command_parser
 from eat_models.files import write_json
 
+from . import command_parser
 from .timing import percentile_ms
 
 log = logging.getLogger(__name__)

@@ -31,9 +31,9 @@ import uuid
 from pathlib import Path
 
 from app.services.examples import example_paths
-from benchmarks import command_parser
 from eat_models.files import write_json
 
+from . import command_parser
 from .timing import latency_summary
 
 REPO = Path(__file__).resolve().parents[1]

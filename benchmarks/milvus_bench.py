@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import command_parser
 from eat_models.files import write_json
 from eat_models.provenance import provenance
 from index.milvus import MilvusIndex
 from index.store import VectorIndex
 
+from . import command_parser
 from .index_bench import (
     SINGLE_QUERIES,
     SLOW_BUDGET_S,

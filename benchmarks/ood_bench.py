@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from benchmarks import command_parser
 from eat_models.files import write_json
 from eat_models.provenance import provenance
+
+from . import command_parser
 
 
 def _photo_crops(rng, n: int) -> list[Image.Image]:

@@ -14,8 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks import command_parser
-
+from . import command_parser
 from .loadcheck import REPO, start_server, wait_until_warm
 
 CHROMIUM = "/usr/bin/chromium"

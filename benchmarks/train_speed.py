@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks import command_parser
 from eat_models.data import load_fashion_mnist, stratified_slice
 from eat_models.defenses import Batch, build_defense
 from eat_models.files import write_json
@@ -40,6 +39,8 @@ from eat_models.losses import MetricLoss
 from eat_models.networks import build_network
 from eat_models.provenance import provenance
 from eat_models.train import TrainConfig, member_samplers, network_config_for
+
+from . import command_parser
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from benchmarks import command_parser
 from eat_models.attacks import evaluation_key
 from eat_models.provenance import provenance
 
+from . import command_parser
 from .bench import HEADLINE_EPS, PROFILES, Bench, Row
 
 log = logging.getLogger(__name__)

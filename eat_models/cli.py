@@ -24,7 +24,6 @@ log = logging.getLogger("eat")
 #: packages of the optional extras (pyproject.toml), for a clear message when one is missing
 EXTRA_OF = {
     "faiss": "index",
-    "threadpoolctl": "index",
     "pymilvus": "milvus",
     "milvus_lite": "milvus",
     "gradio": "app",

@@ -8,6 +8,7 @@ one; the temporary file is removed when writing fails.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -82,8 +83,6 @@ def user_cache_dir(*parts: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj, *, durable: bool = True) -> Path:
     """``obj`` as indented JSON in ``path``, atomically (results, records, manifests)."""
-    import json
-
     return atomic_write_text(path, json.dumps(obj, indent=2), durable=durable)
 
 
@@ -92,8 +91,6 @@ def read_versioned_json(
 ) -> dict:
     """A JSON record with ``format`` == ``tag`` and ``format_version`` == ``version`` (a
     checkpoint config, an index manifest), or ``error`` saying what is wrong with it."""
-    import json
-
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

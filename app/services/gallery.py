@@ -248,10 +248,10 @@ def _gallery_thumbnails(
     indexes: Mapping, source: ImageSource, source_rows: np.ndarray, meta: Mapping
 ) -> np.ndarray:
     """One thumbnail per gallery position: from an index the app built (it stores them),
-    else from an outside index that kept thumbnails, else decoded from the images."""
-    ordered = sorted(indexes.values(), key=lambda ix: isinstance(ix, GalleryIndex))
-    for index in ordered:
-        if index.has_thumbnails:
+    else decoded from the images (an outside index, e.g. Milvus, would cost a round trip per
+    item)."""
+    for index in indexes.values():
+        if not isinstance(index, GalleryIndex) and index.has_thumbnails:
             return np.stack([index.thumbnail(p) for p in range(len(source_rows))])
     size, channels = thumbnail_size_for(meta), int(meta["channels"])
     return np.stack([make_thumbnail(source.load(int(r)), size, channels) for r in source_rows])
@@ -464,9 +464,8 @@ def load_resources(
             raise SearchIndexError("the models' gallery indexes hold different items")
     if not np.array_equal(ids, np.arange(len(ids))):
         raise SearchIndexError("the gallery index ids are not 0 … N-1; delete the app cache")
-    if outside:
+    if outside:  # the source was made from these records, in position order
         source_rows = np.arange(len(source), dtype=np.int64)
-        records = [source.record(int(row)) for row in source_rows]
     else:
         records = [indexes["eat"].record(int(i)) for i in ids]
         row_of = {source.ref(row): row for row in range(len(source))}
