@@ -81,7 +81,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = dataclass_from_args(TrainConfig, args)
     out = train(config, progress=not args.quiet)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 wrote it
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 wrote it
+        return 0
+    if out.name == "resume":
+        print(f"stopped early; resume point in {out} (continue with the same flags and --resume)")
+    else:
         print(f"checkpoint written to {out}")
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
+from .attacks import eval_mode
 from .checkpoint import save_checkpoint
 from .data import (
     SPLIT_KINDS,
@@ -36,12 +38,24 @@ from .defenses import (
     build_defense,
 )
 from .defenses.base import option
+from .ensemble import AveragedEmbedding
+from .evaluate import clustering_metrics, embed, retrieval_metrics
 from .losses import LOSSES, MetricLoss
 from .networks import NetworkConfig, build_network, default_network_config
 from .provenance import provenance
+from .resume import (
+    load_resume_point,
+    resume_dir,
+    rng_state,
+    save_resume_point,
+    set_rng_state,
+)
 from .weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("onecycle", "constant")
 
 
 @dataclass
@@ -101,10 +115,25 @@ class TrainConfig(EATOptions, HMOptions, TradesOptions, AdversarialOptions):
         default=None,
     )
     weight_decay: float = option("AdamW weight decay", default=1e-4)
-    arch: str = option(
-        "network: 'small-cnn' (28×28) or 'resnet18' (larger images)", default="small-cnn"
+    optimizer: str = option(
+        "'adamw' (decoupled weight decay) or 'adam' (RobRank's; weight decay as L2)",
+        default="adamw",
+        choices=OPTIMIZERS,
     )
-    width: int = option("small-cnn base width (channels of the first conv)", default=32)
+    schedule: str = option(
+        "learning-rate schedule: 'onecycle' (warm-up then cosine decay) or 'constant' (RobRank's)",
+        default="onecycle",
+        choices=SCHEDULES,
+    )
+    arch: str = option(
+        "network: 'small-cnn' (28×28), 'rc2f2' (RobRank's 28×28 network) or 'resnet18' "
+        "(larger images)",
+        default="small-cnn",
+    )
+    width: int = option(
+        "base width: channels of the first conv of small-cnn or rc2f2 (rc2f2: 32 is RobRank's)",
+        default=32,
+    )
     embedding_dim: int = option("embedding size D", default=128)
     image_size: int = option("side length images of an image folder are resized to", default=224)
     imagenet_weights: str | None = option(
@@ -124,6 +153,22 @@ class TrainConfig(EATOptions, HMOptions, TradesOptions, AdversarialOptions):
     workers: int = option(
         "image folders: worker processes decoding training images (0: the main process)",
         default=2,
+    )
+    val_images: int = option(
+        "after each epoch, score R@1 and NMI of the model on a fixed stratified slice of this "
+        "many test images into the history (0: off)",
+        default=0,
+    )
+    resume: bool = option(
+        "continue the run in --out from its last epoch's resume point (OUT/resume: weights, "
+        "optimiser, schedule, RNG and defense state), as if it had never stopped; the other "
+        "flags must be the ones the run started with",
+        default=False,
+    )
+    stop_after: int | None = option(
+        "train at most this many epochs in this invocation, then save a resume point and "
+        "exit without the final checkpoint (continue with --resume)",
+        default=None,
     )
     seed: int = option("random seed (data order, init); member k uses seed + k", default=0)
     threads: int = option("torch CPU threads", default=2)
@@ -245,6 +290,47 @@ def member_samplers(
     return samplers
 
 
+def build_optimiser(config: TrainConfig, groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay) or Adam (weight decay as L2, RobRank's)."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}")
+
+
+def build_schedule(config: TrainConfig, optimiser, groups: list[dict], total_steps: int):
+    """One-cycle (10 % warm-up, cosine decay) or a constant learning rate."""
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, max_lr=[g["lr"] for g in groups], total_steps=total_steps, pct_start=0.1
+        )
+    if config.schedule == "constant":
+        return torch.optim.lr_scheduler.ConstantLR(optimiser, factor=1.0, total_iters=0)
+    raise ValueError(f"unknown schedule {config.schedule!r}; choose one of {SCHEDULES}")
+
+
+def _validation_set(config: TrainConfig) -> ImageDataset:
+    """The fixed stratified slice of the test set that per-epoch validation scores."""
+    _, test_set = load_dataset(
+        config.dataset, config.split, config.data_dir, False, image_size=config.image_size
+    )
+    return stratified_slice(test_set, config.val_images, seed=0)
+
+
+def validation_metrics(members: list[torch.nn.Module], dataset: ImageDataset, seed: int) -> dict:
+    """``val_recall@1`` and ``val_nmi`` of the members' averaged embedding on ``dataset``
+    (eval mode, restored afterwards; draws no random numbers from torch's RNG)."""
+    net = members[0] if len(members) == 1 else AveragedEmbedding(members)
+    with eval_mode(net):
+        embeddings = embed(net, dataset)
+    labels = np.asarray(dataset.labels)
+    return {
+        "val_recall@1": round(retrieval_metrics(embeddings, labels)["recall@1"], 4),
+        "val_nmi": round(clustering_metrics(embeddings, labels, seed=seed)["nmi"], 4),
+    }
+
+
 def train(config: TrainConfig, progress: bool = True, max_steps: int | None = None) -> Path:
     """Train per ``config`` and save the checkpoint to ``config.out``; returns its path.
 
@@ -281,7 +367,7 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
     groups = [{"params": [p for m in members for p in m.parameters()], "lr": lr}]
     for loss in losses:
         groups += loss.parameter_groups(lr)
-    optimiser = torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay)
+    optimiser = build_optimiser(config, groups, lr)
 
     member_rows = defense.member_rows(train_set.labels)
     samplers = member_samplers(
@@ -293,9 +379,7 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
     )
     steps_per_epoch = len(samplers[0])
     total_steps = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=[g["lr"] for g in groups], total_steps=total_steps, pct_start=0.1
-    )
+    scheduler = build_schedule(config, optimiser, groups, total_steps)
     labels_tensor = torch.as_tensor(train_set.labels)
     average = WeightAverage(members, config.ema_decay) if config.ema_decay > 0 else None
     global_batch = samplers[0].p * samplers[0].m  # per member, summed over the ranks
@@ -315,18 +399,41 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
         member_batches(train_set, labels_tensor, sampler, rows, ctx, config.workers)
         for sampler, rows in zip(samplers, member_rows, strict=True)
     ]
+    validation = _validation_set(config) if config.val_images > 0 else None
+    history: list[dict] = []
+    steps_done, first_epoch, wall_before = 0, 0, 0.0
+    step_seconds: list[float] = []
+    state = load_resume_point(config.out, config.to_dict()) if config.resume else None
+    if config.resume and state is None:
+        log.info("no resume point in %s: starting the run from epoch 1", config.out)
+    if state is not None:
+        first_epoch, steps_done = int(state["epoch"]), int(state["steps"])
+        history, step_seconds = list(state["history"]), list(state["step_seconds"])
+        wall_before = float(state["train_wall_s"])
+        for net, weights in zip(members, state["members"], strict=True):
+            net.load_state_dict(weights)
+        for loss, weights in zip(losses, state["losses"], strict=True):
+            loss.load_state_dict(weights)
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["schedule"])
+        if average is not None:
+            average.load_state_dict(state["average"])
+        defense.load_state_dict(state["defense"])
+        set_rng_state(state["rng"])
+        log.info("resumed %s after epoch %d of %d", config.out, first_epoch, config.epochs)
     started = time.perf_counter()
-    history = []
     bar = tqdm(
         total=total_steps,
+        initial=steps_done,
         desc=f"train {config.defense}",
         disable=not progress or not ctx.is_main,
         unit="step",
     )
-    steps_done = 0
-    step_seconds: list[float] = []
-    for epoch in range(config.epochs):
+    epochs_this_run = 0
+    for epoch in range(first_epoch, config.epochs):
         if max_steps is not None and steps_done >= max_steps:
+            break
+        if config.stop_after is not None and epochs_this_run >= config.stop_after:
             break
         for s in samplers:
             s.set_epoch(epoch)
@@ -355,9 +462,45 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()} | {"epoch": epoch + 1})
         mean_loss = float(np.mean(epoch_losses)) if epoch_losses else None
-        history.append({"epoch": epoch + 1, "loss": mean_loss, **running})
+        record = {"epoch": epoch + 1, "loss": mean_loss, **running}
+        if validation is not None:
+            deployed_now = average.averaged if average is not None else members
+            record.update(validation_metrics(deployed_now, validation, config.seed))
+        record["wall_s"] = round(wall_before + time.perf_counter() - started, 2)
+        history.append(record)
+        epochs_this_run += 1
+        last_epoch = epoch + 1 == config.epochs
+        if ctx.is_main and not last_epoch and (max_steps is None or steps_done < max_steps):
+            save_resume_point(
+                config.out,
+                {
+                    "config": config.to_dict(),
+                    "epoch": epoch + 1,
+                    "steps": steps_done,
+                    "history": history,
+                    "step_seconds": step_seconds,
+                    "train_wall_s": wall_before + time.perf_counter() - started,
+                    "members": [m.state_dict() for m in members],
+                    "losses": [loss.state_dict() for loss in losses],
+                    "optimiser": optimiser.state_dict(),
+                    "schedule": scheduler.state_dict(),
+                    "average": average.state_dict() if average is not None else None,
+                    "defense": defense.state_dict(),
+                    "rng": rng_state(),
+                },
+            )
     bar.close()
-    wall = time.perf_counter() - started
+    wall = wall_before + time.perf_counter() - started
+    finished = len(history) >= config.epochs or (max_steps is not None and steps_done >= max_steps)
+    if not finished:
+        log.info(
+            "stopped after epoch %d of %d; continue with --resume (resume point in %s/resume)",
+            len(history),
+            config.epochs,
+            config.out,
+        )
+        distributed.barrier(ctx)
+        return Path(config.out) / "resume"
 
     for m in members:
         m.eval()
@@ -396,5 +539,7 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
             save_checkpoint(Path(config.out) / "raw", members, net_configs, meta, raw_record)
         out = save_checkpoint(config.out, deployed, net_configs, meta, train_record)
         log.info("saved %s after %.1f s", out, wall)
+        if resume_dir(config.out).is_dir():  # the run is complete: its resume point is spent
+            shutil.rmtree(resume_dir(config.out))
     distributed.barrier(ctx)
     return out

@@ -36,6 +36,15 @@ class WeightAverage:
         for net in self.averaged:
             net.requires_grad_(False)
 
+    def state_dict(self) -> dict:
+        """The averaged copies' weights and the update count (for resume points)."""
+        return {"updates": self.updates, "averaged": [net.state_dict() for net in self.averaged]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        for net, weights in zip(self.averaged, state["averaged"], strict=True):
+            net.load_state_dict(weights)
+
     @torch.no_grad()
     def update(self, networks: list[nn.Module]) -> None:
         d = ema_decay_at(self.decay, self.updates)

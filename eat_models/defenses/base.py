@@ -108,6 +108,14 @@ class Defense:
         members = getattr(self.config, "members", None)
         return self.default_members if members is None else max(1, int(members))
 
+    def state_dict(self) -> dict:
+        """What the defense carries from step to step (saved in resume points; default:
+        nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
     def member_rows(self, labels: np.ndarray) -> list[np.ndarray]:
         """Training rows each member samples from (default: all rows for everyone)."""
         rows = np.arange(len(labels))

@@ -168,6 +168,21 @@ class EAT(AdversarialDefense):
         self._hm = None
         self._step: _Step | None = None
 
+    def state_dict(self) -> dict:
+        """The step count (for the every-n-th-step term) and the HM adversary's state."""
+        return {
+            "steps_taken": self.steps_taken,
+            "hm": self._hm.state_dict() if self._hm is not None else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps_taken = int(state.get("steps_taken", 0))
+        if state.get("hm") is not None:
+            from .hm import HM
+
+            self._hm = HM(self.config)
+            self._hm.load_state_dict(state["hm"])
+
     def member_examples(
         self, k: int, net: nn.Module, loss: MetricLoss, batch: Batch
     ) -> Batch | None:

@@ -145,6 +145,13 @@ class HM(AdversarialDefense):
         super().__init__(config)
         self.previous_loss: dict[int, float] = {}
 
+    def state_dict(self) -> dict:
+        """The gradual adversary's previous loss per member."""
+        return {"previous_loss": dict(self.previous_loss)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.previous_loss = {int(k): float(v) for k, v in state.get("previous_loss", {}).items()}
+
     def destination(
         self, member: int, net: nn.Module, batch: Batch, anchors, positives
     ) -> torch.Tensor | float:

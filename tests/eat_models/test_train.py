@@ -138,3 +138,52 @@ def test_help_runs(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "--defense" in capsys.readouterr().out
+
+
+def _weights(out):
+    from safetensors.torch import load_file
+
+    config = json.loads((out / "config.json").read_text())
+    return [load_file(str(out / m["weights"])) for m in config["members"]], config["train"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"defense": "hm", "loss": "triplet", "hm_ics_weight": 0.5, "train_steps": 2},
+        {"defense": "eat", "members": 2, "train_steps": 2, "ema_decay": 0.9},
+    ],
+    ids=["hm", "eat-ema"],
+)
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, overrides):
+    """Stopped after each epoch and resumed (weights, Adam moments, schedule, RNG, the
+    defense's state, EMA): the final weights are bit-identical to a run never stopped."""
+    common = dict(epochs=3, max_train=300, width=8, embedding_dim=16, val_images=200, **overrides)
+    whole = train(TrainConfig(out=str(tmp_path / "whole"), **common), progress=False)
+    pieces = tmp_path / "pieces"
+    for _ in range(2):
+        stopped = train(
+            TrainConfig(out=str(pieces), resume=True, stop_after=1, **common), progress=False
+        )
+        assert stopped == pieces / "resume" and not (pieces / "config.json").exists()
+    resumed = train(TrainConfig(out=str(pieces), resume=True, **common), progress=False)
+    (a, record_a), (b, record_b) = _weights(whole), _weights(resumed)
+    for wa, wb in zip(a, b, strict=True):
+        assert wa.keys() == wb.keys()
+        for key in wa:
+            assert torch.equal(wa[key], wb[key]), key
+    assert not (pieces / "resume").exists()  # spent once the run completes
+    strip = lambda h: [{k: v for k, v in e.items() if k != "wall_s"} for e in h]  # noqa: E731
+    assert strip(record_a["history"]) == strip(record_b["history"])
+    assert [e["epoch"] for e in record_b["history"]] == [1, 2, 3]
+    assert all("val_recall@1" in e and "val_nmi" in e for e in record_b["history"])
+    assert record_a["steps"] == record_b["steps"]
+
+
+def test_resume_refuses_another_config(tmp_path):
+    from eat_models.resume import ResumeError
+
+    common = dict(epochs=2, max_train=200, width=8, embedding_dim=16, out=str(tmp_path / "r"))
+    train(TrainConfig(stop_after=1, **common), progress=False)
+    with pytest.raises(ResumeError, match="lr"):
+        train(TrainConfig(resume=True, lr=5e-3, **common), progress=False)
