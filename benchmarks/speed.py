@@ -44,13 +44,13 @@ def pgd_latency(
     model: nn.Module, image: torch.Tensor, steps: int, repeats: int, eps: float = DEFAULT_EPS
 ) -> dict[str, float]:
     """Seconds for one embedding-shift PGD attack on one image (median, p95, of ``repeats``)."""
-    from eat_models.attacks import embedding_shift_attack
+    from eat_models.attacks import AttackBudget, embedding_shift_attack
 
-    embedding_shift_attack(model, image, eps=eps, steps=steps)  # warm-up
+    embedding_shift_attack(model, image, AttackBudget(eps, steps))  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        embedding_shift_attack(model, image, eps=eps, steps=steps)
+        embedding_shift_attack(model, image, AttackBudget(eps, steps))
         times.append(time.perf_counter() - start)
     times.sort()
     return {

@@ -143,54 +143,138 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attack_budget(args: argparse.Namespace, input_size: int):
+    """The budget the flags ask for; what they leave out comes from the headline budget
+    (single attacks) or RobRank's (a suite)."""
+    from .attacks import DEFAULT_EPS, DEFAULT_STEPS, AttackBudget, robrank_budget
+
+    if args.suite:
+        base = robrank_budget(input_size)
+    else:
+        base = AttackBudget(DEFAULT_EPS, DEFAULT_STEPS)
+    changes = {
+        key: value
+        for key, value in (
+            ("eps", args.eps),
+            ("steps", args.steps),
+            ("step_size", args.step_size),
+            ("restarts", args.restarts),
+        )
+        if value is not None
+    }
+    if "eps" in changes or "steps" in changes:
+        changes.setdefault("step_size", None)
+    return base.replace(**changes)
+
+
 def _cmd_attack(args: argparse.Namespace) -> int:
     import torch
 
     from . import load_model
-    from .attacks import AttackBudget, evaluate_attack
+    from .attacks import evaluate_attack, evaluate_suite
     from .evaluate import format_metrics_table
     from .provenance import provenance
 
+    if bool(args.attack) == bool(args.suite):
+        print("eat attack: give one of --attack NAME or --suite ers", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     model = load_model(args.checkpoint)
     surrogate = load_model(args.surrogate) if args.surrogate else None
+    if args.suite and (surrogate is not None or args.fraction != 1.0):
+        print(
+            "eat attack --suite: attacks every image white-box (no --surrogate, --fraction)",
+            file=sys.stderr,
+        )
+        return 2
     meta = model.meta
     dataset, split, test = _checkpoint_test_set(args, meta)
+    budget = _attack_budget(args, meta["input_size"])
+    header = {
+        "checkpoint": str(args.checkpoint),
+        "fingerprint": meta["fingerprint"],
+        "defense": meta.get("defense"),
+        "dataset": dataset,
+        "split": split,
+    }
+    if args.suite:
+        result = evaluate_suite(
+            model,
+            test,
+            args.suite,
+            budget,
+            seed=args.seed,
+            strength=args.strength,
+            batch_size=args.batch_size,
+            progress=not args.quiet,
+        )
+        name = f"suite_{args.suite}" + ("_strong" if args.strength == "strong" else "")
+        out = Path(args.out) if args.out else Path(args.checkpoint) / f"{name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(out, {**header, **result, "provenance": provenance()})
+        print(format_suite(result))
+        print(f"written to {out}")
+        return 0
     result = evaluate_attack(
         model,
         test,
         args.attack,
-        AttackBudget(args.eps, args.steps, args.step_size, args.restarts),
+        budget,
         fraction=args.fraction,
         seed=args.seed,
         surrogate=surrogate,
         batch_size=args.batch_size,
         progress=not args.quiet,
         k=args.neighbours,
+        strength=args.strength,
     )
     record = {
-        "checkpoint": str(args.checkpoint),
-        "fingerprint": meta["fingerprint"],
-        "defense": meta.get("defense"),
+        **header,
         "surrogate": str(args.surrogate) if surrogate is not None else None,
         "surrogate_fingerprint": surrogate.meta["fingerprint"] if surrogate is not None else None,
-        "dataset": dataset,
-        "split": split,
         **result,
         "provenance": provenance(),
     }
-    out = Path(args.out) if args.out else Path(args.checkpoint) / f"attack_{args.attack}.json"
+    name = f"attack_{args.attack}" + ("_strong" if args.strength == "strong" else "")
+    out = Path(args.out) if args.out else Path(args.checkpoint) / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, record)
     mode = "transfer" if surrogate is not None else "white-box"
-    label = f"{args.attack} eps={args.eps:g} steps={args.steps} ({mode})"
+    label = f"{args.attack} eps={budget.eps:g} steps={budget.steps} {args.strength} ({mode})"
     print(format_metrics_table({"clean": result["clean"], label: result["attacked"]}))
     print(
-        f"\n{result['attacked_images']}/{result['images']} images attacked, mean embedding "
-        f"shift {result['mean_embedding_shift']:.4f}, attack {result['attack_s']:.1f} s"
+        f"\n{result['attacked_images']}/{result['images']} images attacked "
+        f"({'; '.join(result['runs'])}), mean embedding shift "
+        f"{result['mean_embedding_shift']:.4f}, attack {result['attack_s']:.1f} s"
     )
     print(f"written to {out}")
     return 0
+
+
+def format_suite(result: dict) -> str:
+    """A suite's table: each attack's headline metric clean → attacked, then ERS's terms."""
+    lines = [
+        f"{result['suite']} suite, {result['strength']}: eps {result['eps']:.4g}, "
+        f"{result['steps']} steps, {result['images']} images",
+        "",
+        "| attack | metric | clean | attacked |",
+        "|---|---|---:|---:|",
+    ]
+    from .attacks import get_attack
+
+    for name, r in result["attacks"].items():
+        metric = get_attack(name).headline
+        lines.append(
+            f"| {r['label']} | {metric} | {r['clean'][metric]:.4f} | {r['attacked'][metric]:.4f} |"
+        )
+    if "ers" in result:
+        terms = " · ".join(f"{t} {v:.1f}" for t, v in result["terms"].items())
+        lines += [
+            "",
+            f"ERS terms: {terms}",
+            f"ERS {result['ers']:.1f} (clean {result['clean_ers']:.1f})",
+        ]
+    return "\n".join(lines)
 
 
 def _add_test_set_flags(p: argparse.ArgumentParser, max_test_help: str) -> None:
@@ -206,7 +290,7 @@ def _add_test_set_flags(p: argparse.ArgumentParser, max_test_help: str) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train``, ``eval`` and ``attack`` to the ``eat`` command's subparsers."""
-    from .attacks import ATTACKS, DEFAULT_EPS, DEFAULT_STEPS, QUERY_NEIGHBOURS
+    from .attacks import ATTACKS, DEFAULT_EPS, DEFAULT_STEPS, QUERY_NEIGHBOURS, STRENGTHS
     from .defenses import OPTION_GROUPS, option_owners
     from .train import TrainConfig
 
@@ -241,37 +325,57 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "attack",
-        help="clean vs attacked metrics of a checkpoint under an L-inf PGD attack",
+        help="clean vs attacked metrics of a checkpoint under an L-inf attack, or a suite (ERS)",
         description="Attack the deployed embedding (an ensemble's averaged embedding) on the "
-        "test set with PGD (L-inf, random start): 'es' embedding shift and 'qa' query attack "
-        "report Recall@k / mAP@R of attacked queries against the clean gallery; 'ca' the "
-        "clustering attack reports NMI / F1 / ARI of k-means on the attacked set.",
+        "test set (query set = gallery), one attack (--attack) or RobRank's ten with their "
+        "Empirical Robustness Score (--suite ers, at RobRank's budget: eps 77/255, step 3/255, "
+        "32 steps for 28x28 data). --strength strong takes each image at its worst case over "
+        "the standard run, PGD with restarts and APGD-100 (and 3 target draws for the "
+        "clustering attack), with no step size or count to choose.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="attacks:\n"
+        + "\n".join(f"  {a.name:8s} {a.label}: {a.summary}" for a in ATTACKS.values()),
     )
     p.add_argument("checkpoint", help="checkpoint directory written by 'eat train'")
     p.add_argument(
         "--attack",
-        required=True,
+        default=None,
         choices=list(ATTACKS),
-        help="es: embedding shift; qa: push queries from their same-class neighbours; "
-        "ca: clustering attack toward random other clusters",
+        help="one attack (listed below)",
+    )
+    p.add_argument(
+        "--suite",
+        default=None,
+        choices=sorted({s for a in ATTACKS.values() for s in a.suite}),
+        help="ers: RobRank's ten ranking attacks and ERS",
+    )
+    p.add_argument(
+        "--strength",
+        default="standard",
+        choices=STRENGTHS,
+        help="standard: one run; strong: the per-image worst case over PGD, PGD with "
+        "restarts and APGD (default: %(default)s)",
     )
     p.add_argument(
         "--eps",
         type=float,
-        default=DEFAULT_EPS,
-        help="L-inf budget, pixels in [0, 1] (default: %(default)s)",
+        default=None,
+        help=f"L-inf budget, pixels in [0, 1] (default: {DEFAULT_EPS}; a suite: RobRank's)",
     )
     p.add_argument(
-        "--steps", type=int, default=DEFAULT_STEPS, help="PGD steps (default: %(default)s)"
+        "--steps",
+        type=int,
+        default=None,
+        help=f"PGD steps (default: {DEFAULT_STEPS}; a suite: RobRank's 32)",
     )
     p.add_argument(
         "--step-size",
         type=float,
         default=None,
-        help="PGD step size (default: max(eps/8, 2.5*eps/steps))",
+        help="PGD step size (default: max(eps/8, 2.5*eps/steps); a suite: 3/255)",
     )
     p.add_argument(
-        "--restarts", type=int, default=1, help="random restarts, best kept (default: 1)"
+        "--restarts", type=int, default=None, help="random restarts, best kept (default: 1)"
     )
     p.add_argument(
         "--fraction",

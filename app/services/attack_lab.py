@@ -2,13 +2,12 @@
 baseline (when shipped) and the EAT ensemble.
 
 For each model the attack is white-box on its *deployed* embedding (for the ensemble,
-the averaged embedding), L∞-bounded by ε, PGD with a random start
-(:mod:`eat_models.attacks`):
-
-* ``es`` — embedding shift: move the embedding as far as possible from the clean one;
-* ``qa`` — query attack: push the query away from its 5 nearest same-class gallery items;
-* ``ca`` — clustering attack: away from the nearest gallery k-means centroid, toward a
-  random other one (seeded).
+the averaged embedding), L∞-bounded by ε, PGD with a random start, by any registered
+attack that perturbs a query
+(:mod:`eat_models.attacks`: the embedding shift, the query attacks, the clustering attack
+toward a random other gallery k-means centroid, RobRank's TMA, LTM, GTM, GTT). The attack
+is told what an attacker of the served gallery knows (:class:`AttackSet`: the gallery, its
+labels and centroids, the image's own row) and draws its own targets, seeded.
 
 The result holds, per model: the adversarial image, the perturbation amplified to the
 full grey range, the top-k gallery items before and after, the embedding shift, the rank
@@ -30,18 +29,18 @@ from eat_models.attacks import (
     DEFAULT_EPS,
     DEFAULT_STEPS,
     QUERY_NEIGHBOURS,
-    AttackTargets,
+    AttackBudget,
+    AttackSet,
     craft,
-    random_other_clusters,
 )
 
-from .clustering import check_attack_budget
 from .gallery import DISPLAY_SIDE, Resources, tensor_to_image
 from .plots import Arrow, MapPanel, gallery_maps
 from .search import SearchHit, check_k, models_for, ranked_hits
 
-ATTACK_KINDS = tuple(ATTACKS)
-ATTACK_LABELS = {name: attack.label for name, attack in ATTACKS.items()}
+#: the attacks of one image: every registered attack that perturbs a query
+ATTACK_LABELS = {name: a.label for name, a in ATTACKS.items() if a.perturbs == "query"}
+ATTACK_KINDS = tuple(ATTACK_LABELS)
 SEED = 0
 #: the lab's panels run from the plain model to the ensemble
 LAB_ORDER = ("vanilla", "baseline", "eat")
@@ -174,7 +173,7 @@ class AttackLab:
         started = time.perf_counter()
         chosen = models_for(models, self.resources.keys)
         kind = check_kind(kind)
-        budget = check_attack_budget(eps, steps, seed=SEED)
+        budget = AttackBudget.checked(eps, steps, seed=SEED)
         eps, steps = budget.eps, budget.steps
         k = check_k(k)
         inputs, gallery_id = self._inputs(image, gallery_id)
@@ -202,7 +201,7 @@ class AttackLab:
                 x,
                 kind,
                 budget,
-                self._targets(kind, view, clean, true_label, gallery_id),
+                self._attack_set(view, clean, true_label, gallery_id),
             )
             attack_seconds = time.perf_counter() - t
             adv = view.embed(x_adv)[0]
@@ -253,32 +252,23 @@ class AttackLab:
             seconds=time.perf_counter() - started,
         )
 
-    def _targets(
-        self, kind: str, view, clean: np.ndarray, true_label: int, gallery_id: int | None
-    ) -> AttackTargets:
-        """What the attack aims at for one image: for ``qa`` its ``QUERY_NEIGHBOURS`` nearest
-        gallery items of its class; for ``ca`` away from its nearest gallery centroid toward a
-        random other one."""
-        if kind == "qa":
-            return AttackTargets(
-                labels=torch.tensor([true_label]),
-                gallery=torch.from_numpy(view.vectors),
-                gallery_labels=torch.from_numpy(self.resources.labels),
-                exclude_index=torch.tensor([-1 if gallery_id is None else gallery_id]),
-                k=QUERY_NEIGHBOURS,
-            )
-        if kind == "ca":
-            own = int(np.argmax(view.centroids @ clean))
-            target = int(
-                random_other_clusters(
-                    np.array([own]), len(view.centroids), np.random.default_rng(SEED)
-                )[0]
-            )
-            centroids = torch.from_numpy(view.centroids)
-            return AttackTargets(
-                own_centroids=centroids[[own]], target_centroids=centroids[[target]]
-            )
-        return AttackTargets()
+    def _attack_set(
+        self, view, clean: np.ndarray, true_label: int, gallery_id: int | None
+    ) -> AttackSet:
+        """What an attacker of the served gallery knows about one image: its clean
+        embedding and (believed) class, the gallery with its labels, the image's own row,
+        the gallery's k-means centroids and the image's nearest one; targets are seeded."""
+        return AttackSet(
+            clean=torch.from_numpy(clean)[None],
+            labels=torch.tensor([true_label]),
+            gallery=torch.from_numpy(view.vectors),
+            gallery_labels=torch.from_numpy(self.resources.labels),
+            self_index=torch.tensor([-1 if gallery_id is None else gallery_id]),
+            centroids=torch.from_numpy(view.centroids),
+            assignments=torch.tensor([int(np.argmax(view.centroids @ clean))]),
+            rng=np.random.default_rng(SEED),
+            neighbours=QUERY_NEIGHBOURS,
+        )
 
     def _cluster_name(self, key: str, centroid: int) -> str:
         cls = int(self.resources.views[key].centroid_classes[centroid])

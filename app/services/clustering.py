@@ -30,14 +30,7 @@ from PIL import Image
 from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from eat_models.attacks import (
-    DEFAULT_EPS,
-    DEFAULT_STEPS,
-    AttackBudget,
-    AttackTargets,
-    craft,
-    random_other_clusters,
-)
+from eat_models.attacks import DEFAULT_EPS, DEFAULT_STEPS, AttackBudget, AttackSet, craft
 from eat_models.evaluate import clustering_scores
 
 from .gallery import Resources
@@ -56,8 +49,8 @@ ALGORITHM_LABELS = {
 AUTO_K_RANGE = (2, 10)
 MAX_K = 20
 THUMB_SIDE = 96
-MAX_ATTACK_STEPS = 50
-MAX_EPS = 0.3
+#: the attack of "attack this set": the clustering attack toward random other clusters
+SET_ATTACK = "ca"
 
 
 @dataclass
@@ -281,17 +274,6 @@ def _thumbnail(image: Image.Image) -> Image.Image:
     return thumb
 
 
-def check_attack_budget(eps: float, steps: int, seed: int = 0) -> AttackBudget:
-    """The budget of an attack a person asked for: ε in [0, 0.3] and 1 … 50 steps, or a
-    ValueError that says so; random starts seeded with ``seed`` (repeatable results)."""
-    eps, steps = float(eps), int(steps)
-    if not 0.0 <= eps <= MAX_EPS:
-        raise ValueError(f"ε must lie between 0 and {MAX_EPS} (pixels in [0, 1]), got {eps}")
-    if not 1 <= steps <= MAX_ATTACK_STEPS:
-        raise ValueError(f"PGD steps must lie between 1 and {MAX_ATTACK_STEPS}, got {steps}")
-    return AttackBudget(eps, steps, seed=seed)
-
-
 class ClusterService:
     """Clusters uploaded sets with either model; optionally attacks them."""
 
@@ -332,7 +314,7 @@ class ClusterService:
         _check_options(len(batch), k, algorithm)
         if not 0.0 <= attack_fraction <= 1.0:
             raise ValueError(f"the attacked fraction must lie in [0, 1], got {attack_fraction}")
-        budget = check_attack_budget(eps, steps) if attack_fraction > 0 else None
+        budget = AttackBudget.checked(eps, steps) if attack_fraction > 0 else None
         view = self.resources.views[model]
         inputs = self.inputs(batch, model)
         embeddings = view.embed(inputs)
@@ -406,12 +388,14 @@ class ClusterService:
             km = KMeans(n_clusters=k, n_init=5, random_state=seed).fit(clean)
             clean_assign = km.labels_.astype(np.int64)
             centroids = torch.from_numpy(km.cluster_centers_.astype(np.float32))
-            targets = random_other_clusters(clean_assign[rows], k, np.random.default_rng(seed))
-            x_adv = x.clone()
-            aims = AttackTargets(
-                own_centroids=centroids[clean_assign[rows]], target_centroids=centroids[targets]
+            attack_set = AttackSet(
+                clean=torch.from_numpy(clean[rows]),
+                centroids=centroids,
+                assignments=torch.from_numpy(clean_assign[rows]),
+                rng=np.random.default_rng(seed),
             )
-            x_adv[rows] = craft(view.model, x[rows], "ca", budget, aims)
+            x_adv = x.clone()
+            x_adv[rows] = craft(view.model, x[rows], SET_ATTACK, budget, attack_set)
             attacked = view.embed(x_adv)
             attacked_assign = (
                 KMeans(n_clusters=k, n_init=5, random_state=seed)

@@ -7,15 +7,14 @@ import time
 
 import gradio as gr
 
-from eat_models.attacks import DEFAULT_EPS
+from eat_models.attacks import DEFAULT_EPS, DEFAULT_STEPS, MAX_ATTACK_STEPS, MAX_EPS
 
-from ..services.clustering import ALGORITHM_LABELS, AUTO_K_RANGE, MAX_ATTACK_STEPS, MAX_EPS, MAX_K
+from ..services.clustering import ALGORITHM_LABELS, AUTO_K_RANGE, MAX_K
 from ..services.uploads import load_uploads
 from . import common, present
 from .common import UI
 
 CLUSTER_SLOTS = 12
-SET_ATTACK_STEPS = 10  # fewer than the lab's 20: a set attack runs on every chosen image
 
 
 def build(ui: UI) -> None:
@@ -61,7 +60,7 @@ def build(ui: UI) -> None:
                     )
                     eps = common.slider(0.0, MAX_EPS, DEFAULT_EPS, 0.01, "ε (L∞)", "cluster-eps")
                     steps = common.slider(
-                        1, MAX_ATTACK_STEPS, SET_ATTACK_STEPS, 1, "PGD steps", "cluster-steps"
+                        1, MAX_ATTACK_STEPS, DEFAULT_STEPS, 1, "PGD steps", "cluster-steps"
                     )
                 button = gr.Button("Cluster", variant="primary", elem_id="cluster-button")
             with gr.Column(scale=3, elem_id="cluster-output"):

@@ -6,10 +6,9 @@ import time
 
 import gradio as gr
 
-from eat_models.attacks import DEFAULT_EPS, DEFAULT_STEPS
+from eat_models.attacks import DEFAULT_EPS, DEFAULT_STEPS, MAX_ATTACK_STEPS, MAX_EPS
 
 from ..services.attack_lab import ATTACK_LABELS, LAB_ORDER
-from ..services.clustering import MAX_ATTACK_STEPS, MAX_EPS
 from ..services.uploads import UploadError, load_image
 from . import common, present
 from .common import UI

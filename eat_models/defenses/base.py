@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attacks import Objective, embedding_shift_attack, pgd
+from ..attacks import AttackBudget, Objective, embedding_shift_attack, perturb
 from ..losses import MetricLoss
 
 
@@ -192,20 +192,19 @@ class AdversarialDefense(Defense):
     abstract = True
     options = AdversarialOptions
 
-    @property
-    def eps(self) -> float:
-        return float(self.config.train_eps)
-
-    @property
-    def steps(self) -> int:
-        return int(self.config.train_steps)
-
-    @property
-    def step_size(self) -> float | None:
-        return self.config.train_step_size
-
     #: whether the training PGD starts from a random point of the ε-ball
     random_start = True
+
+    @property
+    def budget(self) -> AttackBudget:
+        """The training attack's budget: ``train_eps``, ``train_steps``, ``train_step_size``,
+        one restart, the defense's own random start."""
+        return AttackBudget(
+            float(self.config.train_eps),
+            int(self.config.train_steps),
+            self.config.train_step_size,
+            random_start=self.random_start,
+        )
 
     def craft(
         self,
@@ -213,15 +212,13 @@ class AdversarialDefense(Defense):
         images: torch.Tensor,
         objective: Objective,
         steps: int | None = None,
-        step_size: float | None = None,
     ) -> torch.Tensor:
-        """PGD with the training budget (one restart); ``steps`` overrides the budget's
-        step count, and then the step size follows the default rule unless given."""
-        if steps is None:
-            steps, step_size = self.steps, self.step_size
-        return pgd(
-            model, images, objective, self.eps, steps, step_size, random_start=self.random_start
-        )
+        """PGD under the training :attr:`budget`; ``steps`` overrides its step count, and
+        then the step size follows the default rule."""
+        budget = self.budget
+        if steps is not None:
+            budget = budget.replace(steps=int(steps), step_size=None)
+        return perturb(model, images, objective, budget)
 
     def craft_against_loss(self, net: nn.Module, loss: MetricLoss, batch: Batch) -> torch.Tensor:
         """Madry's inner max: examples maximising the member's own metric loss."""
@@ -229,7 +226,7 @@ class AdversarialDefense(Defense):
 
     def craft_embedding_shift(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """Examples maximising ‖f(x̃) − f(x)‖ (RobRank's EST, TRADES' inner max)."""
-        return embedding_shift_attack(model, images, self.eps, self.steps, step_size=self.step_size)
+        return embedding_shift_attack(model, images, self.budget.replace(random_start=True))
 
     def adversarial_parts(self, adversarial: torch.Tensor, batch: Batch) -> list[LossPart]:
         """The adversarial batch (weight 1), plus the clean one if ``clean_weight`` > 0."""

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from eat_models import load_model, save_checkpoint
-from eat_models.attacks import embedding_shift_attack, embedding_shift_objective, pgd
+from eat_models.attacks import AttackBudget, embedding_shift_attack, embedding_shift_objective, pgd
 from eat_models.ensemble import AveragedEmbedding, averaged_embedding
 from eat_models.networks import NetworkConfig, build_network
 
@@ -77,7 +77,7 @@ def test_pgd_on_a_loaded_ensemble_runs_every_member(tmp_path):
         member.head.register_full_backward_hook(
             lambda mod, gin, gout, k=k: backward_calls.__setitem__(k, backward_calls[k] + 1)
         )
-    x_adv = embedding_shift_attack(model, x, 0.1, steps=4)
+    x_adv = embedding_shift_attack(model, x, AttackBudget(0.1, 4))
     assert backward_calls == [4, 4, 4]
     assert float((x_adv - x).abs().max()) <= 0.1 + 1e-6
 

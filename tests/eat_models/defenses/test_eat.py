@@ -42,7 +42,7 @@ def test_eat_switches_change_what_each_member_trains_on(pool, overrides, trained
     _, logs = defense.training_loss(members, losses, make_batches(pool, 3))
     for h in handles:
         h.remove()
-    steps = defense.steps
+    steps = defense.budget.steps
     for member_calls in calls:
         training = [n for is_training, n in member_calls if is_training]
         crafting = [n for is_training, n in member_calls if not is_training]
@@ -57,13 +57,13 @@ def test_eat_switches_change_what_each_member_trains_on(pool, overrides, trained
 
 def test_eat_runs_pgd_through_the_ensemble_only_when_lambda_ensemble_is_on(pool, monkeypatch):
     seen = []
-    original = defense_base.pgd
+    original = defense_base.perturb
 
     def counting(model, *args, **kwargs):
         seen.append(type(model).__name__)
         return original(model, *args, **kwargs)
 
-    monkeypatch.setattr(defense_base, "pgd", counting)
+    monkeypatch.setattr(defense_base, "perturb", counting)
     for lam, expected in ((0.0, 0), (0.5, 1)):
         seen.clear()
         members, losses = make_members(3)
@@ -181,13 +181,13 @@ def test_eat_pgd_calls_per_epoch_are_k_per_step_plus_one_per_f_term(tmp_path, mo
     """1,200 images, batch 160: an EAT epoch is 400 // 160 = 2 steps of 3 member crafts,
     plus the term through F on every 2nd step (1 craft); PGD-AT makes 1200 // 160 = 7."""
     calls = []
-    original = defense_base.pgd
+    original = defense_base.perturb
 
     def counting(model, images, *args, **kwargs):
         calls.append((type(model).__name__, len(images)))
         return original(model, images, *args, **kwargs)
 
-    monkeypatch.setattr(defense_base, "pgd", counting)
+    monkeypatch.setattr(defense_base, "perturb", counting)
     common = dict(epochs=1, max_train=1200, width=4, embedding_dim=16, train_steps=1)
     out = train(
         TrainConfig(
@@ -211,13 +211,13 @@ def test_eat_pgd_calls_per_epoch_are_k_per_step_plus_one_per_f_term(tmp_path, mo
 
 def test_eat_without_member_crafts_trains_jointly_on_examples_crafted_against_f(pool, monkeypatch):
     seen = []
-    original = defense_base.pgd
+    original = defense_base.perturb
 
     def counting(model, images, *args, **kwargs):
         seen.append((type(model).__name__, len(images)))
         return original(model, images, *args, **kwargs)
 
-    monkeypatch.setattr(defense_base, "pgd", counting)
+    monkeypatch.setattr(defense_base, "perturb", counting)
     members, losses = make_members(3)
     batches = make_batches(pool, 3)
     config = make_config("eat", member_crafts=False, ensemble_batch="all", lambda_ensemble=1.0)
@@ -236,13 +236,13 @@ def test_eat_with_hm_member_attack_transfers_the_manipulated_triplets(pool, monk
     """``member_attack hm``: each member crafts HM triplets against itself (3 × its batch,
     no random start), trains on them, and the others receive them by self-transfer."""
     seen = []
-    original = defense_base.pgd
+    original = defense_base.perturb
 
     def counting(model, images, *args, **kwargs):
-        seen.append((len(images), kwargs.get("random_start")))
+        seen.append((len(images), args[1].random_start))
         return original(model, images, *args, **kwargs)
 
-    monkeypatch.setattr(defense_base, "pgd", counting)
+    monkeypatch.setattr(defense_base, "perturb", counting)
     members, losses = make_members(3)
     batches = make_batches(pool, 3)
     defense = build_defense("eat", make_config("eat", member_attack="hm"))

@@ -1,4 +1,5 @@
-"""The PGD core and the ES / QA / CA attacks, on the small trained vanilla model."""
+"""The PGD core, the registry and the ES / QA / CA-clu attacks, on the small trained vanilla
+model."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import torch
 from eat_models.attacks import (
     ATTACKS,
     AttackBudget,
-    AttackTargets,
-    clustering_attack,
+    AttackSet,
     craft,
     default_step_size,
     embedding_shift_attack,
@@ -21,7 +21,6 @@ from eat_models.attacks import (
     evaluation_key,
     parse_evaluation_key,
     pgd,
-    query_attack,
     query_neighbours,
     random_other_clusters,
 )
@@ -54,27 +53,19 @@ def test_every_attack_stays_in_the_eps_ball_and_the_pixel_range(vanilla_model, i
     gallery = vanilla_model(images).detach()
     centroids = torch.randn(len(images), gallery.shape[1])
     assert float(images.min()) == 0.0  # Fashion-MNIST backgrounds sit on the clamp
+    known = AttackSet(
+        clean=gallery,
+        labels=labels,
+        gallery=gallery,
+        gallery_labels=labels,
+        self_index=torch.arange(len(images)),
+        centroids=centroids,
+    )
     for eps in (0.03, EPS, 0.3):
-        _within_budget(embedding_shift_attack(vanilla_model, images, eps, 4), images, eps)
-        _within_budget(
-            query_attack(
-                vanilla_model,
-                images,
-                labels,
-                gallery,
-                labels,
-                eps=eps,
-                steps=4,
-                exclude_index=torch.arange(len(images)),
-            ),
-            images,
-            eps,
-        )
-        _within_budget(
-            clustering_attack(vanilla_model, images, centroids, centroids.flip(0), eps, 4),
-            images,
-            eps,
-        )
+        for attack in ATTACKS:
+            for method in ("pgd", "apgd"):
+                budget = AttackBudget(eps, 4, method=method)
+                _within_budget(craft(vanilla_model, images, attack, budget, known), images, eps)
     # a scalar (batch-level) objective and a huge step size still respect the budget
     scalar = pgd(vanilla_model, images, lambda e: e[:, 0].sum(), EPS, 3, step_size=1.0)
     _within_budget(scalar, images, EPS)
@@ -90,7 +81,7 @@ def test_pgd_runs_in_eval_mode_and_restores_each_module_mode(vanilla_model, imag
     seen = []
     hook = net.register_forward_pre_hook(lambda mod, inp: seen.append(mod.training))
     try:
-        embedding_shift_attack(vanilla_model, images, EPS, 3)
+        embedding_shift_attack(vanilla_model, images, AttackBudget(EPS, 3))
     finally:
         hook.remove()
         restored = [m.training for m in net.modules()]
@@ -120,7 +111,7 @@ def test_larger_eps_and_more_steps_shift_the_embedding_more(vanilla_model, image
 
     def shift(eps, steps):
         gen = torch.Generator().manual_seed(0)
-        x_adv = embedding_shift_attack(vanilla_model, images, eps, steps, generator=gen)
+        x_adv = embedding_shift_attack(vanilla_model, images, AttackBudget(eps, steps), gen)
         with torch.no_grad():
             return float((vanilla_model(x_adv) - clean).norm(dim=1).mean())
 
@@ -200,16 +191,16 @@ def test_clustering_attack_on_no_sample_changes_nothing(vanilla_model, attack_se
 
 def test_clustering_targets_are_random_other_clusters(vanilla_model, attack_set, monkeypatch):
     """Each attacked image is pushed toward a centroid other than its own clean one."""
-    import eat_models.attacks as attacks
+    import eat_models.attacks.clu as clu
 
     seen = []
-    original = attacks.clustering_objective
+    original = clu.clustering_objective
 
     def spy(own, target):
         seen.append((own, target))
         return original(own, target)
 
-    monkeypatch.setattr(attacks, "clustering_objective", spy)
+    monkeypatch.setattr(clu, "clustering_objective", spy)
     evaluate_attack(vanilla_model, attack_set, "ca", AttackBudget(EPS, 1), batch_size=128)
     own = torch.cat([o for o, _ in seen])
     target = torch.cat([t for _, t in seen])
@@ -270,25 +261,32 @@ def test_attack_command_help_documents_every_flag(capsys):
     text = capsys.readouterr().out
     for flag in ("--attack", "--eps", "--steps", "--step-size", "--restarts", "--fraction"):
         assert flag in text
+    for flag in ("--suite", "--strength"):
+        assert flag in text
+    for name, attack in ATTACKS.items():  # every registered attack is listed with its label
+        assert f"{name}" in text and attack.label in text
     for flag in ("--surrogate", "--max-test", "--out", "--neighbours", "--seed"):
         assert flag in text
 
 
 def test_the_registry_names_each_attack_and_what_it_needs(vanilla_model, attack_set):
-    assert list(ATTACKS) == ["es", "qa", "ca"]
+    ours = ["es", "qa", "ca"]
+    robrank = ["ca_pos", "ca_neg", "qa_pos", "qa_neg", "tma", "ltm", "gtm", "gtt"]
+    assert list(ATTACKS) == ours + robrank
     x = attack_set.batch(np.arange(4))
-    with pytest.raises(ValueError, match="unknown attack 'xx'; choose one of es, qa, ca"):
+    with pytest.raises(ValueError, match="unknown attack 'xx'; choose one of es, qa, ca, ca_pos"):
         craft(vanilla_model, x, "xx", AttackBudget())
-    with pytest.raises(ValueError, match="needs own_centroids, target_centroids"):
+    with pytest.raises(ValueError, match="needs centroids"):
         craft(vanilla_model, x, "ca", AttackBudget())
+    with pytest.raises(ValueError, match="needs labels, gallery, gallery_labels"):
+        craft(vanilla_model, x, "qa", AttackBudget())
     # the same budget and seed give the same images, through craft or the named function
     budget = AttackBudget(0.05, 3, seed=7)
     a = craft(vanilla_model, x, "es", budget)
     b = embedding_shift_attack(
-        vanilla_model, x, 0.05, 3, generator=torch.Generator().manual_seed(7)
+        vanilla_model, x, budget.replace(seed=None), torch.Generator().manual_seed(7)
     )
     assert torch.equal(a, b)
-    assert torch.equal(craft(vanilla_model, x, "es", budget, AttackTargets()), a)
 
 
 def test_budget_defaults_and_refusals():
@@ -300,6 +298,14 @@ def test_budget_defaults_and_refusals():
         AttackBudget(restarts=0)
     with pytest.raises(ValueError, match="eps"):
         AttackBudget(eps=-0.1)
+    with pytest.raises(ValueError, match="unknown attack method"):
+        AttackBudget(method="fgsm")
+    # the app's limits: one validation, with the message a person reads
+    assert AttackBudget.checked(0.1, 20).seed == 0
+    with pytest.raises(ValueError, match="ε must lie between 0 and"):
+        AttackBudget.checked(99, 20)
+    with pytest.raises(ValueError, match="PGD steps must lie between 1 and"):
+        AttackBudget.checked(0.1, 1000)
 
 
 @pytest.mark.parametrize(
@@ -311,6 +317,7 @@ def test_budget_defaults_and_refusals():
         ("es@0.1/20/from-vanilla", {"transfer_from": "vanilla"}),
         ("ca@0.2/50/s2", {"steps": 50, "eps": 0.2, "seed": 2}),
         ("es@0.3/32", {"attack": "es", "eps": 0.3, "steps": 32}),
+        ("ca@0.1/20/s1/strong", {"seed": 1, "strength": "strong"}),
     ],
 )
 def test_evaluation_keys_round_trip(key, options):
