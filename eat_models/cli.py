@@ -277,6 +277,70 @@ def format_suite(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    import torch
+
+    from .audit import load_audited_model, markdown, plot, run_audit, summary_lines
+    from .data import load_dataset, stratified_slice
+    from .provenance import provenance
+
+    torch.set_num_threads(args.threads)
+    try:
+        model, meta = load_audited_model(
+            args.model,
+            args.input_size,
+            args.channels,
+            tuple(args.mean) if args.mean else None,
+            tuple(args.std) if args.std else None,
+        )
+    except ValueError as exc:
+        print(f"eat audit: {exc}", file=sys.stderr)
+        return 2
+    source = args.data
+    name, data_dir = (source, args.data_dir)
+    if Path(source).is_dir():
+        name, data_dir = "folder", source
+    size = int(meta["input_size"])
+    _, test = load_dataset(
+        name, "standard", data_dir, False, image_size=size, channels=meta["channels"]
+    )
+    test = stratified_slice(test, args.max_images, seed=0) if args.max_images else test
+    surrogate = None
+    if args.surrogate:
+        surrogate, _ = load_audited_model(args.surrogate, size, meta["channels"])
+    strengths = ("standard", "strong") if args.strength == "both" else (args.strength,)
+    label = Path(args.model.rstrip("/")).name.replace(":", "-")
+    out = Path(args.out) if args.out else Path("results/audit") / label
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    card = run_audit(
+        model,
+        test,
+        input_size=size,
+        strengths=strengths,
+        surrogate=surrogate,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    record = {
+        "model": args.model,
+        "format": meta["format"],
+        "fingerprint": meta.get("fingerprint"),
+        "data": source,
+        "surrogate": args.surrogate,
+        "threads": args.threads,
+        **card,
+        "audit_wall_s": round(time.perf_counter() - started, 1),
+        "provenance": provenance(),
+    }
+    write_json(out / "audit.json", record)
+    (out / "audit.md").write_text(markdown(card, label, record["provenance"]))
+    plots = plot(card, out, label)
+    print("\n".join(summary_lines(card, label)))
+    print(f"\ncard written to {out}/audit.md ({', '.join(p.name for p in plots)}, audit.json)")
+    return 0
+
+
 def _add_test_set_flags(p: argparse.ArgumentParser, max_test_help: str) -> None:
     """The flags that pick the test set a checkpoint is scored on (eval and attack)."""
     p.add_argument("--dataset", default=None, help="override the dataset stored in the checkpoint")
@@ -405,6 +469,64 @@ def register(sub: argparse._SubParsersAction) -> None:
         "seed of random starts, attacked subset, targets and k-means",
     )
     p.set_defaults(func=_cmd_attack)
+
+    p = sub.add_parser(
+        "audit",
+        help="a robustness card for any embedding model (ERS, clustering attack, strong)",
+        description="Audit any embedding model for retrieval and clustering: clean R@k, mAP@R "
+        "and NMI; RobRank's ten attacks and ERS at RobRank's budget; the clustering attack "
+        "(all images, p 0.1, p 0.3) and ES / QA at the headline eps; an eps sweep; the "
+        "gradient-masking checks; each robust number standard and strong (the per-image worst "
+        "case over PGD, PGD with restarts and APGD-100). Writes audit.json, audit.md and plots.",
+    )
+    p.add_argument(
+        "model",
+        help="an 'eat train' checkpoint directory, a TorchScript file (.pt/.pth/.ts), a "
+        "torch.export program (.pt2), or module:function, a factory returning an nn.Module "
+        "(this imports and RUNS that code: audit only factories you trust)",
+    )
+    p.add_argument(
+        "--data",
+        default="fashion-mnist",
+        help="fashion-mnist, an image folder (root/class/*.jpg), or cub200 / cars196 / inshop "
+        "under --data-dir; its test split is used (default: %(default)s)",
+    )
+    p.add_argument("--data-dir", default=None, help="where the data is (see 'eat train --help')")
+    p.add_argument(
+        "--max-images",
+        type=int,
+        default=2000,
+        help="audit a stratified slice of this many test images (0: all; default: %(default)s)",
+    )
+    p.add_argument(
+        "--strength",
+        default="both",
+        choices=("standard", "strong", "both"),
+        help="which evaluations to run (default: %(default)s)",
+    )
+    p.add_argument("--input-size", type=int, default=None, help="foreign models: input side length")
+    p.add_argument("--channels", type=int, default=None, help="foreign models: input channels")
+    p.add_argument(
+        "--mean",
+        type=float,
+        nargs="+",
+        default=None,
+        help="foreign models: per-channel mean subtracted inside (default: none, [0, 1] input)",
+    )
+    p.add_argument(
+        "--std", type=float, nargs="+", default=None, help="foreign models: per-channel std"
+    )
+    p.add_argument(
+        "--surrogate",
+        default=None,
+        help="a model to craft transfer attacks on, for the masking check (default: none)",
+    )
+    add_run_flags(
+        p,
+        "output folder (default: results/audit/<model name>)",
+        "seed of random starts, targets and k-means",
+    )
+    p.set_defaults(func=_cmd_audit)
 
 
 def build_parser(registrars=()) -> argparse.ArgumentParser:

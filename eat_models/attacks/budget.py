@@ -26,7 +26,7 @@ ROBRANK_STEPS = 32
 #: APGD's iterations in the strong evaluation (Croce & Hein 2020; AutoAttack's default)
 APGD_ITERATIONS = 100
 #: PGD restarts in the strong evaluation
-STRONG_RESTARTS = 3
+STRONG_RESTARTS = 2
 #: random target draws of the clustering attack in the strong evaluation
 STRONG_TARGET_DRAWS = 3
 
