@@ -433,6 +433,7 @@ class Bench:
         fraction: float = 1.0,
         surrogate: str | None = None,
         seed: int | None = None,
+        strength: str = "standard",
     ) -> dict:
         seed = self.profile.seed if seed is None else seed
         key = evaluation_key(
@@ -443,6 +444,7 @@ class Bench:
             fraction=fraction,
             transfer_from=surrogate,
             seed=None if seed == self.profile.seed else seed,
+            strength=strength,
         )
 
         def run() -> dict:
@@ -457,6 +459,7 @@ class Bench:
                 seed=seed,
                 surrogate=sur,
                 progress=self.progress,
+                strength=strength,
             )
 
         return self.evaluate(name, key, run, needs=(surrogate,))
@@ -494,6 +497,23 @@ class Bench:
             self.attack(name, attack, HEADLINE_EPS, p.masking_steps)
             self.attack(name, attack, HEADLINE_EPS, p.eval_steps, restarts=p.masking_restarts)
             self.attack(name, attack, HEADLINE_EPS, p.eval_steps, surrogate="vanilla")
+
+    def strong_checks(self, name: str) -> None:
+        """The headline ES and CA under the strong evaluation (worst case over PGD, PGD
+        with restarts, APGD-100 and target draws): the decisive rows' ``strong`` column."""
+        for attack in ("es", "ca"):
+            self.attack(name, attack, HEADLINE_EPS, self.profile.eval_steps, strength="strong")
+
+    def decisive_rows(self) -> list[str]:
+        """The rows the decisive comparison rests on: the best EAT, the best single model at
+        EAT's compute, and the triplet pair."""
+        names = (
+            self.best_eat(),
+            self.best_single_equal_compute(),
+            "eat-triplet",
+            "pgd-at-triplet-eqc",
+        )
+        return [n for n in dict.fromkeys(names) if n and self.load_row(n)]
 
     def best_baseline(self) -> str | None:
         """The adapted baseline with the highest NMI under the headline clustering attack."""
@@ -631,6 +651,8 @@ class Bench:
                 self.masking_checks(name)
                 # a checkpoint remade with other weights (older code) lost its evaluations
                 self.headline(name)
+        for name in self.decisive_rows():
+            self.strong_checks(name)
         if seeds:
             self.run_seeds(seeds, seed_rows)
         wall = time.perf_counter() - started
@@ -700,10 +722,8 @@ def ship_models(
             raise FileNotFoundError(f"{src} has not been trained")
         record = json.loads((out / "rows" / f"{name}.json").read_text())
         ev = record["evals"]
-        steps = next(
-            p["steps"]
-            for p in map(parse_evaluation_key, ev)
-            if p and p["attack"] == "ca" and p["eps"] == HEADLINE_EPS
+        steps = min(  # the headline steps: the fewest stored at the headline eps
+            p["steps"] for p in map(parse_evaluation_key, ev) if p and p["eps"] == HEADLINE_EPS
         )
         es_key, ca_key = (evaluation_key(a, HEADLINE_EPS, steps) for a in ("es", "ca"))
         lines.append(

@@ -108,6 +108,8 @@ class Attack:
     suite: tuple[str, ...] = ()
     #: the headline metric of the attack's scores (what a one-line summary shows)
     headline: str = "recall@1"
+    #: whether the attack reads ``AttackSet.neighbours`` (the query attack's k)
+    uses_neighbours: bool = False
     #: +1 when a higher headline means a more robust model, −1 when lower does
     robust_direction: int = 1
 

@@ -230,7 +230,7 @@ def evaluate_attack(
         "runs": [describe(run) for run in runs],
         "fraction": fraction,
         "seed": seed,
-        "neighbours": k if attack == "qa" else None,
+        "neighbours": k if spec.uses_neighbours else None,
         "transfer": surrogate is not None,
         "images": n,
         "attacked_images": len(rows),

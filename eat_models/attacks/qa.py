@@ -58,6 +58,7 @@ class QueryAttack(Attack):
     label = "retrieval query attack (QA)"
     summary = "push each query from its clean same-class top-k gallery neighbours"
     needs = ("labels", "gallery", "gallery_labels")
+    uses_neighbours = True
 
     def targets(self, s: AttackSet) -> dict[str, torch.Tensor]:
         gallery = torch.as_tensor(s.gallery).to(s.clean)
