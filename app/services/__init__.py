@@ -17,7 +17,7 @@ from .clustering import ClusterService
 from .examples import EXAMPLES_DIR, example_paths
 from .gallery import Resources
 from .projection import small_sets_warm
-from .report import DEFAULT_RESULTS_DIR, Report, load_report
+from .report import DEFAULT_RESULTS_DIR, Report, audit_names, load_audit, load_report
 from .search import SearchService
 from .uploads import UploadError, load_image
 
@@ -43,6 +43,17 @@ class Services:
 
     def report(self) -> Report:
         return load_report(self.results_dir)
+
+    @property
+    def audit_dir(self) -> Path:
+        """Where ``eat audit`` writes its cards: ``results/audit`` beside the benchmark's."""
+        return Path(self.results_dir).parent / "audit"
+
+    def audits(self) -> list[str]:
+        return audit_names(self.audit_dir)
+
+    def audit_report(self, name: str) -> Report:
+        return load_audit(self.audit_dir, name)
 
     def status(self) -> dict:
         """Gallery size, models and whether UMAP is warm — for the header and the API."""

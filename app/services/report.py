@@ -1,7 +1,8 @@
-"""The robustness report: the benchmark's table and plots, read from its results folder.
+"""The robustness reports: the benchmark's table and plots, and ``eat audit``'s cards.
 
-``eat bench`` writes ``results/fashion-mnist/results.md`` and ``*.png`` plots. They are
-read here and handed over as text and PIL images (never served as files).
+``eat bench`` writes ``results/fashion-mnist/results.md`` and ``*.png`` plots; ``eat audit``
+writes ``results/audit/NAME/audit.md`` and its plots. They are read here and handed over
+as text and PIL images (never served as files).
 """
 
 from __future__ import annotations
@@ -34,10 +35,30 @@ class Report:
     found: bool = False
 
 
-def load_report(results_dir: str | os.PathLike | None = None) -> Report:
-    """The benchmark report in ``results_dir`` or the "no results yet" message."""
+def audit_names(audit_dir: str | os.PathLike) -> list[str]:
+    """The audits (folders holding an ``audit.md``) under ``audit_dir``, sorted."""
+    directory = Path(audit_dir)
+    if not directory.is_dir():
+        return []
+    return sorted(p.name for p in directory.iterdir() if (p / "audit.md").is_file())
+
+
+def load_audit(audit_dir: str | os.PathLike, name: str) -> Report:
+    """The card of audit ``name`` (one of :func:`audit_names`, nothing outside them)."""
+    names = audit_names(audit_dir)
+    if name not in names:
+        listed = ", ".join(names) or "none yet: run 'eat audit MODEL'"
+        raise ValueError(f"unknown audit {name!r}; audits: {listed}")
+    return load_report(Path(audit_dir) / name, table_name="audit.md")
+
+
+def load_report(
+    results_dir: str | os.PathLike | None = None, table_name: str = "results.md"
+) -> Report:
+    """The report in ``results_dir`` (its ``table_name`` and plots) or the "no results yet"
+    message."""
     directory = Path(results_dir) if results_dir is not None else DEFAULT_RESULTS_DIR
-    table = directory / "results.md"
+    table = directory / table_name
     plots = []
     for path in sorted(directory.glob("*.png"))[:MAX_PLOTS] if directory.is_dir() else []:
         try:

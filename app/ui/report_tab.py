@@ -1,4 +1,5 @@
-"""The Robustness report tab: the benchmark table and plots from the results folder."""
+"""The Robustness report tab: the benchmark table and plots from the results folder, or
+one of ``eat audit``'s robustness cards."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from .common import UI
 
 
 def build(ui: UI, demo: gr.Blocks) -> None:
+    benchmark = "benchmark (eat bench)"
     with gr.Tab("Robustness report", id="report", elem_id="tab-report"):
+        pick = gr.Dropdown(
+            [benchmark, *ui.services.audits()],
+            value=benchmark,
+            label="Report: the benchmark, or a robustness card written by 'eat audit'",
+            elem_id="report-pick",
+        )
         text = gr.Markdown(elem_id="report-text")
         plots = gr.Gallery(
             label="Benchmark plots (click one to enlarge)",
@@ -32,4 +40,22 @@ def build(ui: UI, demo: gr.Blocks) -> None:
         outputs=[text, plots],
         api_name="report",
         api_description="The benchmark table and plots from results/fashion-mnist/.",
+    )
+
+    def chosen(name: str):
+        if name == benchmark:
+            return report()
+        try:
+            rep = ui.services.audit_report(name)
+        except ValueError as exc:
+            raise gr.Error(str(exc), title="No such report") from None
+        return rep.markdown, gr.update(value=rep.plots or None, visible=bool(rep.plots))
+
+    pick.change(
+        chosen,
+        inputs=pick,
+        outputs=[text, plots],
+        api_name="audit_report",
+        api_description="An 'eat audit' robustness card from results/audit/NAME/ (or the "
+        "benchmark), by name.",
     )

@@ -15,7 +15,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "assets" / "examples").glob("*.*"))
-PUBLIC = {"/search", "/cluster", "/attack", "/report", "/status"}
+PUBLIC = {"/search", "/cluster", "/attack", "/report", "/audit_report", "/status"}
 
 
 def _example(name: str) -> str:
@@ -159,6 +159,12 @@ def test_attack_on_an_upload(client):
 def test_report_without_results_says_how_to_get_them(client):
     text, plots = client.predict(api_name="/report")
     assert "eat bench" in text
+
+
+def test_an_unknown_audit_is_refused_by_name(client):
+    _expect_error(
+        lambda: client.predict("../../etc", api_name="/audit_report"), "unknown audit", "eat audit"
+    )
 
 
 def _expect_error(call, *needles):

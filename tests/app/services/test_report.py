@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 
-from app.services.report import load_report
+from app.services.report import audit_names, load_audit, load_report
 
 
 def test_report_without_results_says_how_to_get_them(tmp_path):
@@ -21,3 +22,23 @@ def test_report_reads_table_and_plots(tmp_path, bad_files):
     report = load_report(tmp_path)
     assert report.found and "| eat | 0.8 |" in report.markdown and "![x]" not in report.markdown
     assert [caption for _, caption in report.plots] == ["nmi vs eps"]
+
+
+def test_audit_cards_are_listed_and_loaded_by_name_only(tmp_path):
+    card = tmp_path / "audit" / "vanilla"
+    card.mkdir(parents=True)
+    (card / "audit.md").write_text(
+        "# Robustness card: vanilla\n\n![plot](eps_sweep.png)\nERS 3.8\n"
+    )
+    Image.new("RGB", (20, 10), "white").save(card / "eps_sweep.png")
+    (tmp_path / "audit" / "empty").mkdir()
+    (tmp_path / "secret.md").write_text("not a card")
+    assert audit_names(tmp_path / "audit") == ["vanilla"]
+    report = load_audit(tmp_path / "audit", "vanilla")
+    assert report.found and report.markdown.startswith("# Robustness card: vanilla")
+    assert "![plot]" not in report.markdown and "ERS 3.8" in report.markdown
+    assert [caption for _, caption in report.plots] == ["eps sweep"]
+    for bad in ("empty", "..", "../secret", "missing"):
+        with pytest.raises(ValueError, match="unknown audit"):
+            load_audit(tmp_path / "audit", bad)
+    assert audit_names(tmp_path / "nowhere") == []
