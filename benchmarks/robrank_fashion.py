@@ -21,7 +21,16 @@ images) and a resume point after each epoch, so a killed run continues where it 
 (``eat train --resume``); rows run in the order that decides first: the fidelity
 anchors and EAT, then PGD-AT, then the rest.
 
+Evaluation (``evaluate``): clean metrics on the whole 10k test set (RobRank's), then on a
+stratified 2,000-image slice (query set = gallery, as every attack here) RobRank's ten
+attacks and ERS at ε 77/255 with 32 steps, the clustering attack at ε 0.1 and 77/255 (all
+images and p 0.1), ES / QA at ε 0.1, the ε sweep and the masking checks (``eat audit``'s
+card), ``strong`` for the decisive rows. ``report`` writes ``OUT/results.md``: our rows
+beside RobRank's published ones.
+
     python -m benchmarks.robrank_fashion train [--rows ROW ...] [--threads 1]
+    python -m benchmarks.robrank_fashion evaluate [--rows ROW ...]
+    python -m benchmarks.robrank_fashion report
     python -m benchmarks.robrank_fashion time-steps
 """
 
@@ -37,6 +46,7 @@ from pathlib import Path
 
 from eat_models.files import write_json
 from eat_models.provenance import provenance
+from eat_models.resume import read_progress
 from eat_models.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -103,6 +113,18 @@ ROWS = (
 )
 
 
+#: RobRank's published Fashion-MNIST rows, triplet loss (../shared/REFERENCES.md)
+PUBLISHED = {
+    "vanilla": {"recall@1": 0.876, "map": 0.849, "nmi": 0.778, "ers": 4.5},
+    "est": {"recall@1": 0.786, "map": 0.646, "nmi": 0.649, "ers": 36.4},
+    "act": {"recall@1": 0.794, "map": 0.716, "nmi": 0.696, "ers": 67.7},
+    "hm": {"recall@1": 0.880, "map": 0.856, "nmi": 0.772, "ers": 83.9},
+}
+#: rows evaluated under the strong worst case too
+DECISIVE = ("vanilla", "hm", "eat", "pgd-at")
+ATTACK_IMAGES = 2000
+
+
 def row_config(row: ProtocolRow, out: Path, threads: int, seed: int = 0) -> TrainConfig:
     fields = {**PROTOCOL, "defense": row.defense, **row.overrides, "seed": seed}
     name = row.name if seed == 0 else f"{row.name}-s{seed}"
@@ -138,6 +160,136 @@ def train_rows(
                     "provenance": provenance(),
                 },
             )
+
+
+def evaluate_rows(rows: list[ProtocolRow], out: Path, threads: int, progress: bool = True) -> None:
+    """Evaluate each trained row (see the module docstring) into ``OUT/eval/ROW.json``."""
+    import torch
+
+    from eat_models.attacks import AttackBudget, evaluate_attack
+    from eat_models.audit import run_audit
+    from eat_models.checkpoint import load_model
+    from eat_models.data import load_fashion_mnist, stratified_slice
+    from eat_models.evaluate import evaluate_model
+
+    torch.set_num_threads(threads)
+    _, test = load_fashion_mnist("standard")
+    subset = stratified_slice(test, ATTACK_IMAGES, seed=0)
+    for row in rows:
+        run = out / "runs" / row.name
+        record_path = out / "eval" / f"{row.name}.json"
+        if not (run / "config.json").is_file():
+            log.info("%s: not trained yet", row.name)
+            continue
+        model = load_model(run)
+        if record_path.is_file():
+            stored = json.loads(record_path.read_text())
+            if stored.get("fingerprint") == model.meta["fingerprint"]:
+                log.info("%s: evaluated already", row.name)
+                continue
+        started = time.perf_counter()
+        strengths = ("standard", "strong") if row.name in DECISIVE else ("standard",)
+        clean = evaluate_model(model, test, progress=progress)
+        card = run_audit(
+            model,
+            subset,
+            input_size=28,
+            strengths=strengths,
+            progress=progress,
+            surrogate=load_model(out / "runs" / "vanilla") if row.name != "vanilla" else None,
+        )
+        robrank_eps = {}
+        for strength in strengths:
+            for fraction in (1.0, 0.1):
+                result = evaluate_attack(
+                    model,
+                    subset,
+                    "ca",
+                    AttackBudget(ROBRANK_EPS, ROBRANK_ATTACK_STEPS, ROBRANK_STEP),
+                    fraction=fraction,
+                    strength=strength,
+                    progress=progress,
+                )
+                robrank_eps[f"{strength}/p{fraction:g}"] = result["attacked"]
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(
+            record_path,
+            {
+                "row": row.name,
+                "fingerprint": model.meta["fingerprint"],
+                "clean_10k": clean,
+                "card": card,
+                "ca_at_robrank_eps": robrank_eps,
+                "attack_images": ATTACK_IMAGES,
+                "device": "cpu",
+                "wall_s": round(time.perf_counter() - started, 1),
+                "command": " ".join(sys.argv),
+                "provenance": provenance(),
+            },
+        )
+
+
+def report(out: Path) -> str:
+    """``OUT/results.md``: every trained row, its training, clean and robust numbers, beside
+    RobRank's published rows."""
+    lines = [
+        "# RobRank's Fashion-MNIST protocol",
+        "",
+        "Written by `python -m benchmarks.robrank_fashion report` from `train/*.json` and "
+        "`eval/*.json`. Clean R@1 / mAP@R / NMI on the 10k test set; attacks on a stratified "
+        f"{ATTACK_IMAGES}-image slice (query set = gallery), ERS at ε 77/255, 32 steps of "
+        "3/255 from the clean image; CA-clu: the clustering attack (random target clusters), "
+        "PGD-20 at ε 0.1 and PGD-32 at ε 77/255. `—`: not measured yet. Every row ran on the "
+        "CPU.",
+        "",
+        "| row | epochs | train wall | clean R@1 | mAP@R | NMI | ERS | ERS strong "
+        "| CA-clu NMI ε 0.1 | CA-clu NMI ε 0.1 strong | CA-clu NMI ε 0.302 "
+        "| CA-clu NMI ε 0.302, p 0.1 "
+        "| RobRank R@1 / NMI / ERS |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in ROWS:
+        train_path = out / "train" / f"{row.name}.json"
+        progress = read_progress(out / "runs" / row.name)
+        eval_path = out / "eval" / f"{row.name}.json"
+        if train_path.is_file():
+            t = json.loads(train_path.read_text())["train"]
+            epochs, wall = f"{len(t['history'])}/{t['epochs']}", f"{t['train_wall_s']:.0f} s"
+        elif progress is not None:
+            done, total = progress["epoch"], progress["config"]["epochs"]
+            epochs, wall = f"{done}/{total} (running)", f"{progress['train_wall_s']:.0f} s"
+        else:
+            continue
+        cells = ["—"] * 9
+        if eval_path.is_file():
+            e = json.loads(eval_path.read_text())
+            card, strengths = e["card"], e["card"]["strengths"]
+            c = e["clean_10k"]
+            fmt = lambda v: f"{v:.3f}"  # noqa: E731
+            headline = lambda s: s["headline"]["ca/p1"]["attacked"]["nmi"]  # noqa: E731
+            cells = [
+                fmt(c["recall@1"]),
+                fmt(c["map@r"]),
+                fmt(c["nmi"]),
+                f"{strengths['standard']['ers']:.1f}",
+                f"{strengths['strong']['ers']:.1f}" if "strong" in strengths else "—",
+                fmt(headline(strengths["standard"])),
+                fmt(headline(strengths["strong"])) if "strong" in strengths else "—",
+                fmt(e["ca_at_robrank_eps"]["standard/p1"]["nmi"]),
+                fmt(e["ca_at_robrank_eps"]["standard/p0.1"]["nmi"]),
+            ]
+            del card
+        published = PUBLISHED.get(row.name)
+        ref = (
+            f"{published['recall@1']:.3f} / {published['nmi']:.3f} / {published['ers']:.1f}"
+            if published
+            else "—"
+        )
+        lines.append(f"| {row.name} | {epochs} | {wall} | " + " | ".join(cells) + f" | {ref} |")
+    lines += ["", "Rows: " + "; ".join(f"**{r.name}**: {r.description}" for r in ROWS) + "."]
+    text = "\n".join(lines) + "\n"
+    (out / "results.md").write_text(text)
+    return text
 
 
 def time_steps(threads: int, steps: int = 12) -> dict:
@@ -177,6 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("evaluate", help="evaluate the trained rows (clean, ERS, CA-clu, strong)")
+    p.add_argument("--rows", nargs="+", default=None, help="only these rows (default: all)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("report", help="write OUT/results.md from the stored rows")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
     p = sub.add_parser("time-steps", help="time one step of vanilla/HM, SmallCNN vs rc2f2")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -198,11 +357,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps(timings, indent=2))
         return 0
+    if args.command == "report":
+        print(report(args.out))
+        return 0
     by_name = {r.name: r for r in ROWS}
     unknown = [r for r in args.rows or [] if r not in by_name]
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {list(by_name)}")
     rows = [by_name[r] for r in args.rows] if args.rows else list(ROWS)
+    if args.command == "evaluate":
+        evaluate_rows(rows, args.out, args.threads, progress=not args.quiet)
+        print(report(args.out))
+        return 0
     train_rows(rows, args.out, args.threads, tuple(args.seeds), progress=not args.quiet)
     return 0
 

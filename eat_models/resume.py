@@ -119,6 +119,17 @@ def save_resume_point(out: str | Path, state: dict) -> Path:
     return directory
 
 
+def read_progress(out: str | Path) -> dict | None:
+    """How far a run got, from its resume point's JSON alone (no tensors read): ``epoch``,
+    ``steps``, ``train_wall_s``, ``history`` and the run's ``config``; None without one."""
+    path = resume_dir(out) / "state.json"
+    if not path.is_file():
+        return None
+    fields = dict(json.loads(path.read_text())["state"]["__dict__"])
+    keys = ("epoch", "steps", "train_wall_s", "history", "config")
+    return {key: _unflatten(fields[key], {}) for key in keys}
+
+
 def load_resume_point(out: str | Path, config: dict) -> dict | None:
     """The state saved by :func:`save_resume_point` under ``out`` (None when there is none).
 

@@ -139,6 +139,61 @@ def foundation_block() -> str:
     return "\n".join(lines)
 
 
+AUDITED = ("vanilla", "baseline", "eat")
+
+
+def audit_block() -> str | None:
+    """PGD-20 (standard) against strong for the shipped models, from
+    results/audit/*/audit.json (written by scripts/audit_shipped.sh, i.e. eat audit)."""
+    folder = REPO / "results" / "audit"
+    cards = {}
+    for name in AUDITED:
+        path = folder / name / "audit.json"
+        if not path.is_file():
+            return None
+        cards[name] = json.loads(path.read_text())
+    lines = [
+        "| model | clean R@1 | clean NMI | ES R@1 standard → strong | QA R@1 standard → strong "
+        "| CA-clu NMI standard → strong | CA-clu NMI p 0.1 | ERS standard → strong "
+        "| masking checks | audit wall | load average |",
+        "|---|" + "---:|" * 9 + "---:|",
+    ]
+    for name, card in cards.items():
+        std, strong = card["strengths"]["standard"], card["strengths"]["strong"]
+
+        def pair(key, metric, std=std, strong=strong):
+            a = std["headline"][key]["attacked"][metric]
+            b = strong["headline"][key]["attacked"][metric]
+            return f"{a:.3f} → {b:.3f}"
+
+        passed = sum(m["passed"] for m in card["masking"])
+        cells = [
+            f"{card['clean']['recall@1']:.3f}",
+            f"{card['clean']['nmi']:.3f}",
+            pair("es", "recall@1"),
+            pair("qa", "recall@1"),
+            pair("ca/p1", "nmi"),
+            pair("ca/p0.1", "nmi"),
+            f"{std['ers']:.1f} → {strong['ers']:.1f}",
+            f"{passed}/{len(card['masking'])}",
+            f"{card['audit_wall_s']:.0f} s",
+            f"{card['provenance']['load_average'][0]:.2f}",
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    first = cards[AUDITED[0]]
+    prov, eb, hb = first["provenance"], first["ers_budget"], first["headline_budget"]
+    lines += [
+        "",
+        f"`bash scripts/audit_shipped.sh` (`eat audit MODEL --max-images {first['images']}`), "
+        f"commit `{prov['commit'][:12]}`, {prov['date']}, {first['threads']} threads. "
+        f"Headline attacks at ε {hb['eps']:g}, PGD-{hb['steps']}; ERS at RobRank's budget "
+        f"(ε {eb['eps']:.4g}, {eb['steps']} steps of {eb['step_size']:.4g}). Strong: per-image "
+        "worst case over the standard run, PGD with 2 random restarts and APGD-100 (the "
+        "clustering attack also over 3 target draws). Cards: `results/audit/*/audit.md`.",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check, do not write")
@@ -188,6 +243,9 @@ def main() -> int:
         updated = replace_block(
             updated, "milvus-table", first_table(text) + "\n\n" + text.splitlines()[2]
         )
+    audits = audit_block()
+    if audits is not None:
+        updated = replace_block(updated, "audit-table", audits)
     loadcheck = json.loads((REPO / "results/app/loadcheck.json").read_text())
     updated = replace_block(updated, "loadcheck", loadcheck_block(loadcheck))
     if args.check:
