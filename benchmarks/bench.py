@@ -764,6 +764,14 @@ def add_bench_command(sub) -> None:
         help="the same pipeline on a small slice with tiny budgets (minutes, not hours)",
     )
     p.add_argument(
+        "--profile",
+        choices=("full", "quick", "robrank-fashion"),
+        default=None,
+        help="full (default), quick (= --quick), or robrank-fashion: RobRank's Fashion-MNIST "
+        "protocol (triplet loss, Adam 1e-3, 16 epochs, eps 77/255; benchmarks/robrank_fashion.py),"
+        " trained and evaluated row by row and epoch by epoch, resumable",
+    )
+    p.add_argument(
         "--only",
         nargs="+",
         metavar="ROW",
@@ -845,7 +853,17 @@ def add_bench_command(sub) -> None:
 
 def _cmd_bench(args) -> int:
     torch.set_num_threads(args.threads)
-    profile = PROFILES["quick" if args.quick else "full"]
+    if args.profile == "robrank-fashion":
+        from . import robrank_fashion
+
+        out = Path(args.out or robrank_fashion.DEFAULT_OUT)
+        rows = [r for r in robrank_fashion.ROWS if not args.only or r.name in args.only]
+        seeds = (0, *(args.seeds or ()))
+        robrank_fashion.train_rows(rows, out, args.threads, seeds, progress=not args.quiet)
+        robrank_fashion.evaluate_rows(rows, out, args.threads, progress=not args.quiet)
+        print(robrank_fashion.report(out))
+        return 0
+    profile = PROFILES["quick" if args.quick or args.profile == "quick" else "full"]
     overrides = {}
     if args.max_train is not None:
         overrides["max_train"] = args.max_train
