@@ -842,6 +842,12 @@ def add_bench_command(sub) -> None:
         "compute); default: eat, best-eqc, at-ensemble, hm",
     )
     p.add_argument(
+        "--strong-only",
+        action="store_true",
+        help="only add the strong evaluation (ES and CA at eps 0.1) of the decisive rows whose "
+        "checkpoints are in --runs (never retrains), then rewrite the report",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="train and evaluate nothing: rebuild results.json, results.md and the plots from "
@@ -883,6 +889,16 @@ def _cmd_bench(args) -> int:
     )
     if args.report_only:
         result = bench.write_report(0.0)
+    elif args.strong_only:
+        started = time.perf_counter()
+        for name in bench.decisive_rows():
+            if (runs / name / "config.json").is_file():
+                bench.strong_checks(name)
+            else:
+                log.warning(
+                    "[bench] %s: no checkpoint in %s, its strong column stays empty", name, runs
+                )
+        result = bench.write_report(time.perf_counter() - started)
     else:
         result = bench.run(args.only, args.seeds, args.seed_rows, tuple(args.also))
     if args.ship:

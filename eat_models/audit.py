@@ -256,24 +256,13 @@ def run_audit(
             k: suite_result[k] for k in ("eps", "steps", "step_size", "random_start")
         }
         runs = {}
-        for name in ("es", "qa"):
-            runs[name] = evaluate_attack(
+        plan = [("es", "es", 1.0), ("qa", "qa", 1.0)]
+        plan += [(f"ca/p{fraction:g}", "ca", fraction) for fraction in CLUSTER_FRACTIONS]
+        for key, name, fraction in plan:
+            runs[key] = evaluate_attack(
                 model,
                 dataset,
                 name,
-                headline,
-                seed=seed,
-                strength=strength,
-                embeddings=shared,
-                progress=progress,
-                cache=cache,
-                batch_size=AUDIT_BATCH,
-            )
-        for fraction in CLUSTER_FRACTIONS:
-            runs[f"ca/p{fraction:g}"] = evaluate_attack(
-                model,
-                dataset,
-                "ca",
                 headline,
                 fraction=fraction,
                 seed=seed,
@@ -379,6 +368,37 @@ def _masking_checks(model, dataset, card, headline, shared, surrogate, seed) -> 
                 >= white["attacked"]["recall@1"] - MASKING_TOLERANCE["es_recall@1"],
             }
         )
+    if "strong" in card["strengths"]:
+        strong_es = card["strengths"]["strong"]["headline"]["es"]["attacked"]["recall@1"]
+        half = evaluate_attack(
+            model,
+            dataset,
+            "es",
+            headline.replace(eps=headline.eps / 2),
+            seed=seed,
+            strength="strong",
+            embeddings=shared,
+        )
+        checks.append(
+            {
+                "check": "strong: ES R@1 at ε/2 is no lower than at ε",
+                "values": [half["attacked"]["recall@1"], strong_es],
+                "passed": half["attacked"]["recall@1"]
+                >= strong_es - MASKING_TOLERANCE["es_recall@1"],
+            }
+        )
+        if surrogate is not None:
+            transfer = evaluate_attack(
+                model, dataset, "es", headline, seed=seed, surrogate=surrogate, strength="strong"
+            )
+            checks.append(
+                {
+                    "check": "strong: transfer from the surrogate is weaker than white-box",
+                    "values": [strong_es, transfer["attacked"]["recall@1"]],
+                    "passed": transfer["attacked"]["recall@1"]
+                    >= strong_es - MASKING_TOLERANCE["es_recall@1"],
+                }
+            )
     coverage = gradient_coverage(model, dataset)
     checks.append(
         {"check": "input gradients are non-zero", "values": [coverage], "passed": coverage >= 0.99}

@@ -243,6 +243,10 @@ def main() -> int:
         updated = replace_block(
             updated, "milvus-table", first_table(text) + "\n\n" + text.splitlines()[2]
         )
+    robrank = REPO / "results/robrank-fashion/results.md"
+    if robrank.is_file():
+        text = robrank.read_text()
+        updated = replace_block(updated, "robrank-table", first_table(text))
     audits = audit_block()
     if audits is not None:
         updated = replace_block(updated, "audit-table", audits)

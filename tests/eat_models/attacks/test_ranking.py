@@ -283,36 +283,31 @@ def test_each_objective_is_minus_robranks_loss_and_the_attack_raises_it(tiny, na
 # --------------------------------------------------------------------------- ERS
 
 
+def _scores(ca_pos, ca_neg, qa_pos, qa_neg, tma, shift, es_r, ltm, gtm, gtt) -> dict:
+    """Attacked metrics of the nine ERS attacks, as the attacks report them."""
+    return {
+        "ca_pos": {"prank": ca_pos},
+        "ca_neg": {"prank": ca_neg},
+        "qa_pos": {"prank": qa_pos},
+        "qa_neg": {"prank": qa_neg},
+        "tma": {"cosine": tma},
+        "es": {"embedding_shift": shift, "recall@1": es_r},
+        "ltm": {"recall@1": ltm},
+        "gtm": {"recall@1": gtm},
+        "gtt": {"retain@4": gtt},
+    }
+
+
 def test_ers_against_hand_computed_values():
     """RobRank's vanilla Fashion row (docs/robrank-attacks-spec.md §2): raw scores 1.1, 96.8,
     0.3, 97.8 (percent), TMA 0.990, ES:D 1.604, ES:R 0.1 %, LTM 0 %, GTM 12.6 %, GTT 0 %."""
-    attacked = {
-        "ca_pos": {"prank": 0.011},
-        "ca_neg": {"prank": 0.968},
-        "qa_pos": {"prank": 0.003},
-        "qa_neg": {"prank": 0.978},
-        "tma": {"cosine": 0.990},
-        "es": {"embedding_shift": 1.604, "recall@1": 0.001},
-        "ltm": {"recall@1": 0.0},
-        "gtm": {"recall@1": 0.126},
-        "gtt": {"retain@4": 0.0},
-    }
+    attacked = _scores(0.011, 0.968, 0.003, 0.978, 0.990, 1.604, 0.001, 0.0, 0.126, 0.0)
     terms = ers_terms(attacked)
     hand = [2.2, 3.2, 0.6, 2.2, 1.0, 19.8, 0.1, 0.0, 12.6, 0.0]
     assert list(terms.values()) == pytest.approx(hand, abs=1e-9)
     assert ers(attacked) == pytest.approx(sum(hand) / 10)  # 4.17, RobRank prints 4.2
     # an attack that did nothing: the clean state of a perfect model scores 100 on each term
-    untouched = {
-        "ca_pos": {"prank": 0.5},
-        "ca_neg": {"prank": 0.0},
-        "qa_pos": {"prank": 0.5},
-        "qa_neg": {"prank": 0.0},
-        "tma": {"cosine": 0.0},
-        "es": {"embedding_shift": 0.0, "recall@1": 1.0},
-        "ltm": {"recall@1": 1.0},
-        "gtm": {"recall@1": 1.0},
-        "gtt": {"retain@4": 1.0},
-    }
+    untouched = _scores(0.5, 0.0, 0.5, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0)
     assert ers(untouched) == pytest.approx(100.0)
     with pytest.raises(ValueError, match="ERS needs the attacks gtt"):
         ers({k: v for k, v in attacked.items() if k != "gtt"})
