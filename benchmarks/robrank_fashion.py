@@ -120,8 +120,8 @@ PUBLISHED = {
     "act": {"recall@1": 0.794, "map": 0.716, "nmi": 0.696, "ers": 67.7},
     "hm": {"recall@1": 0.880, "map": 0.856, "nmi": 0.772, "ers": 83.9},
 }
-#: rows evaluated under the strong worst case too
-DECISIVE = ("vanilla", "hm", "eat", "pgd-at")
+#: rows evaluated under the strong worst case too (vanilla is broken by the standard run)
+DECISIVE = ("hm", "eat", "pgd-at")
 ATTACK_IMAGES = 2000
 
 
