@@ -150,8 +150,10 @@ def serve(args: argparse.Namespace) -> int:
     from index import SearchIndexError
 
     from .services import build_services
-    from .services.gallery import GalleryIndexError, ModelsNotFoundError, load_resources
+    from .services.gallery import load_resources
+    from .services.models import ModelsNotFoundError
     from .services.projection import start_warm_up
+    from .services.sources import GalleryIndexError
 
     torch.set_num_threads(max(1, args.threads))
     try:

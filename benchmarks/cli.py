@@ -1,5 +1,5 @@
 """The ``eat`` commands that measure rather than serve: ``eat bench``, ``eat speed`` and
-``eat index bench`` (registered on the console script by :mod:`app.cli`)."""
+``eat index bench`` (registered on the console script by :mod:`eat_command`)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``bench`` and ``speed``, and ``bench`` under ``index`` when that command exists."""
-    from .bench import add_bench_command
     from .index_bench import add_bench_arguments
+    from .robustness.cli import add_bench_command
 
     add_bench_command(sub)
     p = sub.add_parser(

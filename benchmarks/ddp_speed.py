@@ -61,14 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         single_out = Path(tmp) / "single"
         single_threads = str(args.threads * args.ranks)
         wall = _run(
-            [sys.executable, "-m", "app.cli", "train", *common, "--threads", single_threads,
+            [sys.executable, "-m", "eat_command", "train", *common, "--threads", single_threads,
              "--out", str(single_out)]
         )  # fmt: skip
         runs["1 process"] = (single_out, wall, int(single_threads))
         ddp_out = Path(tmp) / "ddp"
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         wall = _run(
-            [*torchrun, f"--nproc_per_node={args.ranks}", "-m", "app.cli", "train", *common,
+            [*torchrun, f"--nproc_per_node={args.ranks}", "-m", "eat_command", "train", *common,
              "--threads", str(args.threads), "--out", str(ddp_out)]
         )  # fmt: skip
         runs[f"torchrun {args.ranks} ranks"] = (ddp_out, wall, args.threads)

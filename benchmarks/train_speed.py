@@ -34,6 +34,7 @@ from torch import nn
 
 from eat_models.data import load_fashion_mnist, stratified_slice
 from eat_models.defenses import Batch, build_defense
+from eat_models.defenses.base import DEFAULT_TRAIN_EPS
 from eat_models.files import write_json
 from eat_models.losses import MetricLoss
 from eat_models.networks import build_network
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             "width": args.width,
             "batch": "10 x 16",
             "train_steps": 5,
-            "train_eps": 0.1,
+            "train_eps": DEFAULT_TRAIN_EPS,
             "threads": args.threads,
             "timed_steps": args.steps,
         },

@@ -26,7 +26,9 @@ from eat_models.attacks import evaluation_key
 from eat_models.provenance import provenance
 
 from . import command_parser
-from .bench import HEADLINE_EPS, PROFILES, Bench, Row
+from .robustness.profiles import HEADLINE_EPS, HIGH_EPS, PROFILES
+from .robustness.rows import Row
+from .robustness.runner import Bench
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +180,7 @@ def _evaluate_entry(
     bench.clean(name)
     bench.attack(name, "es", HEADLINE_EPS, profile.eval_steps)
     bench.attack(name, "ca", HEADLINE_EPS, profile.eval_steps)
-    bench.attack(name, "ca", 0.2, profile.eval_steps)
+    bench.attack(name, "ca", HIGH_EPS, profile.eval_steps)
     log.info("[tune] %s finished in %.0f s", name, time.perf_counter() - started)
     return bench.load_row(name)
 
@@ -222,7 +224,7 @@ def summarise(name: str, record: dict) -> dict:
         "clean_nmi": clean["nmi"],
         "es_r1": ev[evaluation_key("es", HEADLINE_EPS, steps)]["attacked"]["recall@1"],
         "ca_nmi": ev[evaluation_key("ca", HEADLINE_EPS, steps)]["attacked"]["nmi"],
-        "ca_nmi_eps0.2": ev[evaluation_key("ca", 0.2, steps)]["attacked"]["nmi"],
+        "ca_nmi_eps0.2": ev[evaluation_key("ca", HIGH_EPS, steps)]["attacked"]["nmi"],
     }
 
 

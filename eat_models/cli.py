@@ -1,6 +1,6 @@
 """Commands of ``eat`` that belong to the library: ``train``, ``eval``, ``attack``.
 
-The console script lives in :mod:`app.cli`, which adds the ``index`` and ``app`` commands.
+The console script lives in :mod:`eat_command`, which adds the ``index`` and ``app`` commands.
 
 Flags of ``eat train`` are generated from :class:`~eat_models.train.TrainConfig`, so each
 default lives in one place and every flag carries its help text.
@@ -93,14 +93,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _checkpoint_test_set(args: argparse.Namespace, meta: dict):
     """``(dataset, split, test set)`` a checkpoint is evaluated on: its own dataset and split
     unless ``--dataset``/``--split`` override them, sliced to ``--max-test`` if given."""
-    from .data import load_dataset, stratified_slice
+    from .data import checkpoint_data, load_dataset, stratified_slice
 
-    dataset = args.dataset or meta.get("dataset", "fashion-mnist")
+    dataset, data_dir = checkpoint_data(meta, args.dataset, args.data_dir)
     split = args.split or meta.get("split", "standard")
     _, test = load_dataset(
         dataset,
         split,
-        args.data_dir,
+        data_dir,
         args.download,
         image_size=meta["input_size"],
         channels=meta["channels"],
@@ -281,7 +281,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     import torch
 
     from .audit import load_audited_model, markdown, plot, run_audit, summary_lines
-    from .data import load_dataset, stratified_slice
+    from .data import checkpoint_data, load_dataset, stratified_slice
     from .provenance import provenance
 
     torch.set_num_threads(args.threads)
@@ -296,10 +296,12 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"eat audit: {exc}", file=sys.stderr)
         return 2
-    source = args.data
-    name, data_dir = (source, args.data_dir)
-    if Path(source).is_dir():
-        name, data_dir = "folder", source
+    if args.data is None:  # an `eat train` checkpoint's own data, where training found it
+        name, data_dir = checkpoint_data(meta, None, args.data_dir)
+    elif Path(args.data).is_dir():
+        name, data_dir = "folder", args.data
+    else:
+        name, data_dir = args.data, args.data_dir
     size = int(meta["input_size"])
     _, test = load_dataset(
         name, "standard", data_dir, False, image_size=size, channels=meta["channels"]
@@ -326,7 +328,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         "model": args.model,
         "format": meta["format"],
         "fingerprint": meta.get("fingerprint"),
-        "data": source,
+        "data": name if name != "folder" else str(data_dir),
+        "data_dir": None if data_dir is None else str(data_dir),
         "surrogate": args.surrogate,
         "threads": args.threads,
         **card,
@@ -487,9 +490,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--data",
-        default="fashion-mnist",
-        help="fashion-mnist, an image folder (root/class/*.jpg), or cub200 / cars196 / inshop "
-        "under --data-dir; its test split is used (default: %(default)s)",
+        default=None,
+        help="a dataset name (fashion-mnist, cub200, cars196, inshop: under --data-dir or "
+        "their default location) or an image folder (root/class/*.jpg); its test split is "
+        "used (default: an 'eat train' checkpoint's own dataset, where training found it; "
+        "fashion-mnist for other models)",
     )
     p.add_argument("--data-dir", default=None, help="where the data is (see 'eat train --help')")
     p.add_argument(

@@ -1,6 +1,6 @@
 """Data-parallel training and embedding under ``torchrun`` (torch.distributed).
 
-``torchrun --nproc_per_node N -m app.cli train …`` (or ``eat train`` started by torchrun)
+``torchrun --nproc_per_node N -m eat_command train …`` (or ``eat train`` started by torchrun)
 sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
 :func:`context` then joins the process group: **gloo** on CPU, **NCCL** on GPU (rank r on
 ``cuda:LOCAL_RANK``). Without those variables everything runs in one process as before.

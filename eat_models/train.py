@@ -25,6 +25,8 @@ from .data import (
     SPLIT_KINDS,
     ClassBalancedBatchSampler,
     ImageDataset,
+    dataset_entry,
+    dataset_names,
     load_dataset,
     stratified_slice,
 )
@@ -68,14 +70,21 @@ class TrainConfig(EATOptions, HMOptions, TradesOptions, AdversarialOptions):
     """
 
     dataset: str = option(
-        "dataset: 'fashion-mnist', 'folder' (an image folder root/class/*.jpg), or the "
-        "paper's 'cub200', 'cars196', 'inshop' in their standard layouts under --data-dir "
-        "(standard splits: CUB/CARS first half of the classes train, In-Shop its lists)",
+        "dataset (eat_models.data registry): "
+        + "; ".join(f"'{n}': {dataset_entry(n).summary}" for n in dataset_names()),
         default="fashion-mnist",
+        choices=dataset_names(),
     )
     data_dir: str | None = option(
-        "where the data is (Fashion-MNIST IDX files, or the image-folder root); "
-        "default: $EAT_DATA_DIR, then /usr/share/datasets/fashion-mnist",
+        "where the data is (the Fashion-MNIST IDX files, the image-folder root, or the "
+        "paper dataset's root); recorded in the checkpoint, so eval/attack/audit find it; "
+        "default: the dataset's default location ("
+        + "; ".join(
+            f"{n}: {dataset_entry(n).default_location}"
+            for n in dataset_names()
+            if not dataset_entry(n).needs_location
+        )
+        + ")",
         default=None,
     )
     download: bool = option(
@@ -509,7 +518,9 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
     if average is not None:
         deployed = [m.cpu() for m in average.averaged]
     meta = {
-        "dataset": train_set.name.split("/")[0],
+        "dataset": config.dataset,
+        # where training found the data, so `eat eval`/`attack`/`audit` find it without flags
+        "data_dir": str(Path(config.data_dir).resolve()) if config.data_dir else None,
         "split": config.split,
         "class_names": list(train_set.class_names),
         "train_classes": sorted(int(c) for c in np.unique(train_set.labels)),

@@ -23,7 +23,14 @@ import torch
 from PIL import Image, ImageOps
 
 from eat_models import images as pipeline
-from eat_models.data import ImageDataset, load_fashion_mnist, scan_image_folder
+from eat_models.data import (
+    PARTS,
+    ImageDataset,
+    load_part,
+    parse_source_spec,
+    scan_image_folder,
+    source_spec_help,
+)
 from eat_models.images import flatten_alpha
 from eat_models.images import (
     preprocess_image as preprocess_image,
@@ -49,11 +56,20 @@ def thumbnail_size_for(meta: Mapping) -> int:
     return min(int(meta["input_size"]), THUMBNAIL_MAX_SIZE)
 
 
-def make_thumbnail(image: Image.Image, size: int, channels: int) -> np.ndarray:
-    """A small ``uint8 [size, size, channels]`` copy of the image (centre-cropped square)."""
+def make_thumbnail(
+    image: Image.Image, size: int, channels: int, *, crop: bool = True
+) -> np.ndarray:
+    """A small ``uint8 [size, size, channels]`` copy of the image (centre-cropped square).
+
+    ``crop=False``: the whole image instead, shrunk to fit inside ``size``×``size`` with its
+    aspect ratio kept (``uint8 [H, W, channels]``; an image already that small keeps its size).
+    The one thumbnail maker: index builds store these, the web app shows them.
+    """
     image = flatten_alpha(image).convert("L" if channels == 1 else "RGB")
-    if image.size != (size, size):
+    if crop and image.size != (size, size):
         image = ImageOps.fit(image, (size, size), Image.BILINEAR)
+    elif not crop and max(image.size) > size:
+        image.thumbnail((size, size), Image.BILINEAR)  # a copy: convert() made one
     arr = np.asarray(image, dtype=np.uint8)
     return arr[:, :, None].copy() if arr.ndim == 2 else arr.copy()
 
@@ -176,17 +192,18 @@ class PILSource(ImageSource):
         return image
 
 
-FASHION_MNIST_SPLITS = ("train", "test")
+def dataset_source(
+    name: str, part: str = "test", data_dir: str | os.PathLike | None = None
+) -> DatasetSource:
+    """A part (``train`` or ``test``) of a registered dataset (:mod:`eat_models.data`)."""
+    return DatasetSource(load_part(name, part, data_dir))
 
 
 def fashion_mnist_source(
     split: str = "test", data_dir: str | os.PathLike | None = None
 ) -> DatasetSource:
     """The Fashion-MNIST ``train`` (60k) or ``test`` (10k) split, from the local IDX files."""
-    if split not in FASHION_MNIST_SPLITS:
-        raise ValueError(f"unknown Fashion-MNIST split {split!r}; choose train or test")
-    train, test = load_fashion_mnist("standard", data_dir)
-    return DatasetSource(train if split == "train" else test)
+    return dataset_source("fashion-mnist", split, data_dir)
 
 
 def folder_source(root: str | os.PathLike) -> FileSource:
@@ -196,20 +213,18 @@ def folder_source(root: str | os.PathLike) -> FileSource:
 
 
 def parse_source(spec: str, data_dir: str | os.PathLike | None = None) -> ImageSource:
-    """A source from a CLI string: ``fashion-mnist:test``, ``fashion-mnist:train``, a folder
+    """A source from a CLI string: a registered dataset's part (``fashion-mnist:test``,
+    ``cub200:train``; ``data_dir`` is where that dataset is), an image folder
     ``root/class/*.jpg``, or one image file."""
-    if spec.startswith("fashion-mnist"):
-        _, _, split = spec.partition(":")
-        return fashion_mnist_source(split or "test", data_dir)
+    parsed = parse_source_spec(spec)
+    if parsed is not None and parsed.dataset == "folder":
+        return folder_source(parsed.location)
+    if parsed is not None:
+        return dataset_source(parsed.dataset, parsed.part, data_dir)
     path = Path(spec)
-    if path.is_dir():
-        return folder_source(path)
     if path.is_file():
         return FileSource([path], name=path.name)
-    raise FileNotFoundError(
-        f"source {spec!r} is neither 'fashion-mnist:train', 'fashion-mnist:test', an image "
-        "folder (root/class_name/*.jpg) nor an image file"
-    )
+    raise FileNotFoundError(f"source {spec!r} is neither {source_spec_help()} nor an image file")
 
 
 _FASHION_REF = re.compile(r"^fashion-mnist/(train|test):(\d+)$")
@@ -232,8 +247,8 @@ def source_from_records(
             names.setdefault(int(r["label"]), str(r["class_name"]))
     matches = [_FASHION_REF.match(ref) for ref in refs]
     if refs and all(matches):
-        train, test = load_fashion_mnist("standard", data_dir)
-        split = {"train": train, "test": test}
+        split = {part: load_part("fashion-mnist", part, data_dir) for part in PARTS}
+        train = split["train"]
         parts = [(m.group(1), int(m.group(2))) for m in matches]
         for (part, row), ref in zip(parts, refs, strict=True):
             if row >= len(split[part]):

@@ -40,6 +40,12 @@ def first_table(markdown: str) -> str:
     return "\n".join(lines)
 
 
+def table_with_provenance(markdown: str) -> str:
+    """The first table of a results file and its provenance line (the third: command, commit,
+    date, load average)."""
+    return first_table(markdown) + "\n\n" + markdown.splitlines()[2]
+
+
 def replace_block(text: str, name: str, body: str) -> str:
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     if start not in text or end not in text:
@@ -194,6 +200,18 @@ def audit_block() -> str | None:
     return "\n".join(lines)
 
 
+#: README block -> (results file, its text as the block), for results a checkout may lack
+OPTIONAL_BLOCKS = {
+    "ood-table": ("results/app/ood.md", table_with_provenance),
+    "train-speed": (
+        "results/speed/train-step.json",
+        lambda text: train_speed_block(json.loads(text)),
+    ),
+    "milvus-table": ("results/index/milvus.md", table_with_provenance),
+    "robrank-table": ("results/robrank-fashion/results.md", first_table),
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check, do not write")
@@ -226,27 +244,9 @@ def main() -> int:
     tuning_v2 = (REPO / "results/fashion-mnist/tuning-12k-v2/results.md").read_text()
     updated = replace_block(updated, "tuning-v2-table", first_table(tuning_v2))
     updated = replace_block(updated, "foundation-table", foundation_block())
-    ood = REPO / "results/app/ood.md"
-    if ood.is_file():
-        ood_text = ood.read_text()
-        updated = replace_block(
-            updated, "ood-table", first_table(ood_text) + "\n\n" + ood_text.splitlines()[2]
-        )
-    speed = REPO / "results/speed/train-step.json"
-    if speed.is_file():
-        updated = replace_block(
-            updated, "train-speed", train_speed_block(json.loads(speed.read_text()))
-        )
-    milvus = REPO / "results/index/milvus.md"
-    if milvus.is_file():
-        text = milvus.read_text()
-        updated = replace_block(
-            updated, "milvus-table", first_table(text) + "\n\n" + text.splitlines()[2]
-        )
-    robrank = REPO / "results/robrank-fashion/results.md"
-    if robrank.is_file():
-        text = robrank.read_text()
-        updated = replace_block(updated, "robrank-table", first_table(text))
+    for name, (path, block) in OPTIONAL_BLOCKS.items():
+        if (REPO / path).is_file():
+            updated = replace_block(updated, name, block((REPO / path).read_text()))
     audits = audit_block()
     if audits is not None:
         updated = replace_block(updated, "audit-table", audits)

@@ -46,7 +46,7 @@ def _run(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
 def test_the_library_imports_no_extra():
     done = _run(
         """
-        import eat_models.train, eat_models.attacks, eat_models.evaluate, index.cli, app.cli
+        import eat_models.train, eat_models.attacks, eat_models.evaluate, index.cli, eat_command
         print([m for m in sys.modules if m.split(".")[0] in {extras!r}])
         """.replace("{extras!r}", repr(EXTRAS)),
         REPO,
@@ -59,7 +59,7 @@ def test_the_library_imports_no_extra():
 def test_train_eval_and_attack_run_without_the_extras(tmp_path):
     done = _run(
         """
-        from app.cli import main
+        from eat_command import main
         run = ["--out", "run"]
         assert main(["train", "--max-train", "300", "--epochs", "1", "--width", "8",
                      "--quiet", *run]) == 0

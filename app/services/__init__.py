@@ -10,22 +10,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from .attack_lab import AttackLab
 from .clustering import ClusterService
-from .examples import EXAMPLES_DIR, example_paths
+from .example_images import EXAMPLES_DIR, Example, load_examples
 from .gallery import Resources
 from .projection import small_sets_warm
 from .report import DEFAULT_RESULTS_DIR, Report, audit_names, load_audit, load_report
 from .search import SearchService
-from .uploads import UploadError, load_image
-
-
-@dataclass
-class Example:
-    name: str
-    image: Image.Image
 
 
 @dataclass
@@ -84,18 +75,6 @@ class Services:
             "umap_warm": all(p.warm for p in res.projections) and small_sets_warm(),
             "maps": {key: res.views[key].projection.method for key in res.keys},
         }
-
-
-def load_examples(directory: str | os.PathLike = EXAMPLES_DIR) -> list[Example]:
-    """The shipped example queries (files that fail to decode are left out)."""
-    examples = []
-    for path in example_paths(directory):
-        try:
-            item = load_image(path)
-        except UploadError:
-            continue
-        examples.append(Example(path.stem, item.image))
-    return examples
 
 
 def build_services(

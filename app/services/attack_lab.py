@@ -24,26 +24,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from eat_models.attacks import (
-    ATTACKS,
-    DEFAULT_EPS,
-    DEFAULT_STEPS,
-    QUERY_NEIGHBOURS,
-    AttackBudget,
-    AttackSet,
-    craft,
-)
+from eat_models.attacks import ATTACKS, QUERY_NEIGHBOURS, AttackSet, craft
 
-from .gallery import DISPLAY_SIDE, Resources, tensor_to_image
+from .budget import DEFAULT_EPS, DEFAULT_STEPS, check_budget
+from .display import DISPLAY_SIDE, tensor_to_image
+from .gallery import Resources
+from .models import ATTACK_ORDER
 from .plots import Arrow, MapPanel, gallery_maps
 from .search import SearchHit, check_k, models_for, ranked_hits
+from .serialize import attributes
 
 #: the attacks of one image: every registered attack that perturbs a query
 ATTACK_LABELS = {name: a.label for name, a in ATTACKS.items() if a.perturbs == "query"}
 ATTACK_KINDS = tuple(ATTACK_LABELS)
 SEED = 0
-#: the lab's panels run from the plain model to the ensemble
-LAB_ORDER = ("vanilla", "baseline", "eat")
 
 
 @dataclass
@@ -105,10 +99,7 @@ class AttackLabResult:
     def to_dict(self) -> dict:
         return {
             "attack": self.kind,
-            "eps": self.eps,
-            "steps": self.steps,
-            "true_class": self.true_class,
-            "label_source": self.label_source,
+            **attributes(self, "eps", "steps", "true_class", "label_source"),
             "models": {k: o.to_dict() for k, o in self.outcomes.items()},
             "seconds": round(self.seconds, 3),
             "read_seconds": round(self.read_seconds, 3),
@@ -173,7 +164,7 @@ class AttackLab:
         started = time.perf_counter()
         chosen = models_for(models, self.resources.keys)
         kind = check_kind(kind)
-        budget = AttackBudget.checked(eps, steps, seed=SEED)
+        budget = check_budget(eps, steps, seed=SEED)
         eps, steps = budget.eps, budget.steps
         k = check_k(k)
         inputs, gallery_id = self._inputs(image, gallery_id)
@@ -191,7 +182,7 @@ class AttackLab:
             label_source = "not known for an upload: the EAT ensemble's clean top-1 class"
 
         outcomes, panels = {}, []
-        for key in sorted(chosen, key=LAB_ORDER.index):
+        for key in sorted(chosen, key=ATTACK_ORDER.index):
             view = res.views[key]
             x = inputs[key][None]
             clean = clean_vectors[key]

@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .gallery import DISPLAY_SIDE, MODEL_KEYS, ModelView, Resources, tensor_to_image
+from .display import DISPLAY_SIDE, tensor_to_image
+from .gallery import ModelView, Resources
+from .models import MODEL_KEYS
 from .ood import OODScore, model_cues
+from .serialize import attributes
 
 #: what a search's ``model`` may name besides a model key (or a comma-separated list of keys)
 MODEL_GROUPS = {"both": ("eat", "vanilla"), "all": MODEL_KEYS}
@@ -47,9 +50,7 @@ class SearchHit:
 
     def to_dict(self) -> dict:
         return {
-            "rank": self.rank,
-            "id": self.item_id,
-            "label": self.label,
+            **attributes(self, "rank", "item_id", "label", rename={"item_id": "id"}),
             "class": self.class_name,
             "score": round(self.score, 4),
             # where the item came from (a dataset row or a file): with ``eat app --index`` the

@@ -7,9 +7,8 @@ import time
 
 import gradio as gr
 
-from eat_models.attacks import DEFAULT_EPS, DEFAULT_STEPS, MAX_ATTACK_STEPS, MAX_EPS
-
-from ..services.clustering import ALGORITHM_LABELS, AUTO_K_RANGE, MAX_K
+from ..services.budget import DEFAULT_EPS, DEFAULT_STEPS, MAX_ATTACK_STEPS, MAX_EPS
+from ..services.cluster_algorithms import ALGORITHM_LABELS, AUTO_K_RANGE, MAX_K
 from ..services.uploads import load_uploads
 from . import common, present
 from .common import UI

@@ -15,11 +15,9 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from eat_models.files import atomic_write
-from index import SearchIndexError
-
 from ..services import Services
-from ..services.uploads import UploadError
+from ..services.display import save_png
+from ..services.errors import USER_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +71,7 @@ def user_errors(action: str):
                 return fn(*args, **kwargs)
             except gr.Error:
                 raise
-            except (UploadError, ValueError, SearchIndexError) as exc:
+            except USER_ERRORS as exc:
                 raise gr.Error(str(exc), title=f"Cannot {action}", print_exception=False) from None
             except Exception:
                 log.exception("unexpected error while trying to %s", action)
@@ -127,8 +125,7 @@ class ThumbnailFiles:
             return found
         path = self.directory / f"{int(item_id)}.png"
         if not path.is_file():
-            image = self.resources.thumbnail(item_id)
-            atomic_write(path, lambda fh: image.save(fh, format="PNG"), durable=False)
+            save_png(self.resources.thumbnail(item_id), path)
         self._paths[item_id] = str(path)
         return self._paths[item_id]
 

@@ -6,9 +6,9 @@ import time
 
 import gradio as gr
 
-from eat_models.attacks import DEFAULT_EPS, DEFAULT_STEPS, MAX_ATTACK_STEPS, MAX_EPS
-
-from ..services.attack_lab import ATTACK_LABELS, LAB_ORDER
+from ..services.attack_lab import ATTACK_LABELS
+from ..services.budget import DEFAULT_EPS, DEFAULT_STEPS, MAX_ATTACK_STEPS, MAX_EPS
+from ..services.models import ATTACK_ORDER
 from ..services.uploads import UploadError, load_image
 from . import common, present
 from .common import UI
@@ -51,7 +51,7 @@ def _panel(key: str) -> tuple[gr.Column, list]:
 
 def build(ui: UI) -> None:
     res, services, thumbs = ui.resources, ui.services, ui.thumbs
-    lab_keys = tuple(k for k in LAB_ORDER if k in res.keys)
+    lab_keys = tuple(k for k in ATTACK_ORDER if k in res.keys)
     picks = services.lab_picks
     with gr.Tab("Attack lab", id="lab", elem_id="tab-lab"):
         with gr.Row(elem_id="lab-row"):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..services.attack_lab import ATTACK_LABELS, AttackLabResult
-from ..services.clustering import ALGORITHM_LABELS, ClusterResult
+from ..services.cluster_algorithms import ALGORITHM_LABELS
+from ..services.clustering import ClusterResult
 from ..services.ood import describe
 from ..services.search import SearchResult
 from ..services.text import escape_markdown, plural

@@ -33,6 +33,10 @@ def option(help_text: str, choices: tuple | None = None, **kwargs):
     return field(metadata={"help": help_text, "choices": choices}, **kwargs)
 
 
+#: the L∞ budget adversarial training crafts its examples within (pixels in [0, 1])
+DEFAULT_TRAIN_EPS = 0.1
+
+
 @dataclass
 class AdversarialOptions:
     """The training attack of every adversarial defense (pgd-at, trades, est, act, hm,
@@ -40,7 +44,7 @@ class AdversarialOptions:
 
     train_eps: float = option(
         "L-inf budget of the examples crafted during training (pixels in [0, 1])",
-        default=0.1,
+        default=DEFAULT_TRAIN_EPS,
     )
     train_steps: int = option("PGD steps per crafted batch", default=5)
     train_step_size: float | None = option(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.cli import main
+from eat_command import main
 
 
 def test_app_help_lists_every_flag(capsys):

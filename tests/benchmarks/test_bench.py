@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.cli import main
+from eat_command import main
 
 # the quick profile, trained and scored end to end on a small slice (minutes)
 pytestmark = pytest.mark.slow
@@ -121,7 +121,8 @@ def test_a_missing_checkpoint_is_remade_only_when_an_evaluation_needs_it(tiny_be
     import dataclasses
     import shutil
 
-    from benchmarks.bench import PROFILES, Bench
+    from benchmarks.robustness.profiles import PROFILES
+    from benchmarks.robustness.runner import Bench
 
     root, args = tiny_bench
     rows = root / "results" / "rows"
@@ -196,7 +197,7 @@ def test_tuning_grid_v2_reports_cost_per_epoch_and_a_compute_curve(tmp_path):
 
 
 def test_ship_copies_vanilla_baseline_and_eat_with_their_numbers(tiny_bench, tmp_path):
-    from benchmarks.bench import ship_models
+    from benchmarks.robustness.ship import ship_models
     from eat_models import load_model
 
     root, _ = tiny_bench

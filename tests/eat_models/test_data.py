@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from eat_models import data
+from eat_models.data import fashion_mnist as data
 from eat_models.data import (
     ClassBalancedBatchSampler,
     DatasetNotFoundError,
@@ -19,8 +19,8 @@ from eat_models.data import (
     load_image_folder,
     read_idx,
     stratified_split,
-    write_idx,
 )
+from tests.eat_models.idx_files import write_idx
 
 
 def write_tiny_fashion_mnist(directory, n_train=40, n_test=20, seed=0):

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eat_models.data import DatasetNotFoundError, load_dataset
-from eat_models.paper_datasets import load_inshop
+from eat_models.data import DatasetNotFoundError, load_dataset, load_inshop
 
 
 def _image(path, value: int) -> None:
@@ -124,3 +123,46 @@ def test_a_model_trains_on_the_fake_cub_layout(cub, tmp_path):
     )
     model = load_model(out)
     assert model.meta["dataset"] == "cub200" and len(model.meta["class_names"]) == 200
+    assert model.meta["data_dir"] == str(cub.resolve())
+
+
+def test_eval_attack_and_audit_find_the_training_data_without_flags(
+    cub, tmp_path, monkeypatch, capsys
+):
+    """A model trained with ``--dataset cub200 --data-dir ROOT``: ``eat eval CKPT`` and ``eat
+    attack CKPT`` (and ``eat audit``, through the same :func:`checkpoint_data`) find ROOT from the checkpoint (run from another
+    directory, so a relative --data-dir would not do); ``--data-dir`` still overrides."""
+    import json
+
+    from eat_models.cli import main
+
+    ckpt = tmp_path / "m"
+    flags = ["--image-size", "28", "--width", "4", "--embedding-dim", "8", "--epochs", "1"]
+    flags += ["--classes-per-batch", "8", "--samples-per-class", "2", "--quiet"]
+    assert (
+        main(["train", "--dataset", "cub200", "--data-dir", str(cub), "--out", str(ckpt)] + flags)
+        == 0
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["eval", str(ckpt), "--quiet"]) == 0
+    record = json.loads((ckpt / "eval.json").read_text())
+    assert record["dataset"] == "cub200" and record["test_images"] == 200
+    assert main(["attack", str(ckpt), "--attack", "es", "--steps", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    # --data-dir overrides the recorded location (here: a folder without CUB)
+    assert main(["eval", str(ckpt), "--data-dir", str(elsewhere), "--quiet"]) == 2
+    assert "CUB-200-2011 not found" in capsys.readouterr().err
+
+
+def test_checkpoint_data_prefers_flags_then_the_recorded_location(tmp_path):
+    from eat_models.data import checkpoint_data
+
+    meta = {"dataset": "cub200", "data_dir": str(tmp_path)}
+    assert checkpoint_data(meta) == ("cub200", str(tmp_path))
+    assert checkpoint_data(meta, data_dir="/x") == ("cub200", "/x")
+    assert checkpoint_data(meta, dataset="fashion-mnist") == ("fashion-mnist", None)
+    gone = {"dataset": "cub200", "data_dir": str(tmp_path / "moved")}
+    assert checkpoint_data(gone) == ("cub200", None)  # falls back to the default location
+    assert checkpoint_data({}) == ("fashion-mnist", None)  # a foreign model

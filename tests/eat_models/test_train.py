@@ -3,30 +3,62 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from app.cli import main
+from eat_command import main
 from eat_models import load_model
 from eat_models.train import TrainConfig, resolve_device, train
 
 
 @pytest.mark.parametrize("loss", ["proxy-anchor", "triplet"])
-def test_one_epoch_smoke_run_on_a_slice(tmp_path, loss):
+def test_a_two_epoch_smoke_run_records_what_it_did(tmp_path, monkeypatch, loss):
+    """The training record against what the run was seen doing: one class-balanced batch
+    (10 classes × 16) per step, 960 // 160 steps an epoch, each epoch's logged loss the
+    mean of its steps' losses, and the times of a fake clock that each step advances by
+    1.5 s."""
+    import eat_models.train as training
+
+    now, steps = [0.0], []
+    build_defense = training.build_defense
+
+    def spied_defense(name, config):
+        defense = build_defense(name, config)
+        step = defense.training_loss
+
+        def training_loss(members, losses, batches):
+            value, logs = step(members, losses, batches)
+            steps.append((value.item(), np.bincount(batches[0].labels.numpy(), minlength=10)))
+            now[0] += 1.5
+            return value, logs
+
+        defense.training_loss = training_loss
+        return defense
+
+    monkeypatch.setattr(training, "build_defense", spied_defense)
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: now[0]))
     out = train(
         TrainConfig(
-            loss=loss, epochs=1, max_train=800, width=8, embedding_dim=32, out=str(tmp_path / loss)
+            loss=loss, epochs=2, max_train=960, width=8, embedding_dim=32, out=str(tmp_path / loss)
         ),
         progress=False,
     )
-    model = load_model(out)
-    config = json.loads((out / "config.json").read_text())
-    assert config["train"]["loss"] == loss and config["train"]["train_images"] == 800
-    assert config["train"]["train_wall_s"] > 0 and len(config["train"]["history"]) == 1
-    emb = model(torch.rand(3, 1, 28, 28))
+    record = json.loads((out / "config.json").read_text())["train"]
+    assert record["loss"] == loss and record["train_images"] == 960
+    assert len(steps) == record["steps"] == 2 * record["steps_per_epoch"] == 2 * (960 // 160)
+    assert all(counts.tolist() == [16] * 10 for _, counts in steps)
+    values = [value for value, _ in steps]
+    assert [e["epoch"] for e in record["history"]] == [1, 2]
+    for epoch, entry in enumerate(record["history"]):
+        assert entry["loss"] == pytest.approx(np.mean(values[6 * epoch : 6 * epoch + 6]))
+        assert entry["wall_s"] == 9.0 * (epoch + 1)
+    assert record["train_wall_s"] == 18.0 and record["step_seconds_median"] == 1.5
+    emb = load_model(out)(torch.rand(3, 1, 28, 28))
     assert emb.shape == (3, 32)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(3))
 
 
 def test_training_is_reproducible(tmp_path):
@@ -119,7 +151,7 @@ def _subparsers(parser):
 
 
 def test_every_flag_of_every_command_has_help():
-    from app.cli import _registrars
+    from eat_command import registrars as _registrars
     from eat_models.cli import build_parser
 
     stack = list(_subparsers(build_parser(_registrars())))

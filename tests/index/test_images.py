@@ -114,8 +114,10 @@ def test_parse_source(image_folder, tmp_path):
     assert isinstance(parse_source(str(one)), FileSource)
     with pytest.raises(FileNotFoundError, match="neither"):
         parse_source(str(tmp_path / "nowhere"))
-    with pytest.raises(ValueError, match="unknown Fashion-MNIST split"):
+    with pytest.raises(ValueError, match="fashion-mnist has the parts train, test"):
         parse_source("fashion-mnist:validation")
+    with pytest.raises(FileNotFoundError, match="'NAME:train' or 'NAME:test' with NAME one of"):
+        parse_source("imagenet:test")
 
 
 def test_pil_source_names_uploads():

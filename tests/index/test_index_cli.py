@@ -1,4 +1,4 @@
-"""``eat index build / search / info / add / remove`` end to end through ``app.cli.main``."""
+"""``eat index build / search / info / add / remove`` end to end through ``eat_command.main``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from app.cli import main
+from eat_command import main
 from eat_models.cli import build_parser
 from index.cli import register
 from index.persist import MANIFEST_NAME, read_manifest

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-from app.cli import main  # noqa: E402
+from eat_command import main  # noqa: E402
 from index import (
     VectorIndex,  # noqa: E402
     errors,  # noqa: E402
@@ -130,7 +130,7 @@ def test_commands_in_separate_processes_share_a_milvus_lite_file(
 
     def eat(*args):
         return subprocess.run(
-            [sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=300
+            [sys.executable, "-m", "eat_command", *args], capture_output=True, text=True, timeout=300
         )
 
     build = ["--model", str(trained_vanilla), "--source", str(image_folder), "--quiet"]

@@ -6,9 +6,25 @@ import csv
 import io
 import zipfile
 
+import numpy as np
 import pytest
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from app.services.uploads import UploadBatch, UploadError
+
+
+def _moved(before: np.ndarray, after: np.ndarray, rows: np.ndarray) -> int:
+    """Oracle: attacked rows that did not follow most of their old cluster (ties: the lowest
+    new cluster id), counted with plain loops."""
+    destination = {}
+    for old in sorted(set(before.tolist())):
+        counts: dict[int, int] = {}
+        for b, a in zip(before.tolist(), after.tolist(), strict=True):
+            if b == old:
+                counts[a] = counts.get(a, 0) + 1
+        destination[old] = min(counts, key=lambda new: (-counts[new], new))
+    return sum(1 for r in rows.tolist() if after[r] != destination[before[r]])
 
 
 def test_clustering_recovers_distinct_classes(services, labelled_batch, tmp_path):
@@ -66,16 +82,36 @@ def test_attacking_the_set_reports_every_model(services, labelled_batch, tmp_pat
     )
     attack = result.attack
     assert list(attack.outcomes) == ["vanilla", "baseline", "eat"]
-    for outcome in attack.outcomes.values():
-        assert len(outcome.attacked_rows) == 9
-        assert 0 <= outcome.moved <= 9
-        assert -1 <= outcome.agreement_ari <= 1
-        assert outcome.attacked_scores is not None
+    assert attack.k == 3 and attack.fraction == 0.25 and attack.eps == 0.1 and attack.steps == 5
+    rows = attack.outcomes["eat"].attacked_rows
+    # one attacker: the same 9 distinct images (a quarter of 36) against every model
+    assert len(set(rows.tolist())) == 9 and rows.tolist() == sorted(rows.tolist())
+    assert 0 <= rows.min() and rows.max() < len(labelled_batch)
+    images = [item.image for item in labelled_batch.images]
+    for key, outcome in attack.outcomes.items():
+        np.testing.assert_array_equal(outcome.attacked_rows, rows)
+        # the clean clustering is k-means (K 3, seed 0) of the model's clean embeddings
+        view = services.resources.views[key]
+        clean = view.embed(view.inputs(images))
+        expected = KMeans(n_clusters=3, n_init=5, random_state=0).fit_predict(clean)
+        np.testing.assert_array_equal(outcome.clean_assignments, expected)
+        before, after = outcome.clean_assignments, outcome.attacked_assignments
+        assert outcome.moved == _moved(before, after, rows)
+        assert outcome.agreement_ari == pytest.approx(adjusted_rand_score(before, after))
+        labels = labelled_batch.labels
+        assert outcome.clean_scores["nmi"] == pytest.approx(
+            normalized_mutual_info_score(labels, before)
+        )
+        assert outcome.attacked_scores["nmi"] == pytest.approx(
+            normalized_mutual_info_score(labels, after)
+        )
+        assert outcome.attacked_scores["ari"] == pytest.approx(adjusted_rand_score(labels, after))
     assert attack.figure.size[0] > 2 * attack.figure.size[1]  # three panels side by side
     zero = services.cluster.cluster(
         labelled_batch, "eat", k=3, out_dir=tmp_path, attack_fraction=0.25, eps=0.0
     )
     for outcome in zero.attack.outcomes.values():  # ε = 0 changes nothing
+        np.testing.assert_array_equal(outcome.attacked_assignments, outcome.clean_assignments)
         assert outcome.moved == 0 and outcome.agreement_ari == pytest.approx(1.0)
 
 

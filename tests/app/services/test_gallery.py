@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.services.gallery import MODEL_KEYS, ModelsNotFoundError, load_models, load_resources
+from app.services.gallery import load_resources
+from app.services.models import MODEL_KEYS, ModelsNotFoundError, load_models
 from eat_models.data import FASHION_MNIST_CLASSES
 
 

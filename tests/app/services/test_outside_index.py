@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.cli import main
-from app.services.gallery import GalleryIndex, GalleryIndexError, load_resources
+from app.services.gallery import load_resources
 from app.services.search import SearchService
+from app.services.sources import GalleryIndex, GalleryIndexError
+from eat_command import main
 from index import VectorIndex, load_index
 
 

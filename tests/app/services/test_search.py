@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.services.gallery import MODEL_KEYS
+from app.services.models import MODEL_KEYS
 
 
 def _gallery_image(resources, item: int) -> Image.Image:

@@ -222,7 +222,7 @@ def test_sixteen_bit_greyscale_is_scaled_not_clipped():
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_escaped():
-    from app.services.clustering import csv_cell
+    from app.services.downloads import csv_cell
 
     assert csv_cell("=SUM(A1)") == "'=SUM(A1)" and csv_cell("@SUM(A1)") == "'@SUM(A1)"
     assert csv_cell("-2+3") == "'-2+3" and csv_cell("+1") == "'+1"

@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DatasetNotFoundError, ImageDataset, torchvision_cache_dir
+from .dataset import DatasetNotFoundError, ImageDataset, torchvision_cache_dir
 
 CUB_URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"
 CUB_MD5 = "97eceeb196236b17998738112f37df78"
-PAPER_DATASETS = ("cub200", "cars196", "inshop")
 
 
 def _dataset(name: str, root: Path, paths, labels, class_names, image_size: int) -> ImageDataset:
@@ -174,27 +173,19 @@ def load_inshop(
     return parts["train"], parts["query"], parts["gallery"]
 
 
-def load_paper_dataset(
-    name: str,
-    root: str | os.PathLike | None = None,
-    image_size: int = 224,
-    download: bool = False,
+def load_inshop_pair(
+    root: str | os.PathLike | None = None, image_size: int = 224, download: bool = False
 ) -> tuple[ImageDataset, ImageDataset]:
-    """``(train, test)`` of ``cub200``, ``cars196`` or ``inshop`` (query ∪ gallery)."""
-    if name == "cub200":
-        return load_cub200(root, image_size, download)
-    if name == "cars196":
-        return load_cars196(root, image_size, download)
-    if name == "inshop":
-        train, query, gallery = load_inshop(root, image_size, download)
-        test = ImageDataset(
-            name="inshop/test",
-            images=[*query.images, *gallery.images],
-            labels=np.concatenate([query.labels, gallery.labels]),
-            class_names=query.class_names,
-            channels=3,
-            image_size=image_size,
-            refs=[*query.refs, *gallery.refs],
-        )
-        return train, test
-    raise ValueError(f"unknown paper dataset {name!r}; choose one of {PAPER_DATASETS}")
+    """In-Shop as ``(train, test)``: the test set is the query and gallery images together
+    (the project's evaluation searches the test set against itself)."""
+    train, query, gallery = load_inshop(root, image_size, download)
+    test = ImageDataset(
+        name="inshop/test",
+        images=[*query.images, *gallery.images],
+        labels=np.concatenate([query.labels, gallery.labels]),
+        class_names=query.class_names,
+        channels=3,
+        image_size=image_size,
+        refs=[*query.refs, *gallery.refs],
+    )
+    return train, test

@@ -1,23 +1,25 @@
-"""The example query images shipped in ``assets/examples/``, and the script that makes them.
+"""Write the app's example query images into ``assets/examples/``.
 
-``python -m app.services.examples`` writes one Fashion-MNIST *test* image per chosen class
-(enlarged 4× with crisp pixels, so they look right in a browser and shrink back to the
-exact 28×28 pixels) and one "photo-like" JPEG: a test image turned into a dark, tinted
-object on a light, uneven background, non-square and larger — the kind of picture a
-person uploads, which the app's preprocessing brings back to the model's domain.
+    .venv/bin/python scripts/make_examples.py [--out DIR]
+
+One Fashion-MNIST *test* image per chosen class (enlarged 4× with crisp pixels, so they look
+right in a browser and shrink back to the exact 28×28 pixels) and one "photo-like" JPEG: a
+test image turned into a dark, tinted object on a light, uneven background, non-square and
+larger — the kind of picture a person uploads, which the app's preprocessing brings back to
+the model's domain. The app reads them through :mod:`app.services.example_images`.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
+from app.services.example_images import EXAMPLES_DIR
+
 # (test-set row, file name): one clear item of eight classes, then the photo-like one.
 TEST_ROWS = (
     (1, "pullover"),
@@ -31,8 +33,6 @@ TEST_ROWS = (
 )
 PHOTO_ROW, PHOTO_NAME = 25, "photo-like-coat"
 ENLARGE = 4
-
-log = logging.getLogger(__name__)
 
 
 def photo_like(pixels: np.ndarray, seed: int = 0) -> Image.Image:
@@ -77,17 +77,9 @@ def write_examples(out_dir: str | os.PathLike = EXAMPLES_DIR) -> list[Path]:
     return written
 
 
-def example_paths(directory: str | os.PathLike = EXAMPLES_DIR) -> list[Path]:
-    """The shipped example images, sorted by name (empty when the folder is missing)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if p.suffix.lower() in (".png", ".jpg"))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m app.services.examples",
+        prog="scripts/make_examples.py",
         description="Write the app's example query images from the Fashion-MNIST test set.",
     )
     parser.add_argument(
