@@ -22,6 +22,8 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from torch import nn
 from tqdm.auto import tqdm
 
+from .modes import eval_mode
+
 RECALL_KS = (1, 2, 4, 8)
 
 
@@ -35,13 +37,11 @@ def embed(
 ) -> np.ndarray:
     """Embed a dataset (anything with ``batch(indices)`` or a tensor ``[N, C, H, W]``).
 
-    Returns ``float32 [N, D]``; the model's train/eval mode is restored afterwards.
+    Returns ``float32 [N, D]``; every submodule's train/eval mode is restored afterwards.
     """
-    was_training = model.training
-    model.eval()
     n = len(images)
     out = []
-    try:
+    with eval_mode(model):
         for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
             stop = min(n, start + batch_size)
             if isinstance(images, torch.Tensor):
@@ -49,8 +49,6 @@ def embed(
             else:
                 batch = images.batch(np.arange(start, stop))
             out.append(model(batch.float()).cpu())
-    finally:
-        model.train(was_training)
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy().astype(np.float32, copy=False)

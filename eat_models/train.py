@@ -11,7 +11,7 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, make_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,6 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
-from .attacks import eval_mode
 from .checkpoint import save_checkpoint
 from .data import (
     SPLIT_KINDS,
@@ -30,19 +29,12 @@ from .data import (
     load_dataset,
     stratified_slice,
 )
-from .defenses import (
-    DEFENSES,
-    AdversarialOptions,
-    Batch,
-    EATOptions,
-    HMOptions,
-    TradesOptions,
-    build_defense,
-)
-from .defenses.base import option
+from .defenses import DEFENSES, OPTION_GROUPS, Batch, build_defense
+from .defenses.base import Options, option
 from .ensemble import AveragedEmbedding
 from .evaluate import clustering_metrics, embed, retrieval_metrics
 from .losses import LOSSES, MetricLoss
+from .modes import eval_mode
 from .networks import NetworkConfig, build_network, default_network_config
 from .provenance import provenance
 from .resume import (
@@ -61,19 +53,14 @@ SCHEDULES = ("onecycle", "constant")
 
 
 @dataclass
-class TrainConfig(EATOptions, HMOptions, TradesOptions, AdversarialOptions):
-    """Every knob of a training run; the CLI's flags are made from these fields.
-
-    The fields below are common to every defense; each defense's own options come from its
-    options dataclass (:data:`~eat_models.defenses.OPTION_GROUPS`), so a config stays one
-    flat record (the JSON in every checkpoint) while each option lives with its defense.
-    """
+class RunOptions(Options):
+    """The fields of a training run common to every defense (data, loss, network,
+    optimiser, schedule, run control)."""
 
     dataset: str = option(
         "dataset (eat_models.data registry): "
         + "; ".join(f"'{n}': {dataset_entry(n).summary}" for n in dataset_names()),
         default="fashion-mnist",
-        choices=dataset_names(),
     )
     data_dir: str | None = option(
         "where the data is (the Fashion-MNIST IDX files, the image-folder root, or the "
@@ -190,6 +177,18 @@ class TrainConfig(EATOptions, HMOptions, TradesOptions, AdversarialOptions):
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: Every knob of a training run, one flat record (the JSON in every checkpoint; the CLI's
+#: flags are made from its fields): the common :class:`RunOptions` and each registered
+#: defense's options dataclass (:data:`~eat_models.defenses.OPTION_GROUPS`), so a new
+#: defense brings its options without an edit here. Values are checked on creation.
+TrainConfig = make_dataclass(
+    "TrainConfig",
+    [],
+    bases=(RunOptions, *reversed(OPTION_GROUPS)),
+    namespace={"__module__": __name__, "__doc__": RunOptions.__doc__},
+)
 
 
 def seed_everything(seed: int) -> None:

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from eat_models.distributed import gather_objects
+from eat_models.modes import eval_mode
 
 from .errors import FingerprintMismatchError, ImageDecodeError, SearchIndexError
 from .images import ImageSource, make_thumbnail, preprocess_image, thumbnail_size_for
@@ -117,14 +118,12 @@ def embed_source(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     meta = model.meta
     channels = int(meta["channels"])
-    was_training = model.training
-    model.eval()
     vectors, records, thumbs, failures, done_rows = [], [], [], [], []
     mine = list(range(len(source)))
     if ctx is not None and ctx.distributed:
         mine = ctx.shard(mine)
         progress = progress and ctx.is_main
-    try:
+    with eval_mode(model):
         bar = tqdm(total=len(mine), desc=f"indexing {source.name}", disable=not progress)
         for start in range(0, len(mine), batch_size):
             rows = mine[start : start + batch_size]
@@ -154,8 +153,6 @@ def embed_source(
                 done_rows.extend(rows)
             bar.update(min(batch_size, len(mine) - start))
         bar.close()
-    finally:
-        model.train(was_training)
     dim = int(meta["embedding_dim"])
     embedded = EmbeddedImages(
         vectors=np.concatenate(vectors) if vectors else np.zeros((0, dim), dtype=np.float32),

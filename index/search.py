@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from eat_models.modes import eval_mode
+
 from .build import check_model
 from .images import open_image, preprocess_image
 from .store import SearchResults, VectorIndex
@@ -54,12 +56,8 @@ def embed_images(
     ]
     if not tensors:
         return np.zeros((0, int(model.meta["embedding_dim"])), dtype=np.float32)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return model(torch.stack(tensors)).cpu().numpy().astype(np.float32, copy=False)
-    finally:
-        model.train(was_training)
 
 
 def search_images(

@@ -3,6 +3,8 @@ written without the project's own helpers (import as ``tests.oracles``)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: RobRank's ten ERS terms, in its order (Zhou et al., ECCV 2020, Table 1)
@@ -69,3 +71,36 @@ def assert_top_k(ids, scores, all_scores, k: int, tol: float = 1e-5) -> None:
     order = np.argsort(-all_scores, kind="stable")
     if np.all(np.diff(all_scores[order[: k + 1]]) < -tol):
         assert ids == order[:k].tolist()
+
+
+def proxy_anchor_loss(embeddings, labels, proxies, margin: float = 0.1, alpha: float = 32.0):
+    """Proxy-Anchor (Kim et al., CVPR 2020, eq. 4), one proxy and one item at a time:
+
+    1/|P⁺| Σ_{p∈P⁺} log(1 + Σ_{x∈X_p⁺} e^{−α(s(x,p)−δ)})
+      + 1/|P| Σ_{p∈P} log(1 + Σ_{x∈X_p⁻} e^{α(s(x,p)+δ)})
+
+    with s the cosine similarity, P⁺ the proxies of the classes in the batch, P all of them.
+    """
+    emb = np.asarray(embeddings, dtype=np.float64)
+    prox = np.asarray(proxies, dtype=np.float64)
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    prox = prox / np.linalg.norm(prox, axis=1, keepdims=True)
+    labels = [int(y) for y in labels]
+    positive, negative, with_positives = 0.0, 0.0, 0
+    for c, p in enumerate(prox):
+        sims = [float(e @ p) for e in emb]
+        pos = [math.exp(-alpha * (s - margin)) for s, y in zip(sims, labels, strict=True) if y == c]
+        neg = [math.exp(alpha * (s + margin)) for s, y in zip(sims, labels, strict=True) if y != c]
+        if pos:
+            positive += math.log1p(sum(pos))
+            with_positives += 1
+        negative += math.log1p(sum(neg))
+    return positive / with_positives + negative / len(prox)
+
+
+def squared_shift(a, b) -> float:
+    """The mean over rows of ‖a_i − b_i‖², one row and one coordinate at a time."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return sum(
+        sum((u - v) ** 2 for u, v in zip(x, y, strict=True)) for x, y in zip(a, b, strict=True)
+    ) / len(a)

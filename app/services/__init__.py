@@ -2,6 +2,18 @@
 
 Plain Python (no Gradio): each service takes PIL images or decoded uploads and returns
 result objects with images, numbers and a ``to_dict()`` for the API's JSON output.
+
+One home per job:
+
+* the gallery: ``models`` (which models, their order and names, loading), ``sources``
+  (dataset, folder or outside indexes as the gallery), ``cache`` (the private cache),
+  ``gallery`` (:class:`Resources`, one view per model, :func:`~.gallery.load_resources`),
+  ``ood_calibration`` (each view's out-of-domain detector, :mod:`.ood`), ``projection``;
+* the services: ``search``, ``attack_lab``, ``clustering`` (with ``cluster_algorithms``,
+  ``downloads`` and ``set_attack``), ``report``;
+* what they share: ``budget`` (attack defaults and limits), ``uploads``, ``errors`` (what a
+  person is told), ``display`` (enlarged images, thumbnails), ``plots``, ``text``,
+  ``serialize`` (JSON output), ``example_images`` (the shipped example queries).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..modes import eval_mode
 from . import candidate, clu, es, gtm, gtt, ltm, qa, query, tma  # noqa: F401  (registers)
 from .base import (
     ATTACKS,
@@ -53,7 +54,7 @@ from .ers import ERS_ATTACKS, ERS_TERMS, ers, ers_terms
 from .es import embedding_shift_objective
 from .evaluate import evaluate_attack, evaluate_suite, robrank_budget, strong_runs, worst_case
 from .keys import STRENGTHS, evaluation_key, parse_evaluation_key
-from .pgd import Objective, apgd, apgd_checkpoints, eval_mode, perturb, pgd
+from .pgd import Objective, apgd, apgd_checkpoints, perturb, pgd
 from .qa import query_neighbours, query_objective
 
 # the order people read them in: the project's three (ES, QA, CA-clu), then RobRank's

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..modes import eval_mode
 from .budget import AttackBudget
-from .pgd import Objective, eval_mode, perturb
+from .pgd import Objective, perturb
 
 #: neighbours the project's query attack (QA) pushes each query away from
 QUERY_NEIGHBOURS = 5

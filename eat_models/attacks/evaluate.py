@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..evaluate import embed, kmeans_assign
+from ..modes import eval_mode
 from .base import QUERY_NEIGHBOURS, AttackSet, Scored, get_attack, select, subset, suite
 from .budget import (
     APGD_ITERATIONS,
@@ -35,7 +36,7 @@ from .budget import (
 )
 from .ers import ers, ers_terms, raw_scores
 from .keys import STRENGTHS
-from .pgd import eval_mode, perturb
+from .pgd import perturb
 
 log = logging.getLogger(__name__)
 

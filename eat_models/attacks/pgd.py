@@ -14,28 +14,16 @@ iterate by objective over all iterations and restarts, so more work never lowers
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from ..modes import eval_mode
 from .budget import AttackBudget, default_step_size
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 """``objective(embeddings [B, D]) -> [B]`` (per sample) or a scalar (whole batch)."""
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode and restore each one's own mode afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 class _Best:

@@ -8,7 +8,7 @@ est            RobRank's embedding-shifted triplet: metric loss on ES examples
 act            RobRank's anti-collapse triplet: collapse (p, n), learn to separate
 hm             hardness manipulation with a gradual adversary (Zhou & Patel, CVPR 2022)
 at-ensemble    K independent PGD-AT members (default K = 3)
-eat            Ensemble Adversarial Training: split + own AT + self-transfer + F term
+eat            Ensemble Adversarial Training: split + own AT + self-transfer
 =============  ==================================================================
 """
 
@@ -17,14 +17,7 @@ from __future__ import annotations
 from .act import ACT
 from .at_ensemble import ATEnsemble
 from .base import AdversarialDefense, AdversarialOptions, Batch, Defense, LossPart
-from .eat import (
-    EAT,
-    ENSEMBLE_BATCHES,
-    ENSEMBLE_OBJECTIVES,
-    MEMBER_ATTACKS,
-    MEMBER_SPLITS,
-    EATOptions,
-)
+from .eat import EAT, MEMBER_ATTACKS, MEMBER_SPLITS, EATOptions
 from .est import EST
 from .hm import HM, HM_DESTINATIONS, HMOptions
 from .pgd_at import PGDAT
@@ -61,8 +54,6 @@ def build_defense(name: str, config) -> Defense:
 
 __all__ = [
     "DEFENSES",
-    "ENSEMBLE_BATCHES",
-    "ENSEMBLE_OBJECTIVES",
     "HM_DESTINATIONS",
     "MEMBER_ATTACKS",
     "MEMBER_SPLITS",

@@ -8,7 +8,7 @@ perturbs the positive and the negative images together so that their embeddings
 apart again:
 
 * triplet loss (RobRank's setting): ``mean relu(‖f(a) − f(p̃)‖ − ‖f(a) − f(ñ)‖ + margin)``
-  with the clean anchor and the loss's margin (0.2);
+  with the clean anchor and the loss's margin (0.2), through :mod:`.triplets`;
 * Proxy-Anchor (our adaptation): the proxies play the anchors' part, so the member's
   metric loss is applied to the collapsed images ``[p̃; ñ]`` with their own labels — each
   collapsed pair is pulled back to its two different class proxies.
@@ -17,26 +17,12 @@ apart again:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..attacks import Objective
 from ..losses import MetricLoss
 from .base import AdversarialDefense, Batch
-
-
-def random_triplets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One ``(anchor, positive, negative)`` index triple per anchor that has both."""
-    same = labels[:, None] == labels[None, :]
-    positives = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    negatives = ~same
-    anchors = torch.nonzero(positives.any(1) & negatives.any(1)).squeeze(1)
-    if len(anchors) == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=labels.device)
-        return empty, empty, empty
-    pos = torch.multinomial(positives[anchors].float(), 1).squeeze(1)
-    neg = torch.multinomial(negatives[anchors].float(), 1).squeeze(1)
-    return anchors, pos, neg
+from .triplets import random_triplets, split_triplets, triplet_loss
 
 
 def collapse_objective(num_pairs: int) -> Objective:
@@ -67,11 +53,9 @@ class ACT(AdversarialDefense):
             return None, {}
         pairs = torch.cat([batch.images[positive], batch.images[negative]])
         collapsed = self.craft(net, pairs, collapse_objective(m))
-        if loss.name == "triplet":
+        if loss.takes_triplets:  # RobRank's: the clean anchor with the collapsed pair
             emb = net(torch.cat([batch.images[anchor], collapsed]))
-            ea, ep, en = emb.split(m)
-            gap = (ea - ep).norm(dim=1) - (ea - en).norm(dim=1)
-            value = F.relu(gap + loss.margin).mean()
+            value = triplet_loss(*split_triplets(emb), loss.margin)
         else:
             labels = torch.cat([batch.labels[positive], batch.labels[negative]])
             value = loss(net(collapsed), labels)

@@ -18,7 +18,7 @@ core restores their mode); the loss is computed in train mode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -28,9 +28,34 @@ from ..attacks import AttackBudget, Objective, embedding_shift_attack, perturb
 from ..losses import MetricLoss
 
 
-def option(help_text: str, choices: tuple | None = None, **kwargs):
-    """A config field with the help text (and choices) its ``eat train`` flag shows."""
-    return field(metadata={"help": help_text, "choices": choices}, **kwargs)
+def option(
+    help_text: str,
+    choices: tuple | None = None,
+    minimum: float | None = None,
+    **kwargs,
+):
+    """A config field with the help text (and choices) its ``eat train`` flag shows, and
+    the smallest value it takes (``minimum``; None values always pass)."""
+    return field(metadata={"help": help_text, "choices": choices, "minimum": minimum}, **kwargs)
+
+
+def check_options(config) -> None:
+    """Raise ValueError naming the first field whose value is not one of its choices or
+    is below its minimum."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        choices, minimum = f.metadata.get("choices"), f.metadata.get("minimum")
+        if choices is not None and value not in choices:
+            raise ValueError(f"{f.name} {value!r}: choose one of {', '.join(map(str, choices))}")
+        if minimum is not None and value is not None and value < minimum:
+            raise ValueError(f"{f.name} {value!r}: must be at least {minimum}")
+
+
+class Options:
+    """Base of every option dataclass: values are checked when a config is made."""
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 #: the L∞ budget adversarial training crafts its examples within (pixels in [0, 1])
@@ -38,22 +63,24 @@ DEFAULT_TRAIN_EPS = 0.1
 
 
 @dataclass
-class AdversarialOptions:
+class AdversarialOptions(Options):
     """The training attack of every adversarial defense (pgd-at, trades, est, act, hm,
     at-ensemble, eat)."""
 
     train_eps: float = option(
         "L-inf budget of the examples crafted during training (pixels in [0, 1])",
         default=DEFAULT_TRAIN_EPS,
+        minimum=0.0,
     )
-    train_steps: int = option("PGD steps per crafted batch", default=5)
+    train_steps: int = option("PGD steps per crafted batch", default=5, minimum=1)
     train_step_size: float | None = option(
-        "PGD step size; default max(eps/8, 2.5*eps/steps)", default=None
+        "PGD step size; default max(eps/8, 2.5*eps/steps)", default=None, minimum=0.0
     )
     clean_weight: float = option(
         "pgd-at, at-ensemble, est, eat: weight of the clean batch's metric loss added to the "
         "adversarial one (0: adversarial batch only)",
         default=0.0,
+        minimum=0.0,
     )
 
 

@@ -36,19 +36,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..attacks import Objective, eval_mode
-from ..losses import MetricLoss
-from .act import random_triplets
-from .base import AdversarialDefense, Batch, option
+from ..attacks import AttackBudget, Objective, perturb
+from ..losses import TRIPLET_MARGIN, MetricLoss
+from ..modes import eval_mode
+from .base import AdversarialDefense, Batch, Options, option
+from .triplets import hardness, random_triplets, split_triplets, triplet_loss
 
 HM_DESTINATIONS = ("lga", "semihard")
 
 
 @dataclass
-class HMOptions:
+class HMOptions(Options):
     """HM's destination hardness and its intra-class structure term."""
 
     hm_destination: str = option(
@@ -61,23 +61,12 @@ class HMOptions:
     hm_ics_weight: float = option(
         "weight of the intra-class structure term (0: off; the HM&ICS paper uses 0.5)",
         default=0.0,
+        minimum=0.0,
     )
 
 
 #: RobRank's initial "previous loss" of the gradual adversary (an easy first destination).
 INITIAL_PREVIOUS_LOSS = 2.0
-
-
-def hardness(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-    """``H = d(a, p) − d(a, n)`` per triplet (rows of the three ``[m, D]`` tensors)."""
-    return F.pairwise_distance(anchor, positive, eps=0) - F.pairwise_distance(
-        anchor, negative, eps=0
-    )
-
-
-def split_triplets(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``[a; p; n]`` (3·m rows) → ``(a, p, n)``."""
-    return embeddings.chunk(3)
 
 
 def linear_gradual_destination(previous_loss: float, margin: float) -> float:
@@ -117,13 +106,6 @@ def hardness_manipulation_objective(destination: torch.Tensor | float) -> Object
     return objective
 
 
-def triplet_loss(
-    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float
-) -> torch.Tensor:
-    """``mean relu(d(a, p) − d(a, n) + margin)`` over the given triplets (no mining)."""
-    return F.relu(hardness(anchor, positive, negative) + margin).mean()
-
-
 def intra_class_structure_loss(
     clean_anchor: torch.Tensor, adversarial_anchor: torch.Tensor, clean_positive: torch.Tensor
 ) -> torch.Tensor:
@@ -131,22 +113,24 @@ def intra_class_structure_loss(
     return triplet_loss(clean_anchor, adversarial_anchor, clean_positive, margin=0.0)
 
 
-class HM(AdversarialDefense):
-    """Train on triplets whose hardness PGD raised to a gradually harder destination."""
+class GradualAdversary:
+    """HM's adversary (steps 1–3), one state per member: the previous step's triplet loss
+    that sets the gradual destination. The HM defense trains on what it makes; EAT with
+    ``member_attack hm`` composes one for its members' own examples."""
 
-    name = "hm"
-    options = HMOptions
     #: triplet margin m of the hardness scale (RobRank's cosine/normalised margin, ours too)
-    margin = 0.2
-    #: PGD starts from the clean images, as RobRank's HM does
-    random_start = False
+    margin = TRIPLET_MARGIN
 
-    def __init__(self, config) -> None:
-        super().__init__(config)
+    def __init__(self, destination: str, budget: AttackBudget) -> None:
+        if destination not in HM_DESTINATIONS:
+            raise ValueError(
+                f"unknown hm_destination {destination!r}; choose one of {HM_DESTINATIONS}"
+            )
+        self.kind = destination
+        self.budget = budget.replace(random_start=False)  # from the clean images, as RobRank
         self.previous_loss: dict[int, float] = {}
 
     def state_dict(self) -> dict:
-        """The gradual adversary's previous loss per member."""
         return {"previous_loss": dict(self.previous_loss)}
 
     def load_state_dict(self, state: dict) -> None:
@@ -155,15 +139,12 @@ class HM(AdversarialDefense):
     def destination(
         self, member: int, net: nn.Module, batch: Batch, anchors, positives
     ) -> torch.Tensor | float:
-        kind = self.config.hm_destination
-        if kind == "lga":
+        if self.kind == "lga":
             previous = self.previous_loss.get(member, INITIAL_PREVIOUS_LOSS)
             return linear_gradual_destination(previous, self.margin)
-        if kind == "semihard":
-            with torch.no_grad(), eval_mode(net):
-                clean = net(batch.images)
-            return semihard_destination(clean, batch.labels, anchors, positives, self.margin)
-        raise ValueError(f"unknown hm_destination {kind!r}; choose one of {HM_DESTINATIONS}")
+        with torch.no_grad(), eval_mode(net):
+            clean = net(batch.images)
+        return semihard_destination(clean, batch.labels, anchors, positives, self.margin)
 
     def manipulate(
         self, member: int, net: nn.Module, batch: Batch
@@ -176,16 +157,42 @@ class HM(AdversarialDefense):
             return None
         destination = self.destination(member, net, batch, anchor, positive)
         rows = torch.cat([anchor, positive, negative])
-        manipulated = self.craft(
-            net, batch.images[rows], hardness_manipulation_objective(destination)
-        )
+        objective = hardness_manipulation_objective(destination)
+        manipulated = perturb(net, batch.images[rows], objective, self.budget)
         return rows, manipulated, destination
+
+    def record(self, member: int, embeddings: torch.Tensor) -> torch.Tensor:
+        """The triplet loss of the manipulated triplets' embeddings ``[ã; p̃; ñ]``, kept as
+        the member's "previous loss" for the next destination; returned for training."""
+        value = triplet_loss(*split_triplets(embeddings), self.margin)
+        self.previous_loss[member] = value.item()
+        return value
+
+
+class HM(AdversarialDefense):
+    """Train on triplets whose hardness PGD raised to a gradually harder destination."""
+
+    name = "hm"
+    options = HMOptions
+    #: PGD starts from the clean images, as RobRank's HM does
+    random_start = False
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.adversary = GradualAdversary(config.hm_destination, self.budget)
+
+    def state_dict(self) -> dict:
+        """The gradual adversary's previous loss per member."""
+        return self.adversary.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.adversary.load_state_dict(state)
 
     def member_loss(
         self, k: int, net: nn.Module, loss: MetricLoss, batch: Batch
     ) -> tuple[torch.Tensor | None, dict[str, float]]:
         ics_weight = float(self.config.hm_ics_weight)
-        made = self.manipulate(k, net, batch)
+        made = self.adversary.manipulate(k, net, batch)
         if made is None:  # no anchor with both a positive and a negative
             return None, {}
         rows, manipulated, destination = made
@@ -196,20 +203,15 @@ class HM(AdversarialDefense):
             inputs += [batch.images[anchor], batch.images[positive]]
         embeddings = net(torch.cat(inputs))
         adv = embeddings[: 3 * m]
-        ea, ep, en = split_triplets(adv)
-        raw_triplet = triplet_loss(ea, ep, en, self.margin)
-        if loss.name == "triplet":
-            value = raw_triplet
-        else:
-            value = loss(adv, batch.labels[rows])
-        self.previous_loss[k] = raw_triplet.item()
+        raw_triplet = self.adversary.record(k, adv)
+        value = raw_triplet if loss.takes_triplets else loss(adv, batch.labels[rows])
         logs = {
             "loss_adv": value.item(),
             "hm_destination": float(torch.as_tensor(destination).mean()),
         }
         if ics_weight > 0:
             clean_a, clean_p = embeddings[3 * m :].chunk(2)
-            ics = intra_class_structure_loss(clean_a, ea, clean_p)
+            ics = intra_class_structure_loss(clean_a, split_triplets(adv)[0], clean_p)
             value = value + ics_weight * ics
             logs["loss_ics"] = ics.item()
         return value, logs

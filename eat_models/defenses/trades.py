@@ -19,15 +19,17 @@ import torch
 from torch import nn
 
 from ..losses import MetricLoss
-from .base import AdversarialDefense, Batch, option
+from .base import AdversarialDefense, Batch, Options, option
 
 
 @dataclass
-class TradesOptions:
+class TradesOptions(Options):
     """TRADES' weight of the embedding-shift term."""
 
     trades_beta: float = option(
-        "weight beta of the squared embedding shift ||f(x) - f(x_adv)||^2", default=6.0
+        "weight beta of the squared embedding shift ||f(x) - f(x_adv)||^2",
+        default=6.0,
+        minimum=0.0,
     )
 
 

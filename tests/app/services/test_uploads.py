@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 import zipfile
 
@@ -229,28 +230,67 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_escaped():
     assert csv_cell("shoes") == "shoes" and csv_cell(3) == 3
 
 
-def test_the_pixel_budget_holds_concurrent_decodes_under_its_capacity():
-    import threading
-
-    budget = uploads.PixelBudget(10)
-    inside, seen = [0], []
-    lock = threading.Lock()
-
-    def work():
-        with budget.reserve(6):
-            with lock:
-                inside[0] += 6
-                seen.append(inside[0])
-            time.sleep(0.01)
-            with lock:
-                inside[0] -= 6
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
+def _run_threads(work, n: int) -> list[str]:
+    """Run ``work(errors)`` in ``n`` threads at once; the errors they appended."""
+    errors: list[str] = []
+    threads = [threading.Thread(target=work, args=(errors,), daemon=True) for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
-    assert max(seen) == 6 and budget.peak == 6 and budget.in_use == 0
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "a thread is still waiting for the budget"
+    return errors
+
+
+def test_the_pixel_budget_lets_decodes_that_fit_run_at_once():
+    """Two reservations of 5 fit a capacity of 10: both must be inside together (a barrier
+    of two that breaks after 10 s if the budget made one wait), and never a third."""
+    budget = uploads.PixelBudget(10)
+    both_inside = threading.Barrier(2, timeout=10)
+    lock, inside, most = threading.Lock(), [0], [0]
+
+    def work(errors):
+        with budget.reserve(5):
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            try:
+                both_inside.wait()
+            except threading.BrokenBarrierError:
+                errors.append("a reservation that fits waited for another to end")
+            with lock:
+                inside[0] -= 1
+
+    assert _run_threads(work, 4) == []
+    assert most[0] == 2 and budget.peak == 10 and budget.in_use == 0
+
+
+def test_the_pixel_budget_holds_concurrent_decodes_under_its_capacity():
+    """Eight reservations of 6 against a capacity of 10: the first one in holds the budget
+    until all eight have asked for it (failing after 10 s if they never overlap), so the
+    other seven are waiting on it at once, and still only one is ever inside."""
+    n = 8
+    budget = uploads.PixelBudget(10)
+    lock, asked, inside, most = threading.Lock(), [0], [0], [0]
+    all_asked = threading.Event()
+
+    def work(errors):
+        with lock:
+            asked[0] += 1
+            if asked[0] == n:
+                all_asked.set()
+        with budget.reserve(6):
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            if not all_asked.wait(timeout=10):
+                errors.append("the threads never asked for the budget at the same time")
+            time.sleep(0.02)  # the last to ask reaches reserve's wait meanwhile
+            with lock:
+                inside[0] -= 1
+
+    assert _run_threads(work, n) == []
+    assert most[0] == 1 and budget.peak == 6 and budget.in_use == 0
     with budget.reserve(50):  # larger than the capacity: takes all of it, does not deadlock
         assert budget.in_use == 10
 

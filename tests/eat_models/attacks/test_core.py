@@ -228,7 +228,9 @@ def test_attacks_at_eps_0_1_halve_recall_and_nmi(vanilla_model, attack_set, monk
             expect_attacked = _clustering_oracle(adversarial, labels)
         else:
             expect_clean = oracles.retrieval_scores(clean, labels, clean, labels, self_rows)
-            expect_attacked = oracles.retrieval_scores(adversarial, labels, clean, labels, self_rows)
+            expect_attacked = oracles.retrieval_scores(
+                adversarial, labels, clean, labels, self_rows
+            )
         if attack == "es":
             expect_clean["embedding_shift"], expect_attacked["embedding_shift"] = 0.0, shift
         assert result["clean"] == pytest.approx(expect_clean, abs=1e-5)

@@ -93,26 +93,18 @@ def test_the_ers_suite_is_robranks_ten(tiny):
 # --------------------------------------------------------------------------- scores
 
 
-def test_candidate_attacks_report_the_percentile_rank(scored):
-    """CA±: where the attacked candidate ranks among the gallery for its query."""
+def test_candidate_and_query_attacks_report_the_percentile_rank(scored):
+    """CA±: where the attacked candidate ranks among the gallery for its query; QA±: where
+    the candidate ranks among the gallery for the attacked query."""
     s = scored
-    ranks = [
-        percentile_rank(s.clean[q], s.adversarial[row], s.clean)
-        for row, q in zip(s.rows, s.targets["query"], strict=True)
-    ]
-    for name in ("ca_pos", "ca_neg"):
-        assert ATTACKS[name].score(s)["prank"] == pytest.approx(np.mean(ranks), abs=1e-6)
-
-
-def test_query_attacks_report_the_candidates_rank(scored):
-    """QA±: where the candidate ranks among the gallery for the attacked query."""
-    s = scored
-    ranks = [
-        percentile_rank(s.adversarial[row], s.clean[c], s.clean)
-        for row, c in zip(s.rows, s.targets["candidate"], strict=True)
-    ]
-    for name in ("qa_pos", "qa_neg"):
-        assert ATTACKS[name].score(s)["prank"] == pytest.approx(np.mean(ranks), abs=1e-6)
+    pairs = list(zip(s.rows, s.targets["query"], s.targets["candidate"], strict=True))
+    expected = {
+        "ca": [percentile_rank(s.clean[q], s.adversarial[row], s.clean) for row, q, _ in pairs],
+        "qa": [percentile_rank(s.adversarial[row], s.clean[c], s.clean) for row, _, c in pairs],
+    }
+    for name in ("ca_pos", "ca_neg", "qa_pos", "qa_neg"):
+        got = ATTACKS[name].score(s)["prank"]
+        assert got == pytest.approx(np.mean(expected[name[:2]]), abs=1e-6)
 
 
 def test_tma_reports_the_cosine_to_the_target(scored):
@@ -161,10 +153,8 @@ def test_gtt_reports_retain_at_4(scored):
 # --------------------------------------------------------------------------- targets
 
 
-def _set(rng, n=12):
-    gallery = torch.from_numpy(_unit(rng, N))
-    labels = torch.arange(N) % 3
-    rows = torch.from_numpy(np.sort(rng.choice(N, n, replace=False)))
+def _gallery_set(gallery: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> AttackSet:
+    """The rows ``rows`` of a gallery attacked, each with its own gallery row known."""
     return AttackSet(
         clean=gallery[rows],
         labels=labels[rows],
@@ -173,6 +163,12 @@ def _set(rng, n=12):
         self_index=rows,
         rng=np.random.default_rng(0),
     )
+
+
+def _set(rng, n=12):
+    gallery = torch.from_numpy(_unit(rng, N))
+    labels = torch.arange(N) % 3
+    return _gallery_set(gallery, labels, torch.from_numpy(np.sort(rng.choice(N, n, replace=False))))
 
 
 def _clean_ranking(s: AttackSet, i: int) -> list[int]:
@@ -237,14 +233,7 @@ def test_each_objective_is_minus_robranks_loss_and_the_attack_raises_it(tiny, na
     with torch.no_grad():
         gallery = model(data.images)
     labels = torch.from_numpy(data.labels)
-    s = AttackSet(
-        clean=gallery[rows],
-        labels=labels[rows],
-        gallery=gallery,
-        gallery_labels=labels,
-        self_index=rows,
-        rng=np.random.default_rng(0),
-    )
+    s = _gallery_set(gallery, labels, rows)
     attack = ATTACKS[name]
     targets = attack.targets(s)
     objective = attack.objective(targets, s)

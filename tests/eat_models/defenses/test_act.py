@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from eat_models.defenses.act import collapse_objective, random_triplets
+from eat_models.defenses.act import collapse_objective
+from eat_models.defenses.triplets import random_triplets
 
 
 def test_act_collapses_positive_and_negative():

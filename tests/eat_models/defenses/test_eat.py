@@ -1,4 +1,4 @@
-"""EAT: member splits, self-transfer, the term through F, epoch accounting, checkpoints."""
+"""EAT: member splits, self-transfer, HM's adversary, epoch accounting, checkpoints."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import torch
 import eat_models.defenses.base as defense_base
 from eat_models import load_model
 from eat_models.defenses import build_defense
-from eat_models.defenses.eat import ensemble_batch
 from eat_models.ensemble import AveragedEmbedding
 from eat_models.train import TrainConfig, train
 from tests.eat_models.defenses.helpers import (
@@ -28,11 +27,10 @@ from tests.eat_models.defenses.helpers import (
 @pytest.mark.parametrize(
     "overrides, trained_rows",
     [
-        ({}, M * P * 3),  # own + 2 transferred (the term through F is off by default)
-        ({"lambda_ensemble": 1.0}, M * P * 4),  # + the ensemble batch
-        ({"lambda_ensemble": 1.0, "clean_weight": 0.5}, M * P * 5),
-        ({"lambda_ensemble": 1.0, "lambda_transfer": 0.0}, M * P * 2),
+        ({}, M * P * 3),  # own + 2 transferred
+        ({"clean_weight": 0.5}, M * P * 4),  # + the clean batch
         ({"lambda_transfer": 0.0}, M * P),
+        ({"lambda_transfer": 0.0, "clean_weight": 0.5}, M * P * 2),
     ],
 )
 def test_eat_switches_change_what_each_member_trains_on(pool, overrides, trained_rows):
@@ -47,30 +45,8 @@ def test_eat_switches_change_what_each_member_trains_on(pool, overrides, trained
         training = [n for is_training, n in member_calls if is_training]
         crafting = [n for is_training, n in member_calls if not is_training]
         assert training == [trained_rows]  # one forward over all parts, in train mode
-        own = steps + 1  # PGD steps plus the final best-iterate check
-        f_term = overrides.get("lambda_ensemble", 0.0) > 0
-        through_f = 1 + steps + 1 if f_term else 0
-        assert len(crafting) == own + through_f  # crafting only in eval mode
+        assert len(crafting) == steps + 1  # PGD steps plus the final best-iterate check
     assert ("loss_transfer" in logs) == (overrides.get("lambda_transfer") != 0.0)
-    assert ("loss_ensemble" in logs) == f_term
-
-
-def test_eat_runs_pgd_through_the_ensemble_only_when_lambda_ensemble_is_on(pool, monkeypatch):
-    seen = []
-    original = defense_base.perturb
-
-    def counting(model, *args, **kwargs):
-        seen.append(type(model).__name__)
-        return original(model, *args, **kwargs)
-
-    monkeypatch.setattr(defense_base, "perturb", counting)
-    for lam, expected in ((0.0, 0), (0.5, 1)):
-        seen.clear()
-        members, losses = make_members(3)
-        defense = build_defense("eat", make_config("eat", lambda_ensemble=lam))
-        defense.training_loss(members, losses, make_batches(pool, 3))
-        assert seen.count("AveragedEmbedding") == expected
-        assert len(seen) == 3 + expected  # one PGD per member, plus the one through F
 
 
 def test_without_transfer_a_member_ignores_the_other_members_batches(pool):
@@ -81,7 +57,7 @@ def test_without_transfer_a_member_ignores_the_other_members_batches(pool):
         batches = make_batches(pool, 3)
         batches[1:] = make_batches(pool, 3, offset)[1:]  # other images for members 1 and 2
         defense = build_defense(
-            "eat", make_config("eat", lambda_transfer=lambda_transfer, lambda_ensemble=0.0)
+            "eat", make_config("eat", lambda_transfer=lambda_transfer)
         )
         torch.manual_seed(7)
         value, _ = defense.training_loss(members, losses, batches)
@@ -115,22 +91,6 @@ def test_eat_member_splits(pool):
         build_defense("eat", TrainConfig(defense="eat", member_split="x")).member_rows(labels)
 
 
-def test_ensemble_batch_takes_a_share_of_every_member_batch(pool):
-    batches = make_batches(pool, 3)
-    joint = ensemble_batch(batches)
-    assert len(joint.images) == len(batches[0].images)
-    assert torch.equal(joint.images[: len(batches[0].images[0::3])], batches[0].images[0::3])
-    assert torch.equal(joint.labels[-len(batches[2].labels[2::3]) :], batches[2].labels[2::3])
-
-
-def test_eat_cluster_objective_runs(pool):
-    members, losses = make_members(3)
-    config = make_config("eat", ensemble_objective="cluster", lambda_ensemble=1.0)
-    defense = build_defense("eat", config)
-    value, logs = defense.training_loss(members, losses, make_batches(pool, 3))
-    assert torch.isfinite(value) and "loss_ensemble" in logs
-
-
 def test_eat_checkpoint_round_trips_through_load_model(tiny_config, monkeypatch):
     import eat_models.train as train_module
 
@@ -156,7 +116,7 @@ def test_eat_checkpoint_round_trips_through_load_model(tiny_config, monkeypatch)
 
 
 def test_class_disjoint_members_train_with_full_batches(tiny_config):
-    config = tiny_config("cd", defense="eat", member_split="class-disjoint", lambda_ensemble=0.0)
+    config = tiny_config("cd", defense="eat", member_split="class-disjoint")
     out = train(config, progress=False)
     assert load_model(out).meta["num_members"] == 3
 
@@ -177,9 +137,9 @@ def test_an_eat_epoch_passes_each_member_over_its_own_part_exactly_once():
     assert len(single[0]) == 12
 
 
-def test_eat_pgd_calls_per_epoch_are_k_per_step_plus_one_per_f_term(tmp_path, monkeypatch):
-    """1,200 images, batch 160: an EAT epoch is 400 // 160 = 2 steps of 3 member crafts,
-    plus the term through F on every 2nd step (1 craft); PGD-AT makes 1200 // 160 = 7."""
+def test_eat_pgd_calls_per_epoch_are_k_per_step(tmp_path, monkeypatch):
+    """1,200 images, batch 160: an EAT epoch is 400 // 160 = 2 steps of 3 member crafts;
+    PGD-AT makes 1200 // 160 = 7."""
     calls = []
     original = defense_base.perturb
 
@@ -192,8 +152,6 @@ def test_eat_pgd_calls_per_epoch_are_k_per_step_plus_one_per_f_term(tmp_path, mo
     out = train(
         TrainConfig(
             defense="eat",
-            lambda_ensemble=1.0,
-            ensemble_every=2,
             out=str(tmp_path / "eat"),
             **common,
         ),
@@ -201,35 +159,11 @@ def test_eat_pgd_calls_per_epoch_are_k_per_step_plus_one_per_f_term(tmp_path, mo
     )
     record = json.loads((out / "config.json").read_text())["train"]
     assert record["steps_per_epoch"] == 2
-    assert [name for name, _ in calls].count("AveragedEmbedding") == 1
-    assert len(calls) == 2 * 3 + 1
-    assert all(n == 160 for _, n in calls[:3])  # each member craft: one batch
+    assert len(calls) == 2 * 3
+    assert all(n == 160 and name != "AveragedEmbedding" for name, n in calls)  # one batch each
     calls.clear()
     train(TrainConfig(defense="pgd-at", out=str(tmp_path / "pgd"), **common), progress=False)
     assert len(calls) == 7
-
-
-def test_eat_without_member_crafts_trains_jointly_on_examples_crafted_against_f(pool, monkeypatch):
-    seen = []
-    original = defense_base.perturb
-
-    def counting(model, images, *args, **kwargs):
-        seen.append((type(model).__name__, len(images)))
-        return original(model, images, *args, **kwargs)
-
-    monkeypatch.setattr(defense_base, "perturb", counting)
-    members, losses = make_members(3)
-    batches = make_batches(pool, 3)
-    config = make_config("eat", member_crafts=False, ensemble_batch="all", lambda_ensemble=1.0)
-    loss, logs = build_defense("eat", config).training_loss(members, losses, batches)
-    assert seen == [("AveragedEmbedding", 3 * P * M)]  # one PGD, through F, on all K batches
-    assert set(logs) == {"loss_ensemble"}
-    grads = grads_of(members, loss)
-    assert all(g.abs().sum() > 0 for g in grads)
-    with pytest.raises(ValueError, match="lambda_ensemble"):
-        build_defense(
-            "eat", make_config("eat", member_crafts=False, lambda_ensemble=0.0)
-        ).training_loss(members, losses, batches)
 
 
 def test_eat_with_hm_member_attack_transfers_the_manipulated_triplets(pool, monkeypatch):
@@ -242,7 +176,10 @@ def test_eat_with_hm_member_attack_transfers_the_manipulated_triplets(pool, monk
         seen.append((len(images), args[1].random_start))
         return original(model, images, *args, **kwargs)
 
+    import eat_models.defenses.hm as hm_module
+
     monkeypatch.setattr(defense_base, "perturb", counting)
+    monkeypatch.setattr(hm_module, "perturb", counting)
     members, losses = make_members(3)
     batches = make_batches(pool, 3)
     defense = build_defense("eat", make_config("eat", member_attack="hm"))
@@ -261,7 +198,7 @@ def test_eat_with_hm_member_attack_transfers_the_manipulated_triplets(pool, monk
     # each member: its own manipulated triplets (weight 1) and the other two (weight 1/2)
     assert parts_seen == [[(3 * P * M, 1.0), (3 * P * M, 0.5), (3 * P * M, 0.5)]] * 3
     assert set(logs) == {"loss_adv", "loss_transfer"}
-    assert set(defense._hm.previous_loss) == {0, 1, 2}  # the gradual adversary moves per member
+    assert set(defense.adversary.previous_loss) == {0, 1, 2}  # a state per member
     assert all(g.abs().sum() > 0 for g in grads_of(members, loss))
     with pytest.raises(ValueError, match="member_attack"):
         build_defense("eat", make_config("eat", member_attack="fgsm")).training_loss(

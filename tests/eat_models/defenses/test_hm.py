@@ -12,13 +12,12 @@ import torch.nn.functional as F
 from eat_models.defenses import Batch, build_defense
 from eat_models.defenses.hm import (
     HM,
-    hardness,
     hardness_manipulation_objective,
     intra_class_structure_loss,
     linear_gradual_destination,
     semihard_destination,
-    triplet_loss,
 )
+from eat_models.defenses.triplets import hardness, triplet_loss
 from eat_models.losses import MetricLoss
 from eat_models.networks import NetworkConfig, build_network
 from eat_models.train import TrainConfig
@@ -130,7 +129,7 @@ def test_hm_step_updates_the_gradual_adversary_from_its_triplet_loss():
     value, logs = defense.training_loss([net], [loss], [batch])
     # first step: destination from RobRank's initial previous loss 2.0 → −margin
     assert logs["hm_destination"] == pytest.approx(-0.2)
-    assert defense.previous_loss[0] == pytest.approx(value.item())
+    assert defense.adversary.previous_loss[0] == pytest.approx(value.item())
     # second step: destination follows the first step's loss, −0.2·clip(ℓ/0.2, 0, 1)
     _, logs2 = defense.training_loss([net], [loss], [batch])
     assert logs2["hm_destination"] == pytest.approx(linear_gradual_destination(value.item(), 0.2))

@@ -1,0 +1,69 @@
+"""Triplets, shared by the defenses that build their own (ACT, HM, and EAT with HM's
+adversary): random sampling of one triplet per anchor, the distance, the hardness, and the
+triplet loss on given triplets — all through pytorch-metric-learning, with the one triplet
+margin of the project (:data:`eat_models.losses.TRIPLET_MARGIN`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning.distances import LpDistance
+from pytorch_metric_learning.losses import TripletMarginLoss
+from pytorch_metric_learning.reducers import MeanReducer
+from pytorch_metric_learning.utils.loss_and_miner_utils import get_random_triplet_indices
+
+from ..losses import TRIPLET_MARGIN, MetricLoss
+
+#: Euclidean distance of embeddings that the networks have already L2-normalised
+DISTANCE = LpDistance(normalize_embeddings=False)
+
+
+def random_triplets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One ``(anchor, positive, negative)`` index triple per anchor that has both a
+    positive and a negative in the batch (RobRank's random triplets; torch's RNG)."""
+    return get_random_triplet_indices(labels, t_per_anchor=1)
+
+
+def hardness(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """``H = d(a, p) − d(a, n)`` per triplet (rows of the three ``[m, D]`` tensors).
+
+    Exact Euclidean distances (torch's ``pairwise_distance`` without the 1e-6 that
+    pytorch-metric-learning's ``LpDistance.pairwise_distance`` adds to each difference):
+    HM's destinations are hardness values near 0, where that offset would show."""
+    return F.pairwise_distance(anchor, positive, eps=0) - F.pairwise_distance(
+        anchor, negative, eps=0
+    )
+
+
+def split_triplets(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``[a; p; n]`` (3·m rows) → ``(a, p, n)``."""
+    return embeddings.chunk(3)
+
+
+def triplet_loss(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    margin: float = TRIPLET_MARGIN,
+) -> torch.Tensor:
+    """``mean relu(d(a, p) − d(a, n) + margin)`` over the given triplets (no mining):
+    pytorch-metric-learning's triplet margin loss on explicit triplets, mean-reduced."""
+    m = len(anchor)
+    if m == 0:
+        return anchor.new_zeros((), requires_grad=anchor.requires_grad)
+    rows = torch.arange(m, device=anchor.device)
+    loss = TripletMarginLoss(margin=margin, distance=DISTANCE, reducer=MeanReducer())
+    return loss(
+        torch.cat([anchor, positive, negative]),
+        indices_tuple=(rows, rows + m, rows + 2 * m),
+    )
+
+
+def loss_on_triplets(loss: MetricLoss, embeddings: torch.Tensor, labels: torch.Tensor):
+    """The member's metric loss of triplet-ordered embeddings ``[a; p; n]`` (``labels`` the
+    rows' labels): for the triplet loss the triplets themselves (with its margin), for any
+    other loss (Proxy-Anchor, our adaptation) the loss of the images with their labels."""
+    if loss.takes_triplets:
+        return triplet_loss(*split_triplets(embeddings), loss.margin)
+    return loss(embeddings, labels)
