@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from eat_models import EmbeddingModel
-from eat_models.data import balanced_rows
+from eat_models.data import (
+    DatasetNotFoundError,
+    balanced_rows,
+    parse_source_spec,
+    source_spec_help,
+)
 from index import (
     DatasetSource,
     FileSource,
@@ -24,7 +28,7 @@ from index import (
     ImageSource,
     SearchIndexError,
     SearchResults,
-    fashion_mnist_source,
+    dataset_source,
     folder_source,
     load_index,
     source_from_records,
@@ -39,17 +43,21 @@ class GalleryIndexError(ValueError):
 def gallery_source(spec: str, size: int | None = None) -> tuple[ImageSource, dict]:
     """The gallery as an index source, and a description of it for the cache fingerprint.
 
-    ``spec``: ``fashion-mnist:test`` / ``fashion-mnist:train`` or an image folder.
+    ``spec``: a source spec of the dataset registry (:func:`eat_models.data.parse_source_spec`):
+    ``fashion-mnist:test``, ``cub200:test`` (in its default location) or an image folder.
     ``size``: keep a class-balanced subset of this many images.
     """
-    if spec.startswith("fashion-mnist"):
-        source = fashion_mnist_source(spec.partition(":")[2] or "test")
-        identity = {"source": spec}
+    parsed = parse_source_spec(spec)
+    if parsed is None:
+        raise DatasetNotFoundError(f"gallery {spec!r} is neither {source_spec_help()}")
+    if parsed.dataset != "folder":
+        source = dataset_source(parsed.dataset, parsed.part)
+        identity = {"source": str(parsed)}
         if size is not None and size < len(source):
             dataset = source.dataset
             source = DatasetSource(dataset.subset(balanced_rows(dataset.labels, size)))
     else:
-        root = Path(spec).expanduser().resolve()
+        root = parsed.location
         source = folder_source(root)
         listing = hashlib.sha256()
         for path in source.paths:

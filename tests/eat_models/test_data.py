@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from eat_models.data import fashion_mnist as data
 from eat_models.data import (
     ClassBalancedBatchSampler,
     DatasetNotFoundError,
@@ -20,6 +19,7 @@ from eat_models.data import (
     read_idx,
     stratified_split,
 )
+from eat_models.data import fashion_mnist as data
 from tests.eat_models.idx_files import write_idx
 
 

@@ -130,8 +130,9 @@ def test_eval_attack_and_audit_find_the_training_data_without_flags(
     cub, tmp_path, monkeypatch, capsys
 ):
     """A model trained with ``--dataset cub200 --data-dir ROOT``: ``eat eval CKPT`` and ``eat
-    attack CKPT`` (and ``eat audit``, through the same :func:`checkpoint_data`) find ROOT from the checkpoint (run from another
-    directory, so a relative --data-dir would not do); ``--data-dir`` still overrides."""
+    attack CKPT`` (and ``eat audit``, through the same :func:`checkpoint_data`) find ROOT
+    from the checkpoint (run from another directory, so a relative --data-dir would not
+    do); ``--data-dir`` still overrides."""
     import json
 
     from eat_models.cli import main

@@ -130,7 +130,10 @@ def test_commands_in_separate_processes_share_a_milvus_lite_file(
 
     def eat(*args):
         return subprocess.run(
-            [sys.executable, "-m", "eat_command", *args], capture_output=True, text=True, timeout=300
+            [sys.executable, "-m", "eat_command", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
 
     build = ["--model", str(trained_vanilla), "--source", str(image_folder), "--quiet"]
