@@ -59,9 +59,7 @@ def _imports(name: str, path: Path) -> list[tuple[str, int]]:
 
 
 def test_the_walk_sees_the_tree():
-    assert {"eat_models.train", "index.cli", "app.ui.search_tab", "eat_models.data"} <= set(
-        MODULES
-    )
+    assert {"eat_models.train", "index.cli", "app.ui.search_tab", "eat_models.data"} <= set(MODULES)
     seen = {m for m, _ in _imports("eat_models.data", MODULES["eat_models.data"])}
     assert {"eat_models.data.registry", "eat_models.data.splits"} <= seen
 

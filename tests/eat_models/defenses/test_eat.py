@@ -56,9 +56,7 @@ def test_without_transfer_a_member_ignores_the_other_members_batches(pool):
         members, losses = make_members(3)
         batches = make_batches(pool, 3)
         batches[1:] = make_batches(pool, 3, offset)[1:]  # other images for members 1 and 2
-        defense = build_defense(
-            "eat", make_config("eat", lambda_transfer=lambda_transfer)
-        )
+        defense = build_defense("eat", make_config("eat", lambda_transfer=lambda_transfer))
         torch.manual_seed(7)
         value, _ = defense.training_loss(members, losses, batches)
         return grads_of(members, value)[0]
