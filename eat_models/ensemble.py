@@ -29,7 +29,3 @@ class AveragedEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return averaged_embedding([member(x) for member in self.members])
-
-    def member_embeddings(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each member's own embedding of ``x`` (used by EAT's self-transfer)."""
-        return [member(x) for member in self.members]

@@ -311,7 +311,11 @@ def build_schedule(config: TrainConfig, optimiser, groups: list[dict], total_ste
     """One-cycle (10 % warm-up, cosine decay) or a constant learning rate."""
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimiser, max_lr=[g["lr"] for g in groups], total_steps=total_steps, pct_start=0.1
+            optimiser,
+            max_lr=[g["lr"] for g in groups],
+            total_steps=total_steps,
+            # 10 % warm-up; torch divides by zero when that is exactly one step (10 steps)
+            pct_start=0.1 if total_steps != 10 else 0.2,
         )
     if config.schedule == "constant":
         return torch.optim.lr_scheduler.ConstantLR(optimiser, factor=1.0, total_iters=0)
@@ -470,7 +474,8 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()} | {"epoch": epoch + 1})
         mean_loss = float(np.mean(epoch_losses)) if epoch_losses else None
-        record = {"epoch": epoch + 1, "loss": mean_loss, **running}
+        # the epoch's mean loss; a defense's own running "loss" scalar may not replace it
+        record = {"epoch": epoch + 1, **running, "loss": mean_loss}
         if validation is not None:
             deployed_now = average.averaged if average is not None else members
             record.update(validation_metrics(deployed_now, validation, config.seed))

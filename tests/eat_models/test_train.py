@@ -67,14 +67,7 @@ def test_a_two_epoch_smoke_run_records_what_it_did(tmp_path, monkeypatch, loss):
 @pytest.mark.parametrize(
     "defense",
     [
-        pytest.param(
-            "vanilla",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="train() builds the epoch record as {'loss': mean, **running}: the "
-                "vanilla defense logs a 'loss' scalar, so its running EMA replaces the mean",
-            ),
-        ),
+        "vanilla",
         "trades",
     ],
 )
@@ -248,3 +241,23 @@ def test_resume_refuses_another_config(tmp_path):
     train(TrainConfig(stop_after=1, **common), progress=False)
     with pytest.raises(ResumeError, match="lr"):
         train(TrainConfig(resume=True, lr=5e-3, **common), progress=False)
+
+
+@pytest.mark.parametrize("total_steps", [5, 10, 11, 100])
+def test_the_one_cycle_schedule_runs_for_any_number_of_steps(total_steps):
+    """10 steps once made torch's OneCycleLR divide by zero (a warm-up of exactly one
+    step); the rate still rises to its peak and falls again."""
+    from eat_models.train import build_schedule
+
+    net = torch.nn.Linear(2, 2)
+    groups = [{"params": net.parameters(), "lr": 1e-3}]
+    optimiser = torch.optim.Adam(groups)
+    schedule = build_schedule(TrainConfig(schedule="onecycle"), optimiser, groups, total_steps)
+    rates = []
+    for _ in range(total_steps):
+        optimiser.step()
+        schedule.step()
+        rates.append(optimiser.param_groups[0]["lr"])
+    assert all(0 < r <= 1e-3 * (1 + 1e-9) for r in rates) and rates[-1] < rates[0] * 1.01
+    if total_steps >= 10:  # long enough for a warm-up: the rate reaches its peak
+        assert max(rates) == pytest.approx(1e-3, rel=0.1)
