@@ -100,17 +100,21 @@ class RunOptions(Options):
         "number of ensemble members K; default: the defense's own (3 for at-ensemble and eat, "
         "1 otherwise; vanilla with K > 1 is a plain ensemble)",
         default=None,
+        minimum=1,
     )
-    epochs: int = option("passes over the training set", default=8)
-    classes_per_batch: int = option("P: classes in each batch", default=10)
-    samples_per_class: int = option("M: images per class in each batch (batch = P×M)", default=16)
+    epochs: int = option("passes over the training set", default=8, minimum=1)
+    classes_per_batch: int = option("P: classes in each batch", default=10, minimum=2)
+    samples_per_class: int = option(
+        "M: images per class in each batch (batch = P×M)", default=16, minimum=2
+    )
     lr: float | None = option(
         "AdamW learning rate of the networks (proxies get ×100); default: the defense's own, "
         "1e-3, and for eat 1e-3 × K (its members take 1/K of a single model's steps, each on "
         "K batches; tuned in results/fashion-mnist/tuning-12k-v2)",
         default=None,
+        minimum=0.0,
     )
-    weight_decay: float = option("AdamW weight decay", default=1e-4)
+    weight_decay: float = option("AdamW weight decay", default=1e-4, minimum=0.0)
     optimizer: str = option(
         "'adamw' (decoupled weight decay) or 'adam' (RobRank's; weight decay as L2)",
         default="adamw",
@@ -129,31 +133,37 @@ class RunOptions(Options):
     width: int = option(
         "base width: channels of the first conv of small-cnn or rc2f2 (rc2f2: 32 is RobRank's)",
         default=32,
+        minimum=1,
     )
-    embedding_dim: int = option("embedding size D", default=128)
-    image_size: int = option("side length images of an image folder are resized to", default=224)
+    embedding_dim: int = option("embedding size D", default=128, minimum=2)
+    image_size: int = option(
+        "side length images of an image folder are resized to", default=224, minimum=8
+    )
     imagenet_weights: str | None = option(
         "resnet18 only: 'imagenet' (torchvision download) or a local "
         ".pth state dict; default random init",
         default=None,
     )
     max_train: int | None = option(
-        "use a stratified slice of this many training images (smoke runs)", default=None
+        "use a stratified slice of this many training images (smoke runs)", default=None, minimum=1
     )
     ema_decay: float = option(
         "average each member's weights along training (EMA with this decay, e.g. 0.99; "
         "0: off). The checkpoint then holds the averaged weights; the last raw weights go "
         "to OUT/raw",
         default=0.0,
+        minimum=0.0,
     )
     workers: int = option(
         "image folders: worker processes decoding training images (0: the main process)",
         default=2,
+        minimum=0,
     )
     val_images: int = option(
         "after each epoch, score R@1 and NMI of the model on a fixed stratified slice of this "
         "many test images into the history (0: off)",
         default=0,
+        minimum=0,
     )
     resume: bool = option(
         "continue the run in --out from its last epoch's resume point (OUT/resume: weights, "
@@ -165,9 +175,10 @@ class RunOptions(Options):
         "train at most this many epochs in this invocation, then save a resume point and "
         "exit without the final checkpoint (continue with --resume)",
         default=None,
+        minimum=1,
     )
     seed: int = option("random seed (data order, init); member k uses seed + k", default=0)
-    threads: int = option("torch CPU threads", default=2)
+    threads: int = option("torch CPU threads", default=2, minimum=1)
     device: str = option(
         "where training runs: 'cpu' (default), 'cuda', 'cuda:N', or 'auto' (cuda when "
         "available); the checkpoint is always saved with CPU tensors",

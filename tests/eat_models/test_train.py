@@ -261,3 +261,31 @@ def test_the_one_cycle_schedule_runs_for_any_number_of_steps(total_steps):
     assert all(0 < r <= 1e-3 * (1 + 1e-9) for r in rates) and rates[-1] < rates[0] * 1.01
     if total_steps >= 10:  # long enough for a warm-up: the rate reaches its peak
         assert max(rates) == pytest.approx(1e-3, rel=0.1)
+
+
+def test_train_config_is_made_of_the_registered_option_groups_and_checks_values():
+    import dataclasses
+
+    from eat_models.defenses import OPTION_GROUPS
+    from eat_models.defenses.base import Options
+    from eat_models.train import RunOptions
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    for group in (*OPTION_GROUPS, RunOptions):
+        assert issubclass(group, Options)
+        assert {f.name for f in dataclasses.fields(group)} <= names
+    assert len(names) == len(
+        {f.name for g in (*OPTION_GROUPS, RunOptions) for f in dataclasses.fields(g)}
+    )
+    for bad, message in [
+        ({"member_attack": "fgsm"}, "member_attack 'fgsm': choose one of pgd, hm"),
+        ({"train_eps": -0.1}, "train_eps -0.1: must be at least 0.0"),
+        ({"hm_ics_weight": -1.0}, "hm_ics_weight -1.0: must be at least 0.0"),
+        ({"trades_beta": -1.0}, "trades_beta"),
+        ({"epochs": 0}, "epochs 0: must be at least 1"),
+        ({"samples_per_class": 1}, "samples_per_class 1: must be at least 2"),
+        ({"loss": "contrastive"}, "loss 'contrastive': choose one of triplet, proxy-anchor"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**bad)
+    assert TrainConfig(members=None, train_step_size=None).members is None  # None passes
