@@ -47,9 +47,7 @@ log = logging.getLogger(__name__)
 
 RECIPES: dict[str, tuple[str, dict]] = {
     "pgd-at": ("pgd-at", {}),
-    "eat (F every step)": ("eat", {"members": 3, "lambda_ensemble": 1.0}),
-    "eat (F every 2nd step)": ("eat", {"members": 3, "lambda_ensemble": 1.0, "ensemble_every": 2}),
-    "eat (no F term)": ("eat", {"members": 3, "lambda_ensemble": 0.0}),
+    "eat": ("eat", {"members": 3}),
     "hm": ("hm", {}),
 }
 

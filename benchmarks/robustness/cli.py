@@ -64,6 +64,14 @@ def add_bench_command(sub) -> None:
         help="override the profile's training slice (e.g. a tiny CI run)",
     )
     p.add_argument(
+        "--equal-compute-from",
+        default=None,
+        metavar="DIR",
+        help="give each equal-compute row the epochs it was trained for in the results "
+        "folder DIR instead of timing its budget on this machine (timings move with the "
+        "machine's load; the restructure check compares rows bit for bit)",
+    )
+    p.add_argument(
         "--attack-images",
         type=int,
         default=None,
@@ -156,6 +164,7 @@ def _cmd_bench(args) -> int:
         progress=not args.quiet,
         threads=args.threads,
         device=args.device,
+        equal_compute_from=args.equal_compute_from,
     )
     if args.report_only:
         result = bench.write_report(0.0)

@@ -50,8 +50,11 @@ class Bench:
         progress: bool = True,
         threads: int = 2,
         device: str = "cpu",
+        equal_compute_from: str | Path | None = None,
     ) -> None:
         self.profile = profile
+        #: a results folder whose equal-compute rows' epochs are reused (no timing)
+        self.equal_compute_from = None if equal_compute_from is None else Path(equal_compute_from)
         self.out = Path(out)
         self.runs = Path(runs)
         self.data_dir = data_dir
@@ -103,6 +106,11 @@ class Bench:
         base = p.vanilla_epochs if row.defense == "vanilla" else p.adversarial_epochs
         if row.compute_of is None:
             return base
+        if self.equal_compute_from is not None:
+            recorded = self.equal_compute_from / "rows" / f"{row.name}.json"
+            if not recorded.is_file():
+                raise RuntimeError(f"--equal-compute-from: {recorded} does not exist")
+            return int(json.loads(recorded.read_text())["train"]["epochs"])
         reference = self.load_row(row.compute_of)
         if reference is None:
             raise RuntimeError(f"row {row.name} needs row {row.compute_of} first")

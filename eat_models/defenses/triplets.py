@@ -1,7 +1,8 @@
 """Triplets, shared by the defenses that build their own (ACT, HM, and EAT with HM's
-adversary): random sampling of one triplet per anchor, the distance, the hardness, and the
-triplet loss on given triplets — all through pytorch-metric-learning, with the one triplet
-margin of the project (:data:`eat_models.losses.TRIPLET_MARGIN`).
+adversary): random sampling of one triplet per anchor, the hardness, and the triplet loss
+on given triplets (pytorch-metric-learning's triplet margin loss with explicit triplets and
+its ``LpDistance``), with the one triplet margin of the project
+(:data:`eat_models.losses.TRIPLET_MARGIN`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import torch.nn.functional as F
 from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.losses import TripletMarginLoss
 from pytorch_metric_learning.reducers import MeanReducer
-from pytorch_metric_learning.utils.loss_and_miner_utils import get_random_triplet_indices
 
-from ..losses import TRIPLET_MARGIN, MetricLoss
+from ..losses import TRIPLET_MARGIN
 
 #: Euclidean distance of embeddings that the networks have already L2-normalised
 DISTANCE = LpDistance(normalize_embeddings=False)
@@ -21,8 +21,23 @@ DISTANCE = LpDistance(normalize_embeddings=False)
 
 def random_triplets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One ``(anchor, positive, negative)`` index triple per anchor that has both a
-    positive and a negative in the batch (RobRank's random triplets; torch's RNG)."""
-    return get_random_triplet_indices(labels, t_per_anchor=1)
+    positive and a negative in the batch, anchors in batch order (RobRank's random
+    triplets; torch's RNG).
+
+    pytorch-metric-learning's ``get_random_triplet_indices(labels, t_per_anchor=1)`` draws
+    the same distribution, but class by class: using it would change every ACT and HM
+    run's draws (and the restructure check's bit-identical rows) for no gain.
+    """
+    same = labels[:, None] == labels[None, :]
+    positives = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    negatives = ~same
+    anchors = torch.nonzero(positives.any(1) & negatives.any(1)).squeeze(1)
+    if len(anchors) == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=labels.device)
+        return empty, empty, empty
+    pos = torch.multinomial(positives[anchors].float(), 1).squeeze(1)
+    neg = torch.multinomial(negatives[anchors].float(), 1).squeeze(1)
+    return anchors, pos, neg
 
 
 def hardness(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
@@ -58,12 +73,3 @@ def triplet_loss(
         torch.cat([anchor, positive, negative]),
         indices_tuple=(rows, rows + m, rows + 2 * m),
     )
-
-
-def loss_on_triplets(loss: MetricLoss, embeddings: torch.Tensor, labels: torch.Tensor):
-    """The member's metric loss of triplet-ordered embeddings ``[a; p; n]`` (``labels`` the
-    rows' labels): for the triplet loss the triplets themselves (with its margin), for any
-    other loss (Proxy-Anchor, our adaptation) the loss of the images with their labels."""
-    if loss.takes_triplets:
-        return triplet_loss(*split_triplets(embeddings), loss.margin)
-    return loss(embeddings, labels)

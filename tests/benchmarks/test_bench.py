@@ -47,8 +47,6 @@ def test_quick_bench_writes_every_artefact(tiny_bench):
         "act",
         "at-ensemble",
         "eat-split",
-        "eat-split-transfer-ens",
-        "eat-split-ens",
         "eat",
         "pgd-at-eqc",
         "hm",
