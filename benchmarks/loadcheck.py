@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 
 from app.services.example_images import example_paths
-from app.services.models import MODEL_KEYS
+from app.services.models import ATTACK_ORDER, MODEL_KEYS
 from eat_models.files import write_json
 
 from . import command_parser
@@ -262,7 +262,7 @@ def attack_requests(url: str, repeats: int, steps: int, eps: float, kind: str) -
     """PGD attacks on gallery items, one at a time: round trip and the server's times."""
     user = HTTPUser(url)
     _, info = user.call("status", [])
-    models = [key for key in MODEL_KEYS if key in info["models"]]
+    models = [key for key in ATTACK_ORDER if key in info["models"]]
     user.call("attack", [None, 0, kind, eps, steps, models])  # warm-up
     round_trips, server_total, per_model = [], [], {key: [] for key in models}
     for i in range(repeats):

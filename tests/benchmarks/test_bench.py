@@ -180,18 +180,32 @@ def test_tuning_grid_v2_reports_cost_per_epoch_and_a_compute_curve(tmp_path):
 
     assert family("eat-f2-e16") == "eat-f2" and family("hm-e3") == "hm" and family("eat") == "eat"
     out = tmp_path / "tune"
-    args = ["--grid", "eat-v2", "--entries", "pgd-at-e3", "eat-e3", "--max-train", "1200"]
+    args = ["--grid", "eat-v2", "--entries", "pgd-at-e3", "eat-hm-e4", "--max-train", "1200"]
     args += ["--attack-images", "60", "--out", str(out), "--runs", str(tmp_path / "runs")]
     assert tune_main([*args, "--threads", "1"]) == 0
     results = json.loads((out / "results.json").read_text())
     entries = {e["entry"]: e for e in results["entries"]}
-    pgd, eat = entries["pgd-at-e3"], entries["eat-e3"]
+    pgd, eat = entries["pgd-at-e3"], entries["eat-hm-e4"]
     # an epoch: PGD-AT 1200 // 160 = 7 steps; EAT, each member over its third once, 400 // 160
-    assert (pgd["steps"], eat["steps"]) == (3 * 7, 3 * 2)
+    assert (pgd["steps"], eat["steps"]) == (3 * 7, 4 * 2)
     md = (out / "results.md").read_text()
     ratio = eat["seconds_per_epoch"] / pgd["seconds_per_epoch"]
     assert f"| {ratio:.2f}× |" in md and "| 1.00× |" in md
     assert (out / "robustness_vs_compute.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_retired_tuning_entry_keeps_its_result_but_is_not_retrained():
+    from benchmarks.tune import GRIDS, current_overrides
+
+    defense, overrides = GRIDS["eat-v2"]["eat-e3"]  # it trained the removed term through F
+    with pytest.raises(ValueError, match="term through F, which was removed"):
+        current_overrides("eat-e3", overrides)
+    # an entry that only restated today's recipe (the term off) trains as it is
+    assert current_overrides("eat-nof-e10", GRIDS["eat-v2"]["eat-nof-e10"][1]) == {
+        "members": 3,
+        "lr": 1e-3,
+        "epochs": 10,
+    }
 
 
 def test_ship_copies_vanilla_baseline_and_eat_with_their_numbers(tiny_bench, tmp_path):
