@@ -23,6 +23,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from eat_models.attacks import evaluation_key
+from eat_models.defenses.eat import RETIRED_OPTIONS
 from eat_models.provenance import provenance
 
 from . import command_parser
@@ -32,23 +33,12 @@ from .robustness.runner import Bench
 
 log = logging.getLogger(__name__)
 
-#: EAT's options of its former term through F (removed: it added no robustness). Grid
-#: entries that set them stay for their stored results; they cannot be trained again.
-RETIRED_OPTIONS = (
-    "lambda_ensemble",
-    "ensemble_objective",
-    "ensemble_every",
-    "ensemble_steps",
-    "ensemble_batch",
-    "member_crafts",
-)
-
 
 def current_overrides(name: str, overrides: dict) -> dict:
     """``overrides`` without the retired options that only restate today's recipe (the
     term through F off); a retired option that changes the recipe is an error."""
-    kept = dict(overrides)
-    if kept.pop("lambda_ensemble", 0.0) != 0.0 or any(k in kept for k in RETIRED_OPTIONS):
+    kept = {k: v for k, v in overrides.items() if RETIRED_OPTIONS.get(k, object()) != v}
+    if any(k in kept for k in RETIRED_OPTIONS):
         raise ValueError(
             f"tuning entry {name} trains EAT's term through F, which was removed (it added no "
             "robustness; results/fashion-mnist/tuning-12k-v2); its stored result stays"

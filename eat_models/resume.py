@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
+from .defenses.eat import RETIRED_OPTIONS
 from .files import atomic_write_bytes
 
 FORMAT_TAG = "eat-resume"
@@ -146,7 +147,10 @@ def load_resume_point(out: str | Path, config: dict) -> dict | None:
     if doc.get("format") != FORMAT_TAG or doc.get("format_version") != FORMAT_VERSION:
         raise ResumeError(f"{directory}: not an EAT resume point of version {FORMAT_VERSION}")
     state = _unflatten(doc["state"], tensors)
-    stored = state.get("config", {})
+    stored = dict(state.get("config", {}))
+    for key, off in RETIRED_OPTIONS.items():  # recorded before EAT's term through F went
+        if key in stored and key not in config and stored[key] == off:
+            del stored[key]
     changed = sorted(
         k
         for k in set(stored) | set(config)

@@ -50,6 +50,16 @@ from .hm import GradualAdversary
 
 MEMBER_SPLITS = ("stratified", "overlap", "class-disjoint", "none")
 MEMBER_ATTACKS = ("pgd", "hm")
+#: the options of the removed term through F, each with the value that kept it off: a
+#: config recorded before the removal that holds these values trains exactly as today
+RETIRED_OPTIONS = {
+    "lambda_ensemble": 0.0,
+    "ensemble_objective": "cluster",
+    "ensemble_every": 1,
+    "ensemble_steps": None,
+    "ensemble_batch": "share",
+    "member_crafts": True,
+}
 
 
 @dataclass

@@ -243,6 +243,25 @@ def test_resume_refuses_another_config(tmp_path):
         train(TrainConfig(resume=True, lr=5e-3, **common), progress=False)
 
 
+def test_a_resume_point_from_before_the_f_term_was_removed_still_resumes(tmp_path):
+    """Runs started before EAT's term through F was removed recorded its options at their
+    "off" values; they resume. One that had it on is another config."""
+    from eat_models.resume import ResumeError, load_resume_point, save_resume_point
+
+    config = TrainConfig(epochs=2, max_train=200, width=8, embedding_dim=16, stop_after=1)
+    config.out = str(tmp_path / "r")
+    train(config, progress=False)
+    config.stop_after = None
+    state = load_resume_point(config.out, config.to_dict())
+    off = dict(lambda_ensemble=0.0, member_crafts=True, ensemble_every=1)
+    save_resume_point(config.out, {**state, "config": {**state["config"], **off}})
+    assert load_resume_point(config.out, config.to_dict())["epoch"] == 1
+    on = {**state["config"], **off, "lambda_ensemble": 1.0}
+    save_resume_point(config.out, {**state, "config": on})
+    with pytest.raises(ResumeError, match="lambda_ensemble"):
+        load_resume_point(config.out, config.to_dict())
+
+
 @pytest.mark.parametrize("total_steps", [5, 10, 11, 100])
 def test_the_one_cycle_schedule_runs_for_any_number_of_steps(total_steps):
     """10 steps once made torch's OneCycleLR divide by zero (a warm-up of exactly one
