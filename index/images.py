@@ -24,8 +24,8 @@ from PIL import Image, ImageOps
 
 from eat_models import images as pipeline
 from eat_models.data import (
-    PARTS,
     ImageDataset,
+    load_dataset,
     load_part,
     parse_source_spec,
     scan_image_folder,
@@ -247,8 +247,8 @@ def source_from_records(
             names.setdefault(int(r["label"]), str(r["class_name"]))
     matches = [_FASHION_REF.match(ref) for ref in refs]
     if refs and all(matches):
-        split = {part: load_part("fashion-mnist", part, data_dir) for part in PARTS}
-        train = split["train"]
+        train, test = load_dataset("fashion-mnist", "standard", data_dir)  # one read of the files
+        split = {"train": train, "test": test}
         parts = [(m.group(1), int(m.group(2))) for m in matches]
         for (part, row), ref in zip(parts, refs, strict=True):
             if row >= len(split[part]):
