@@ -48,6 +48,9 @@ TRIM_AFTER_PIXELS = 4_000_000
 # Decoded uploads are shrunk to this side at once: plenty for 28-224 px models, and
 # 200 uploads never hold more than a few MB of pixels.
 WORKING_MAX_SIDE = 512
+#: the only formats opened (Pillow's names); anything else, EPS (Ghostscript) included, is
+#: refused as not an image this app reads, before any of its data is parsed
+UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 #: skipped files listed by name before the rest are only counted
 MAX_SKIPPED_LINES = 20
 
@@ -185,7 +188,7 @@ def decode_image(data: bytes, name: str, pixel_allowance: int | None = None) -> 
         # with a clearer message, and Pillow itself refuses anything larger at open().
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS)
         except Image.DecompressionBombError:
             raise UploadError(_too_many_pixels(name)) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):

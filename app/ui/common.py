@@ -4,6 +4,7 @@ thumbnails served as files, and factories for the components that recur across t
 from __future__ import annotations
 
 import functools
+import html
 import logging
 import shutil
 import tempfile
@@ -61,6 +62,14 @@ CSS = """
 """
 
 
+def error_for_people(message: str, title: str) -> gr.Error:
+    """A ``gr.Error`` whose message shows literally: Gradio renders a toast's message as
+    HTML, and messages quote file names that people chose (a zip entry called
+    ``<img src=…>.png`` must not load anything). Newlines stay line breaks."""
+    text = html.escape(message).replace("\n", "<br>")
+    return gr.Error(text, title=title, print_exception=False)
+
+
 def user_errors(action: str):
     """Turn bad input into a readable ``gr.Error``; log anything else, show a short note."""
 
@@ -72,14 +81,13 @@ def user_errors(action: str):
             except gr.Error:
                 raise
             except USER_ERRORS as exc:
-                raise gr.Error(str(exc), title=f"Cannot {action}", print_exception=False) from None
+                raise error_for_people(str(exc), f"Cannot {action}") from None
             except Exception:
                 log.exception("unexpected error while trying to %s", action)
-                raise gr.Error(
+                raise error_for_people(
                     f"Something went wrong while trying to {action}. The server logged the "
                     "details; please try another image or setting.",
-                    title="Error",
-                    print_exception=False,
+                    f"Could not {action}",
                 ) from None
 
         return wrapper

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .common import UI
+from .common import UI, error_for_people
 
 
 def build(ui: UI, demo: gr.Blocks) -> None:
@@ -48,7 +48,7 @@ def build(ui: UI, demo: gr.Blocks) -> None:
         try:
             rep = ui.services.audit_report(name)
         except ValueError as exc:
-            raise gr.Error(str(exc), title="No such report") from None
+            raise error_for_people(str(exc), "No such report") from None
         return rep.markdown, gr.update(value=rep.plots or None, visible=bool(rep.plots))
 
     pick.change(

@@ -15,6 +15,7 @@ from . import common, present
 from .common import UI
 
 QUERY_SIDE = 256  # the uploaded image is shown at most this large, beside what the model saw
+SEARCH_QUEUE = "search"  # the search button and the example click share its 4 workers
 
 
 def build(ui: UI) -> None:
@@ -102,6 +103,7 @@ def build(ui: UI) -> None:
         api_description="Top-k gallery items for an uploaded image: (file, models: a list "
         f"of {', '.join(repr(k) for k in keys)}, k).",
         concurrency_limit=4,
+        concurrency_id=SEARCH_QUEUE,
     ).failure(
         common.failed("search", len(blank)),
         outputs=[search_info, *blank],
@@ -113,4 +115,13 @@ def build(ui: UI) -> None:
     query_file.clear(lambda: None, outputs=[example_state], api_visibility="private", queue=False)
     example_gallery.select(
         pick_example, outputs=[example_state, query_file], api_visibility="private", queue=False
-    ).then(search, inputs=inputs, outputs=outputs, api_visibility="private", queue=False)
+    ).then(
+        # queued with the search button: this event takes an uploaded file too, so running
+        # it outside the queue would let callers pass the queue's limits
+        search,
+        inputs=inputs,
+        outputs=outputs,
+        api_visibility="private",
+        concurrency_limit=4,
+        concurrency_id=SEARCH_QUEUE,
+    )

@@ -371,3 +371,20 @@ def test_concurrent_high_resolution_uploads_keep_memory_bounded(server, tmp_path
     assert after_mb < 300, after_mb  # and the memory comes back
     # and it still answers after such a burst
     assert _api_search(server, Path(_example("bag")).read_bytes(), "?k=3").status_code == 200
+
+
+def test_file_names_in_an_error_show_as_text_not_html(client, tmp_path):
+    """A toast renders its message as HTML: names that people chose are escaped there,
+    one skipped file per line (the probe's beacon and phishing link)."""
+    archive = tmp_path / "names.zip"
+    beacon = "<img src='http://127.0.0.1:1/BEACON'>.png"
+    link = "<a href='http://127.0.0.1:1/phish'>Click here to fix your upload</a>.png"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(beacon, b"not an image")
+        zf.writestr(link, b"not an image either")
+    with pytest.raises(AppError) as caught:
+        _cluster(client, [archive])
+    message = str(caught.value)
+    assert "<img" not in message and "<a " not in message
+    assert "&lt;img src=&#x27;http://127.0.0.1:1/BEACON&#x27;&gt;.png" in message
+    assert "&lt;a href=" in message and message.count("<br>") >= 2

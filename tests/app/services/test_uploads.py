@@ -305,3 +305,20 @@ def test_a_request_stops_decoding_past_its_pixel_budget(tmp_path, monkeypatch):
     batch = load_uploads(paths)
     assert batch.names == ["im0.png", "im1.png"]
     assert "megapixel budget per request" in batch.skipped[0].reason
+
+
+@pytest.mark.parametrize(
+    "fmt", ["PPM", "TGA", "ICO", "PCX", "SGI", "QOI", "DDS", "JPEG2000", "EPS"]
+)
+def test_formats_outside_the_promised_list_are_refused(fmt):
+    """Only PNG, JPEG, GIF, BMP, WebP and TIFF are opened: Pillow would read these too (EPS
+    through Ghostscript where it is installed)."""
+    if fmt == "EPS":
+        data = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n"
+    else:
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(buffer, format=fmt)
+        data = buffer.getvalue()
+    with pytest.raises(UploadError, match="PNG, JPEG, GIF, BMP, WebP or TIFF"):
+        decode_image(data, f"x.{fmt.lower()}")
+    assert set(uploads.UPLOAD_FORMATS) == {"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"}
