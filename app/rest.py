@@ -13,7 +13,8 @@ Answers: 200 with ``{"query": {...}, "out_of_domain": bool, "ood_score": float, 
 {model: {"hits": [...], "out_of_domain": bool, "ood_score": float, ...}}}`` (the flag: the
 query looks like nothing the model was trained on, see :mod:`app.services.ood`); 400 for an
 empty body, an image that cannot be read or a malformed multipart form (two files, too
-many fields, a missing boundary); 413 for a body over the file-size limit;
+many fields, a missing boundary); 413 for a body over the file-size limit (counted as it
+arrives, chunked or not: nothing over the limit is read or spooled); 405 for another method;
 422 for a bad ``model`` (a key — ``eat``, ``baseline``, ``vanilla`` — ``both``, ``all``
 (the default) or keys separated by commas) or ``k``. Each error is
 ``{"error": "<readable message>"}``.
@@ -26,8 +27,9 @@ import logging
 import time
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -47,40 +49,66 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def _read_body(request: Request) -> tuple[bytes, str]:
-    """The image bytes and a display name, from a raw body or a multipart ``file`` field."""
+#: what a multipart form may add around its one file (boundaries, part headers)
+FORM_OVERHEAD = 64 * 1024
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    """The whole body, refused (``OverflowError``) as soon as it passes ``limit`` bytes:
+    a chunked body has no length to check ahead, so it is counted as it arrives and never
+    spooled to disk."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_FILE_BYTES + 64 * 1024:
+    if declared and declared.isdigit() and int(declared) > limit:
         raise OverflowError
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        try:
-            form = await request.form(max_files=1, max_fields=4)
-        except (HTTPException, MultiPartException, ValueError) as exc:  # parser errors too
-            detail = getattr(exc, "detail", None) or getattr(exc, "message", "") or "unreadable"
-            raise UploadError(
-                f"Malformed multipart form ({str(detail).rstrip('.')}): send one image as "
-                "the form field 'file', or the image itself as the request body."
-            ) from None
-        try:
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise UploadError("No image: send it as the form field 'file'.")
-            data = await upload.read(MAX_FILE_BYTES + 1)
-            name = upload.filename or "upload"
-        finally:
-            await form.close()
-    else:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_FILE_BYTES:
-                raise OverflowError
-            chunks.append(chunk)
-        data, name = b"".join(chunks), "request body"
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise OverflowError
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _parse_form(headers: Headers, body: bytes):
+    async def replay():
+        yield body
+        yield b""
+
+    parser = MultiPartParser(
+        headers, replay(), max_files=1, max_fields=4, max_part_size=MAX_FILE_BYTES
+    )
+    return await parser.parse()
+
+
+async def _read_body(request: Request) -> tuple[bytes, str]:
+    """The image bytes and a display name, from a raw body or a multipart ``file`` field.
+    Either way at most the file-size limit (plus a form's overhead) is read."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        data = await _read_capped(request, MAX_FILE_BYTES)
+        if not data:
+            raise UploadError("No image: the request body is empty.")
+        return data, "request body"
+    body = await _read_capped(request, MAX_FILE_BYTES + FORM_OVERHEAD)
+    try:
+        form = await _parse_form(request.headers, body)
+    except (HTTPException, MultiPartException, ValueError) as exc:  # parser errors too
+        detail = getattr(exc, "detail", None) or getattr(exc, "message", "") or "unreadable"
+        raise UploadError(
+            f"Malformed multipart form ({str(detail).rstrip('.')}): send one image as "
+            "the form field 'file', or the image itself as the request body."
+        ) from None
+    try:
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise UploadError("No image: send it as the form field 'file'.")
+        data = await upload.read(MAX_FILE_BYTES + 1)
+        name = upload.filename or "upload"
+    finally:
+        await form.close()
     if len(data) > MAX_FILE_BYTES:
         raise OverflowError
     if not data:
-        raise UploadError("No image: the request body is empty.")
+        raise UploadError("No image: the uploaded file is empty.")
     return data, name
 
 
@@ -90,6 +118,12 @@ def search_route(services: Services, concurrency: int = API_CONCURRENCY) -> Rout
     limiter = asyncio.Semaphore(concurrency)
 
     async def search(request: Request) -> JSONResponse:
+        if request.method != "POST":
+            response = _error(
+                405, f"Use POST {SEARCH_PATH} with the image as the body or the form field 'file'."
+            )
+            response.headers["Allow"] = "POST"
+            return response
         started = time.perf_counter()
         model = request.query_params.get("model", DEFAULT_MODEL)
         try:
@@ -120,4 +154,4 @@ def search_route(services: Services, concurrency: int = API_CONCURRENCY) -> Rout
             }
         )
 
-    return Route(SEARCH_PATH, search, methods=["POST"], name="api_search")
+    return Route(SEARCH_PATH, search, methods=["GET", "POST"], name="api_search")

@@ -146,15 +146,24 @@ def ranked_hits(
 def models_for(choice, loaded: tuple[str, ...] = MODEL_KEYS) -> tuple[str, ...]:
     """The model keys a choice stands for, in display order: one key, ``both`` (eat and
     vanilla), ``all`` (every loaded model), or several keys (a list or ``"eat,baseline"``).
-    Keys the app has not loaded are refused by name."""
+    Keys the app has not loaded are refused by name. Case and spaces do not matter; a
+    group stands alone."""
     if isinstance(choice, str):
-        names = MODEL_GROUPS.get(choice) or tuple(c.strip() for c in choice.split(",") if c.strip())
-        if choice == "all":
-            names = loaded
+        parts = tuple(c.strip().lower() for c in choice.split(",") if c.strip())
     else:
-        names = tuple(choice or ())
-    if not names:
+        parts = tuple(str(c).strip().lower() for c in choice or ())
+    if not parts:
         raise ValueError("choose at least one model")
+    groups = [p for p in parts if p in MODEL_GROUPS]
+    if groups and len(parts) > 1:
+        raise ValueError(
+            f"{groups[0]!r} stands for several models and is given alone; to combine models, "
+            f"list their keys ({', '.join(MODEL_KEYS)}) separated by commas"
+        )
+    if groups:
+        names = loaded if groups[0] == "all" else MODEL_GROUPS[groups[0]]
+    else:
+        names = parts
     unknown = [n for n in names if n not in MODEL_KEYS]
     if unknown:
         raise ValueError(

@@ -388,3 +388,64 @@ def test_file_names_in_an_error_show_as_text_not_html(client, tmp_path):
     assert "<img" not in message and "<a " not in message
     assert "&lt;img src=&#x27;http://127.0.0.1:1/BEACON&#x27;&gt;.png" in message
     assert "&lt;a href=" in message and message.count("<br>") >= 2
+
+
+def _send_until_answered(server: str, head: bytes, chunk: bytes, most: int) -> tuple[bytes, int]:
+    """Send ``head`` then HTTP chunks of ``chunk`` until the server answers (or ``most``
+    bytes went out); the answer's first bytes and how many body bytes were sent."""
+    import select
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(server)
+    sent = 0
+    with socket.create_connection((where.hostname, where.port), timeout=60) as sock:
+        sock.sendall(head)
+        framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        while sent < most:
+            if select.select([sock], [], [], 0)[0]:
+                break
+            try:
+                sock.sendall(framed)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+        sock.settimeout(30)
+        return sock.recv(4096), sent
+
+
+def test_a_chunked_upload_over_the_limit_is_refused_as_it_arrives(server):
+    """No Content-Length to check ahead: the body is counted as it arrives, so a 200 MB
+    chunked form gets its 413 after about the 10 MB limit, not after the whole upload."""
+    from app.services.uploads import MAX_FILE_BYTES
+
+    port = server.rstrip("/").rsplit(":", 1)[1]
+    boundary = "zzBOUNDARYzz"
+    head = (
+        f"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    preamble = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    chunk = preamble + b"\0" * (256 * 1024 - len(preamble))
+    answer, sent = _send_until_answered(server, head, chunk, most=200 * 1024 * 1024)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"10 MB limit" in answer
+    # what sat in socket buffers when the answer came is all that went beyond the limit
+    assert sent < MAX_FILE_BYTES + 16 * 1024 * 1024, sent
+
+
+def test_the_json_route_answers_other_methods_in_json(server):
+    import httpx
+
+    response = httpx.get(f"{server}api/search", timeout=30)
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert "Use POST /api/search" in response.json()["error"]
+    data = Path(_example("bag")).read_bytes()
+    mixed = _api_search(server, data, "?model=all,eat").json()
+    assert "'all' stands for several models" in mixed["error"]
+    upper = _api_search(server, data, "?model=EAT&k=1").json()
+    assert list(upper["results"]) == ["eat"]

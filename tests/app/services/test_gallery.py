@@ -77,6 +77,12 @@ def test_model_choices_name_loaded_models_only(services):
         models_for("resnet", loaded)
     with pytest.raises(ValueError, match="at least one model"):
         models_for([], loaded)
+    assert models_for(" EAT , Vanilla", loaded) == ("eat", "vanilla")  # case and spaces
+    assert models_for("ALL", loaded) == loaded
+    with pytest.raises(ValueError, match="'all' stands for several models and is given alone"):
+        models_for("all,eat", loaded)
+    with pytest.raises(ValueError, match="at least one model"):
+        models_for(" , ", loaded)
 
 
 def test_an_image_folder_gallery(tmp_path, app_models_dir, fmnist_test_arrays):
