@@ -46,3 +46,36 @@ def test_the_report_lists_running_rows_with_their_progress(tmp_path):
     assert "| vanilla | 16/16 | 417 s |" in text and "0.876 / 0.778 / 4.5" in text
     assert "| hm | 1/2 (running) |" in text
     assert (tmp_path / "results.md").read_text() == text
+
+
+def test_the_strong_worst_case_is_added_to_a_standard_evaluation(tmp_path, monkeypatch):
+    """``evaluate --standard-only`` first, then ``evaluate``: the second run adds only the
+    strong strength to the stored record, the standard numbers stay as they were."""
+    monkeypatch.setattr(rf, "ATTACK_IMAGES", 40)
+    for name, defense in (("vanilla", "vanilla"), ("hm", "hm")):
+        train(
+            TrainConfig(
+                defense=defense,
+                epochs=1,
+                max_train=200,
+                width=8,
+                embedding_dim=16,
+                train_steps=2,
+                out=str(tmp_path / "runs" / name),
+            ),
+            progress=False,
+        )
+    hm = next(r for r in rf.ROWS if r.name == "hm")
+    rf.evaluate_rows([hm], tmp_path, threads=1, progress=False, standard_only=True)
+    first = json.loads((tmp_path / "eval" / "hm.json").read_text())
+    assert list(first["card"]["strengths"]) == ["standard"]
+    assert set(first["ca_at_robrank_eps"]) == {"standard/p1", "standard/p0.1"}
+    rf.evaluate_rows([hm], tmp_path, threads=1, progress=False)
+    second = json.loads((tmp_path / "eval" / "hm.json").read_text())
+    assert list(second["card"]["strengths"]) == ["standard", "strong"]
+    assert second["card"]["strengths"]["standard"] == first["card"]["strengths"]["standard"]
+    assert second["clean_10k"] == first["clean_10k"]
+    assert len(second["ca_at_robrank_eps"]) == 4
+    assert [e["strengths"] for e in second["evaluations"]] == [["standard"], ["strong"]]
+    rf.evaluate_rows([hm], tmp_path, threads=1, progress=False)  # nothing left to add
+    assert json.loads((tmp_path / "eval" / "hm.json").read_text()) == second
