@@ -51,6 +51,7 @@ WORKING_MAX_SIDE = 512
 #: the only formats opened (Pillow's names); anything else, EPS (Ghostscript) included, is
 #: refused as not an image this app reads, before any of its data is parsed
 UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 #: skipped files listed by name before the rest are only counted
 MAX_SKIPPED_LINES = 20
 
@@ -353,6 +354,7 @@ class _Collector:
 
     def add_zip(self, path: Path, name: str) -> None:
         members = _zip_members(path, name)
+        over_budget: list[str] = []
         with zipfile.ZipFile(path) as zf:
             for info in members:
                 member = PurePosixPath(info.filename)
@@ -372,6 +374,11 @@ class _Collector:
                 if info.file_size > MAX_FILE_BYTES:
                     self.skip(shown, f"larger than the {_megabytes(MAX_FILE_BYTES)} limit per file")
                     continue
+                if self.total_bytes + info.file_size > MAX_TOTAL_BYTES:
+                    # by its declared size, before inflating it (a lying header is caught
+                    # by the read's cap and add()'s count of what really came out)
+                    over_budget.append(shown)
+                    continue
                 try:
                     with zf.open(info) as fh:
                         data = fh.read(MAX_FILE_BYTES + 1)
@@ -387,6 +394,25 @@ class _Collector:
                     continue
                 label = member.parent.name or None
                 self.add(shown, data, label)
+        if over_budget:
+            self.batch.skipped.insert(0, _over_budget(name, over_budget))
+
+
+def _over_budget(name: str, entries: list[str], named: int = 5) -> Skipped:
+    """One line for the zip entries left unextracted once the request's budget of
+    uncompressed data was spent, naming those that look like images first."""
+    looks = [e for e in entries if PurePosixPath(e).suffix.lower() in IMAGE_SUFFIXES]
+    rest = [e for e in entries if e not in set(looks)]
+    shown = (looks + rest)[:named]
+    more = len(entries) - len(shown)
+    return Skipped(
+        f"{len(entries)} entries of {name}",
+        f"not extracted: the {_megabytes(MAX_TOTAL_BYTES)} budget of uncompressed data per "
+        f"request was spent on the entries before them; among them "
+        + ", ".join(shown)
+        + (f" and {more} more" if more else "")
+        + (f" ({len(looks)} look like images)" if looks else ""),
+    )
 
 
 def load_uploads(

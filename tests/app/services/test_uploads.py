@@ -322,3 +322,29 @@ def test_formats_outside_the_promised_list_are_refused(fmt):
     with pytest.raises(UploadError, match="PNG, JPEG, GIF, BMP, WebP or TIFF"):
         decode_image(data, f"x.{fmt.lower()}")
     assert set(uploads.UPLOAD_FORMATS) == {"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"}
+
+
+def test_zip_inflation_stops_once_the_request_budget_is_spent(tmp_path, monkeypatch, png_bytes):
+    """The probe's 900 × 10 MB of zeros: entries are checked by their declared size before
+    they are inflated, so only what fits the budget is extracted, and the images left over
+    are named in one line at the top of the skipped list."""
+    monkeypatch.setattr(uploads, "MAX_TOTAL_BYTES", 5_000_000)
+    img = png_bytes(np.full((28, 28), 120, dtype=np.uint8))
+    entries = {f"junk/{i:03}.bin": b"\0" * 1_000_000 for i in range(40)}
+    entries.update({"real/a.png": img, "real/b.png": img})
+    archive = _zip(tmp_path / "inflate.zip", entries)
+    opened = []
+    real_open = zipfile.ZipFile.open
+
+    def counting_open(self, member, *args, **kwargs):
+        opened.append(getattr(member, "filename", member))
+        return real_open(self, member, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", counting_open)
+    with pytest.raises(UploadError) as caught:
+        load_uploads([archive])
+    assert len(opened) == 5  # 5 × 1 MB fit the budget, the other 35 + 2 are not inflated
+    first_line = str(caught.value).splitlines()[1]
+    assert first_line.startswith("- 37 entries of inflate.zip: not extracted")
+    assert "inflate.zip/real/a.png, inflate.zip/real/b.png" in first_line
+    assert "(2 look like images)" in first_line
