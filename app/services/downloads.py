@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import re
+import unicodedata
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -12,18 +13,30 @@ import numpy as np
 
 from .uploads import UploadBatch
 
+MAX_NAME = 80  # characters of a name in the zip, its extension kept
+MAX_SUFFIX = 10
+#: what a spreadsheet reads as the start of a formula
+FORMULA_STARTS = ("=", "+", "-", "@")
+
 
 def safe_name(index: int, name: str) -> str:
     """A file name for the zip: numbered, no folders, only word characters, dots and dashes."""
     base = PurePosixPath(name.replace("\\", "/")).name or "image"
-    base = re.sub(r"[^\w.\-]+", "_", base)[:80]
-    return f"{index:03d}_{base}"
+    base = re.sub(r"[^\w.\-]+", "_", base)
+    suffix = PurePosixPath(base).suffix[:MAX_SUFFIX]
+    stem = base[: len(base) - len(PurePosixPath(base).suffix)] if suffix else base
+    return f"{index:03d}_{stem[: MAX_NAME - len(suffix)]}{suffix}"
 
 
 def csv_cell(value):
     """A CSV cell a spreadsheet will not run: text starting with ``= + - @``, a tab or a
-    carriage return gets a leading apostrophe (OWASP's advice on CSV injection)."""
-    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+    carriage return gets a leading apostrophe (OWASP's advice on CSV injection). Leading
+    spaces and compatibility forms (full-width ``＝``, small ``﹦``) are looked through, as
+    spreadsheets do."""
+    if not isinstance(value, str):
+        return value
+    looks = unicodedata.normalize("NFKC", value).lstrip()
+    if value.startswith(("\t", "\r")) or looks.startswith(FORMULA_STARTS):
         return "'" + value
     return value
 

@@ -228,6 +228,21 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_escaped():
     assert csv_cell("=SUM(A1)") == "'=SUM(A1)" and csv_cell("@SUM(A1)") == "'@SUM(A1)"
     assert csv_cell("-2+3") == "'-2+3" and csv_cell("+1") == "'+1"
     assert csv_cell("shoes") == "shoes" and csv_cell(3) == 3
+    assert csv_cell(" =1+1") == "' =1+1" and csv_cell("\u3000=1") == "'\u3000=1"
+    assert csv_cell("\uff1dSUM(A1)") == "'\uff1dSUM(A1)"  # full-width =
+    assert csv_cell("\ufe66 1") == "'\ufe66 1" and csv_cell("\uff0b1") == "'\uff0b1"
+    assert csv_cell("a=b") == "a=b" and csv_cell("\tx") == "'\tx"
+
+
+def test_long_names_keep_their_extension_in_the_zip():
+    from app.services.downloads import MAX_NAME, safe_name
+
+    long = "a" * 200 + ".jpeg"
+    name = safe_name(7, f"folder/{long}")
+    assert name.startswith("007_") and name.endswith(".jpeg")
+    assert len(name) == 4 + MAX_NAME
+    assert safe_name(1, "x/<b>.png") == "001__b_.png"
+    assert safe_name(2, "noext") == "002_noext" and safe_name(3, "") == "003_image"
 
 
 def _run_threads(work, n: int) -> list[str]:
