@@ -24,18 +24,17 @@ skipped; the rest are processed. Only when nothing usable is left does a call ra
 from __future__ import annotations
 
 import ctypes
-import io
 import os
-import struct
 import threading
-import warnings
 import zipfile
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
+
+from eat_models import images
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_FILES = 200
@@ -45,12 +44,10 @@ MAX_REQUEST_PIXELS = 100_000_000
 MAX_PIXELS_IN_FLIGHT = 60_000_000
 #: decodes at least this large give their freed memory back to the system afterwards
 TRIM_AFTER_PIXELS = 4_000_000
-# Decoded uploads are shrunk to this side at once: plenty for 28-224 px models, and
-# 200 uploads never hold more than a few MB of pixels.
-WORKING_MAX_SIDE = 512
-#: the only formats opened (Pillow's names); anything else, EPS (Ghostscript) included, is
-#: refused as not an image this app reads, before any of its data is parsed
-UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+# Decoded uploads are shrunk to this side at once (as on every road into a model), so 200
+# uploads never hold more than a few MB of pixels; and only these formats are opened.
+WORKING_MAX_SIDE = images.WORKING_MAX_SIDE
+UPLOAD_FORMATS = images.IMAGE_FORMATS
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 #: skipped files listed by name before the rest are only counted
 MAX_SKIPPED_LINES = 20
@@ -161,21 +158,12 @@ def _megabytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
-def _too_many_pixels(name: str, size: str = "") -> str:
-    what = f"{size} pixels" if size else "the image"
-    return (
-        f"{name}: {what} is more than the {MAX_PIXELS / 1e6:.0f} megapixel limit "
-        "(refused before decoding); please send a smaller image"
-    )
-
-
 def decode_image(data: bytes, name: str, pixel_allowance: int | None = None) -> Image.Image:
-    """Decode image bytes, refusing what is too large, not an image or corrupt.
-
-    Returns an RGB/L/RGBA image of at most ``WORKING_MAX_SIDE`` pixels a side (EXIF
-    orientation applied, first frame of an animation). The decode holds its pixels in
-    :data:`PIXELS_IN_FLIGHT` while it runs. ``pixel_allowance``: what is left of the
-    request's decoded-pixel budget; a larger image is refused. Raises :class:`UploadError`.
+    """Decode image bytes with :func:`eat_models.images.decode_image` (the library's one
+    decoder, so an upload gives the tensor that training and ``eat index`` give), adding
+    the upload limits: bytes per file, :data:`MAX_PIXELS`, what is left of the request's
+    decoded-pixel budget (``pixel_allowance``) and the pixels held by all decodes in
+    progress (:data:`PIXELS_IN_FLIGHT`). Raises :class:`UploadError` naming the file.
     """
     if not data:
         raise UploadError(f"{name}: the file is empty")
@@ -184,74 +172,23 @@ def decode_image(data: bytes, name: str, pixel_allowance: int | None = None) -> 
             f"{name}: {_megabytes(len(data))} is larger than the {_megabytes(MAX_FILE_BYTES)} "
             "limit per file"
         )
-    with warnings.catch_warnings():
-        # Pillow warns between MAX_PIXELS and twice that; the size check below refuses those
-        # with a clearer message, and Pillow itself refuses anything larger at open().
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS)
-        except Image.DecompressionBombError:
-            raise UploadError(_too_many_pixels(name)) from None
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+
+    def reserve(size: tuple[int, int]):
+        width, height = size
+        if pixel_allowance is not None and width * height > pixel_allowance:
             raise UploadError(
-                f"{name}: not an image file this app can read (PNG, JPEG, GIF, BMP, WebP or TIFF)"
-            ) from None
-        width, height = image.size
-        if width < 1 or height < 1:
-            raise UploadError(f"{name}: the image has no pixels ({width}×{height})")
-        if width * height > MAX_PIXELS:
-            raise UploadError(_too_many_pixels(name, f"{width}×{height}"))
-        try:
-            image.draft("RGB", (WORKING_MAX_SIDE, WORKING_MAX_SIDE))  # JPEG: decode at low res
-            decoded = image.size[0] * image.size[1]
-            if pixel_allowance is not None and decoded > pixel_allowance:
-                raise UploadError(
-                    f"{name}: decoding its {image.size[0]}×{image.size[1]} pixels would pass "
-                    f"the {MAX_REQUEST_PIXELS / 1e6:.0f} megapixel budget per request"
-                )
-            with PIXELS_IN_FLIGHT.reserve(decoded):
-                image.load()
-                ImageOps.exif_transpose(image, in_place=True)  # no copy of a huge image
-                image = to_eight_bit(image)
-                if image.mode not in ("L", "RGB", "RGBA", "LA"):
-                    has_alpha = image.mode == "P" and "transparency" in image.info
-                    image = image.convert("RGBA" if has_alpha else "RGB")
-                image.thumbnail((WORKING_MAX_SIDE, WORKING_MAX_SIDE), Image.BILINEAR)
-            if decoded >= TRIM_AFTER_PIXELS:
-                _trim_heap()
-            image.info["decoded_pixels"] = decoded
-        except Image.DecompressionBombError:
-            raise UploadError(_too_many_pixels(name)) from None
-        except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
-            if isinstance(exc, UploadError):
-                raise
-            raise UploadError(f"{name}: the image file is corrupt or truncated") from None
+                f"{name}: decoding its {width}×{height} pixels would pass "
+                f"the {MAX_REQUEST_PIXELS / 1e6:.0f} megapixel budget per request"
+            )
+        return PIXELS_IN_FLIGHT.reserve(width * height)
+
+    try:
+        image = images.decode_image(data, name, max_pixels=MAX_PIXELS, reserve=reserve)
+    except images.ImageDecodeError as exc:
+        raise UploadError(f"{name}: {exc.reason}") from None
+    if image.info["decoded_pixels"] >= TRIM_AFTER_PIXELS:
+        _trim_heap()
     return image
-
-
-def to_eight_bit(image: Image.Image) -> Image.Image:
-    """High-bit-depth greyscale (16-bit ``I;16*``, 32-bit ``I``, float ``F``) scaled to 8-bit
-    ``L`` over the range of its bit depth, not clipped (a clipped 16-bit image is all white).
-
-    16-bit and 32-bit integer images are divided by 257 (65535 → 255) unless their values
-    already fit in 8 bits; float images are taken as [0, 1] when they fit, else scaled by
-    their maximum.
-    """
-    if not (image.mode.startswith("I") or image.mode == "F"):
-        return image
-    import numpy as np
-
-    values = np.asarray(image, dtype=np.float64)
-    top = float(values.max()) if values.size else 0.0
-    if image.mode == "F":
-        scale = 255.0 if top <= 1.0 else 255.0 / max(top, 1e-12)
-    elif top <= 255:
-        scale = 1.0
-    elif top <= 65535:
-        scale = 1.0 / 257.0
-    else:
-        scale = 255.0 / top
-    return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), mode="L")
 
 
 def _read_limited(path: Path, name: str) -> bytes:

@@ -76,3 +76,60 @@ def test_orientation_alpha_and_shape_are_handled_once(tmp_path, rng):
     (tmp_path / "broken.png").write_bytes(b"not an image")
     with pytest.raises(ImageDecodeError, match="broken.png"):
         load_model_input(tmp_path / "broken.png", 3, 16)
+
+
+def _every_kind(root, rng):
+    """One file of each kind the decoder must treat alike on every road, in two classes."""
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+    ramp = (np.linspace(0, 65535, 40 * 30).reshape(30, 40)).astype(np.uint16)
+    Image.fromarray(ramp).save(root / "a" / "sixteen-bit.png")  # mode I;16
+    y, x = np.mgrid[0:2000, 0:3000]
+    large = np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)
+    Image.fromarray(large).save(root / "a" / "large.jpg", quality=85)
+    rgba = rng.integers(0, 256, (30, 50, 4), dtype=np.uint8)
+    rgba[:, :10, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(root / "a" / "rgba.png")
+    palette = Image.fromarray(rng.integers(0, 256, (60, 20, 3), dtype=np.uint8)).convert("P")
+    palette.info["transparency"] = 0
+    palette.save(root / "b" / "palette.png", transparency=0)
+    Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).convert("CMYK").save(
+        root / "b" / "cmyk.jpg"
+    )
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rng.integers(0, 256, (24, 36, 3), dtype=np.uint8)).save(
+        root / "b" / "exif.jpg", exif=exif
+    )
+
+
+@pytest.mark.parametrize("channels, size", [(3, 40), (1, 28)])
+def test_one_decoder_one_tensor_through_an_upload_training_and_eat_index(
+    tmp_path, rng, channels, size
+):
+    """The same file gives the same model input through the web app's upload, through
+    training on an image folder and through ``eat index`` (build and query)."""
+    from app.services.uploads import MAX_FILE_BYTES, load_image
+    from index.images import parse_source
+
+    root = tmp_path / "kinds"
+    _every_kind(root, rng)
+    assert Image.open(root / "a" / "sixteen-bit.png").mode.startswith("I;16")
+    assert Image.open(root / "b" / "cmyk.jpg").mode == "CMYK"
+    assert (root / "a" / "large.jpg").stat().st_size < MAX_FILE_BYTES
+    meta = {"channels": channels, "input_size": size}
+    train, test_part = load_dataset("folder", "standard", root, image_size=size, channels=channels)
+    training = {
+        str(p): part.image(i) for part in (train, test_part) for i, p in enumerate(part.images)
+    }
+    source = parse_source(str(root))  # what `eat index build` reads; it embeds as below
+    indexed = {source.ref(i): preprocess_image(source.load(i), meta) for i in range(len(source))}
+    assert set(training) == set(indexed) and len(training) == 6
+    for path, at_training in training.items():
+        uploaded = preprocess_image(load_image(path).image, meta)
+        queried = preprocess_image(open_image(path), meta)  # `eat index search --image FILE`
+        for road, tensor in (("upload", uploaded), ("index", indexed[path]), ("query", queried)):
+            assert torch.equal(tensor, at_training), (path, road)
+    # the 16-bit ramp is scaled, not clipped to white, on every road
+    ramp = training[str(root / "a" / "sixteen-bit.png")]
+    assert float(ramp.min()) < 0.05 and float(ramp.max()) > 0.95 and ramp.unique().numel() > 10
