@@ -21,6 +21,27 @@ AUTO_K_RANGE = (2, 10)
 MAX_K = 20
 
 
+def labels_problem(labels) -> str | None:
+    """Why folder labels cannot score a clustering (every folder holds one image, or all
+    images are in one folder), or None when they can. With such labels NMI and ARI come
+    out as 1.000 or 0.000 whatever the clustering is."""
+    if not labels:
+        return None
+    distinct = len(set(labels))
+    if distinct == len(labels):
+        return (
+            "Every folder of the zip holds one image, so its folder labels cannot score a "
+            "clustering (NMI/ARI would be 1.000 or 0.000 whatever the clusters): put several "
+            "images of a kind in each folder."
+        )
+    if distinct == 1:
+        return (
+            "All images are in one folder, so the folder labels cannot score a clustering: "
+            "use one folder per class."
+        )
+    return None
+
+
 def n_clusters_of(assignments: np.ndarray) -> int:
     """Number of clusters, noise (−1) not counted."""
     return int((np.unique(assignments) >= 0).sum())

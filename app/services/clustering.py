@@ -25,7 +25,13 @@ from PIL import Image
 from eat_models.evaluate import clustering_scores
 
 from .budget import DEFAULT_EPS, DEFAULT_STEPS, check_budget, check_fraction
-from .cluster_algorithms import ALGORITHM_LABELS, assign_clusters, check_options, n_clusters_of
+from .cluster_algorithms import (
+    ALGORITHM_LABELS,
+    assign_clusters,
+    check_options,
+    labels_problem,
+    n_clusters_of,
+)
 from .display import upload_thumbnail
 from .downloads import write_downloads
 from .gallery import Resources
@@ -152,7 +158,11 @@ class ClusterService:
         ood = self.out_of_domain(model, inputs, embeddings)
         assignments, k_scores = assign_clusters(embeddings, algorithm, k)
         labels = batch.labels
-        scores = clustering_scores(labels, assignments) if labels else None
+        scores = (
+            clustering_scores(labels, assignments)
+            if labels and not labels_problem(labels)
+            else None
+        )
         placement = project_set(embeddings)
         title = (
             f"{view.label}: {ALGORITHM_LABELS[algorithm]}, "
@@ -162,7 +172,6 @@ class ClusterService:
         out = (
             Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="eat-cluster-"))
         )
-        csv_path, zip_path = write_downloads(batch, assignments, out)
         attack = None
         if attack_fraction > 0:
             # The attacked set is clustered with the K of the clean result above (fixed or
@@ -170,6 +179,7 @@ class ClusterService:
             # NMI are the same clustering.
             attack_k = int(np.clip(n_clusters_of(assignments), 2, len(batch)))
             attack = attack_set(self.resources, batch, attack_fraction, budget, attack_k)
+        csv_path, zip_path = write_downloads(batch, assignments, out, attack)
         return ClusterResult(
             names=batch.names,
             thumbnails=[upload_thumbnail(item.image) for item in batch.images],

@@ -42,19 +42,39 @@ def csv_cell(value):
 
 
 def write_downloads(
-    batch: UploadBatch, assignments: np.ndarray, out_dir: Path
+    batch: UploadBatch, assignments: np.ndarray, out_dir: Path, attack=None
 ) -> tuple[Path, Path]:
-    """``clusters.csv`` (file, cluster[, folder label]) and ``clusters.zip`` (the original
-    files under ``cluster_NN/``) in ``out_dir``."""
+    """``clusters.csv`` and ``clusters.zip`` (the original files under ``cluster_NN/``) in
+    ``out_dir``.
+
+    The CSV has a row per file: ``file, cluster[, folder_label]`` and, when the set was
+    attacked (``attack``: a :class:`~app.services.set_attack.SetAttackResult`), for each
+    attacked model whether the file was perturbed and its cluster in that model's clean
+    and attacked clusterings (``MODEL_attacked``, ``MODEL_clean_cluster``,
+    ``MODEL_attacked_cluster``; cluster numbers count from 1, ``noise`` for none)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = batch.labels
+    outcomes = list(attack.outcomes.values()) if attack is not None else []
+
+    def cluster_name(value) -> str | int:
+        return "noise" if value < 0 else int(value) + 1
+
     csv_path = out_dir / "clusters.csv"
     with open(csv_path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["file", "cluster"] + (["folder_label"] if labels else []))
+        header = ["file", "cluster"] + (["folder_label"] if labels else [])
+        for o in outcomes:
+            header += [f"{o.key}_attacked", f"{o.key}_clean_cluster", f"{o.key}_attacked_cluster"]
+        writer.writerow([csv_cell(v) for v in header])
+        attacked_sets = [set(o.attacked_rows.tolist()) for o in outcomes]
         for i, item in enumerate(batch.images):
-            cluster = "noise" if assignments[i] < 0 else int(assignments[i]) + 1
-            row = [item.name, cluster] + ([labels[i]] if labels else [])
+            row = [item.name, cluster_name(assignments[i])] + ([labels[i]] if labels else [])
+            for o, attacked in zip(outcomes, attacked_sets, strict=True):
+                row += [
+                    "yes" if i in attacked else "no",
+                    cluster_name(o.clean_assignments[i]),
+                    cluster_name(o.attacked_assignments[i]),
+                ]
             writer.writerow([csv_cell(v) for v in row])
     zip_path = out_dir / "clusters.zip"
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:

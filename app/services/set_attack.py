@@ -20,6 +20,7 @@ from sklearn.metrics import adjusted_rand_score
 from eat_models.attacks import AttackBudget, AttackSet, craft
 from eat_models.evaluate import clustering_scores, kmeans_assign
 
+from .cluster_algorithms import labels_problem
 from .gallery import Resources
 from .models import ATTACK_ORDER
 from .plots import ClusterPanel, cluster_maps
@@ -89,7 +90,7 @@ def attack_set(
     k-means with ``k`` clusters before and after.
     """
     n = len(batch)
-    labels = batch.labels
+    labels = batch.labels if not labels_problem(batch.labels) else None
     seed = 0 if budget.seed is None else budget.seed
     rng = np.random.default_rng(seed)
     count = max(1, int(round(fraction * n)))

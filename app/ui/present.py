@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..services.attack_lab import ATTACK_LABELS, AttackLabResult
-from ..services.cluster_algorithms import ALGORITHM_LABELS
+from ..services.cluster_algorithms import ALGORITHM_LABELS, labels_problem
 from ..services.clustering import ClusterResult
 from ..services.ood import describe
 from ..services.search import SearchResult
@@ -134,6 +134,8 @@ def cluster_markdown(result: ClusterResult) -> str:
             f"Against the folder labels of the zip: **{_scores_line(result.scores)}** "
             f"(pairwise F1 {result.scores['f1']:.3f})."
         )
+    elif labels_problem(result.labels):
+        lines.append(labels_problem(result.labels))
     else:
         lines.append("No folder labels (upload a zip with one folder per class to get NMI/ARI).")
     if result.skipped:
@@ -145,14 +147,15 @@ def set_attack_markdown(result: ClusterResult) -> str:
     attack = result.attack
     if attack is None:
         return ""
+    scored = bool(result.labels) and not labels_problem(result.labels)
     header = (
         f"**Clustering attack on {next(iter(attack.outcomes.values())).attacked_rows.size} of "
         f"{plural(len(result.names), 'image')}** (p = {attack.fraction:.2f}, ε = {attack.eps:.3f}, "
         f"PGD-{attack.steps}, k-means with K = {attack.k}; each model attacked white-box).\n\n"
         "| model | attacked images that changed cluster | ARI attacked vs clean clustering |"
-        + (" labels: clean | labels: attacked |" if result.labels else "")
+        + (" labels: clean | labels: attacked |" if scored else "")
         + "\n|---|---:|---:|"
-        + ("---:|---:|" if result.labels else "")
+        + ("---:|---:|" if scored else "")
     )
     rows = []
     for outcome in attack.outcomes.values():
@@ -160,7 +163,7 @@ def set_attack_markdown(result: ClusterResult) -> str:
             f"| {outcome.label} | {outcome.moved} / {outcome.attacked_rows.size} | "
             f"{outcome.agreement_ari:.3f} |"
         )
-        if result.labels:
+        if scored:
             row += (
                 f" {_scores_line(outcome.clean_scores)} | {_scores_line(outcome.attacked_scores)} |"
             )

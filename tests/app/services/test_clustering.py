@@ -126,3 +126,58 @@ def test_attacking_the_set_uses_the_k_of_the_clean_result(services, labelled_bat
         labelled_batch, "eat", k=5, out_dir=tmp_path, attack_fraction=0.25, eps=0.0
     )
     assert fixed.attack.k == 5 != len(set(labelled_batch.labels))
+
+
+def test_the_csv_holds_the_attacked_clustering_too(services, labelled_batch, tmp_path):
+    result = services.cluster.cluster(
+        labelled_batch, "eat", k=3, out_dir=tmp_path, attack_fraction=0.25, eps=0.1, steps=5
+    )
+    rows = list(csv.DictReader(io.StringIO(result.csv_path.read_text())))
+    assert [r["file"] for r in rows] == labelled_batch.names
+    for key, outcome in result.attack.outcomes.items():
+        attacked = set(outcome.attacked_rows.tolist())
+        assert [r[f"{key}_attacked"] for r in rows] == [
+            "yes" if i in attacked else "no" for i in range(len(rows))
+        ]
+        assert [int(r[f"{key}_clean_cluster"]) for r in rows] == [
+            int(a) + 1 for a in outcome.clean_assignments
+        ]
+        assert [int(r[f"{key}_attacked_cluster"]) for r in rows] == [
+            int(a) + 1 for a in outcome.attacked_assignments
+        ]
+    plain = services.cluster.cluster(labelled_batch, "eat", k=3, out_dir=tmp_path / "plain")
+    assert next(csv.reader(io.StringIO(plain.csv_path.read_text()))) == [
+        "file",
+        "cluster",
+        "folder_label",
+    ]
+
+
+def test_labels_that_cannot_score_a_clustering_give_no_scores(services, labelled_batch, tmp_path):
+    """One image per folder (or one folder) once gave "NMI 1.000 · ARI 1.000 (pairwise F1
+    0.000)": such labels say nothing, and the page says why instead."""
+    from app.services.uploads import UploadedImage
+    from app.ui.present import cluster_markdown, set_attack_markdown
+
+    images = labelled_batch.images[:6]
+    for labels, words in (
+        ([f"folder{i}" for i in range(6)], "Every folder of the zip holds one image"),
+        (["one"] * 6, "No folder labels"),
+    ):
+        batch = UploadBatch(
+            images=[
+                UploadedImage(
+                    name=f"{label}/{i}.png", image=item.image, data=item.data, label=label
+                )
+                for i, (item, label) in enumerate(zip(images, labels, strict=True))
+            ]
+        )
+        assert batch.labels == (labels if len(set(labels)) > 1 else None)
+        result = services.cluster.cluster(
+            batch, "eat", k=2, out_dir=tmp_path, attack_fraction=0.5, eps=0.0
+        )
+        assert result.scores is None
+        assert all(o.clean_scores is None for o in result.attack.outcomes.values())
+        text = cluster_markdown(result)
+        assert words in text and "NMI 1.000" not in text and "pairwise F1" not in text
+        assert "labels: clean" not in set_attack_markdown(result)
