@@ -191,6 +191,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> E
         fingerprint=config["fingerprint"],
         path=str(directory),
         defense=config.get("train", {}).get("defense", "vanilla"),
+        # the training run it came from (its --out folder's name, e.g. a benchmark row)
+        run=Path(str(config.get("train", {}).get("out") or "")).name or None,
     )
     model = EmbeddingModel(net, meta).to(device)
     model.eval()

@@ -69,6 +69,7 @@ class Services:
                     "label": res.views[key].label,
                     "members": res.views[key].model.meta.get("num_members", 1),
                     "defense": res.views[key].model.meta.get("defense"),
+                    "run": res.views[key].model.meta.get("run"),
                     "fingerprint": res.views[key].model.meta.get("fingerprint"),
                 }
                 for key in res.keys

@@ -66,8 +66,8 @@ def status_markdown(status: dict) -> str:
     parts = []
     for key, info in models.items():
         detail = [_members(info["members"])] if info["members"] > 1 else []
-        if info.get("defense") and key == "eat":
-            detail.append(f"trained with {info['defense']}")
+        if info.get("run") and info["run"] != key:
+            detail.append(f"run `{info['run']}`")  # the training run (benchmark row) served
         parts.append(f"**{info['label']}**" + (f" ({', '.join(detail)})" if detail else ""))
     return known + (
         f"Gallery: **{status['gallery_images']:,}** images of `{status['gallery']}` · "

@@ -73,7 +73,7 @@ def app_models_dir(tmp_path_factory, trained_vanilla) -> Path:
     network = NetworkConfig.from_dict(config["members"][0]["network"])
     meta = {k: config["meta"][k] for k in ("dataset", "split", "class_names")}
     save_checkpoint(
-        root / "eat", members, [network] * 3, meta, train_config={"defense": "perturbed-copies"}
+        root / "eat", members, [network] * 3, meta, train_config={"defense": "perturbed-copies", "out": "runs/ensemble-of-copies"}
     )
     # the single-model baseline: one more perturbed copy, saved alone
     baseline = copy.deepcopy(base)
@@ -86,7 +86,7 @@ def app_models_dir(tmp_path_factory, trained_vanilla) -> Path:
         [baseline.eval()],
         [network],
         meta,
-        train_config={"defense": "perturbed-copy"},
+        train_config={"defense": "perturbed-copy", "out": "runs/one-copy"},
     )
     return root
 

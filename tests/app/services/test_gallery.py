@@ -105,3 +105,16 @@ def test_an_image_folder_gallery(tmp_path, app_models_dir, fmnist_test_arrays):
     assert hits[0].class_name == "sneakers" and hits[0].score == pytest.approx(1.0, abs=1e-4)
     x = resources.model_input(hits[0].item_id, "eat")
     np.testing.assert_allclose(x[0].numpy() * 255, np.asarray(query), atol=1)
+
+
+def test_the_header_names_the_runs_it_serves(services):
+    """The header once said "EAT ensemble (trained with eat)" while the rows served were
+    eat-triplet and pgd-at-eqc: it now names each model's training run."""
+    from app.ui.present import status_markdown
+
+    status = services.status()
+    assert status["models"]["eat"]["run"] == "ensemble-of-copies"
+    assert status["models"]["baseline"]["run"] == "one-copy"
+    text = status_markdown(status)
+    assert "run `ensemble-of-copies`" in text and "run `one-copy`" in text
+    assert "trained with" not in text
