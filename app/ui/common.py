@@ -213,8 +213,29 @@ def picture(label: str, elem_id: str, *, pixelated: bool = False, **options) -> 
     return gr.Image(label=label, elem_id=elem_id, **{**settings, **options})
 
 
+def _out_of_range(label: str, value, low, high) -> gr.Error:
+    return error_for_people(
+        f"{label} must lie between {low:g} and {high:g}; {value!r} is outside that range.",
+        "Value out of range",
+    )
+
+
 def slider(low: float, high: float, value: float, step: float, label: str, elem_id: str):
-    return gr.Slider(low, high, value=value, step=step, label=label, elem_id=elem_id)
+    """A ``gr.Slider`` whose out-of-range values (sent by API clients; the page cannot) get
+    a plain message naming the control, and no traceback in the server log (Gradio's own
+    bounds check raises an error that prints one for every such request). The check wraps
+    this instance's ``preprocess``: subclassing a Gradio component would make Gradio write a
+    ``.pyi`` stub beside this module at import."""
+    control = gr.Slider(low, high, value=value, step=step, label=label, elem_id=elem_id)
+    gradio_preprocess = control.preprocess
+
+    def preprocess(payload: float) -> float:
+        if isinstance(payload, (int, float)) and not (low <= payload <= high):
+            raise _out_of_range(label, payload, low, high)
+        return gradio_preprocess(payload)
+
+    control.preprocess = preprocess
+    return control
 
 
 def raw_json(prefix: str) -> gr.JSON:

@@ -72,9 +72,8 @@ def app_models_dir(tmp_path_factory, trained_vanilla) -> Path:
         members.append(member.eval())
     network = NetworkConfig.from_dict(config["members"][0]["network"])
     meta = {k: config["meta"][k] for k in ("dataset", "split", "class_names")}
-    save_checkpoint(
-        root / "eat", members, [network] * 3, meta, train_config={"defense": "perturbed-copies", "out": "runs/ensemble-of-copies"}
-    )
+    train = {"defense": "perturbed-copies", "out": "runs/ensemble-of-copies"}
+    save_checkpoint(root / "eat", members, [network] * 3, meta, train_config=train)
     # the single-model baseline: one more perturbed copy, saved alone
     baseline = copy.deepcopy(base)
     with torch.no_grad():
@@ -153,6 +152,7 @@ def server(app_models_dir, tmp_path_factory, empty_results):
     port = free_port()
     cache = tmp_path_factory.mktemp("server-cache")
     log_path = tmp_path_factory.mktemp("server-log") / "server.log"
+    SERVER_LOG["path"] = log_path
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     cmd = [
         sys.executable,
@@ -199,6 +199,16 @@ def server(app_models_dir, tmp_path_factory, empty_results):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=20)
+
+
+#: where the session's app server writes its log (set by the ``server`` fixture)
+SERVER_LOG: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def server_log(server) -> Path:
+    """The app server's log file (stdout and stderr)."""
+    return SERVER_LOG["path"]
 
 
 @pytest.fixture(scope="session")

@@ -459,3 +459,18 @@ def test_the_json_route_answers_other_methods_in_json(server):
     assert "'all' stands for several models" in mixed["error"]
     upper = _api_search(server, data, "?model=EAT&k=1").json()
     assert list(upper["results"]) == ["eat"]
+
+
+def test_out_of_range_values_get_a_plain_message_and_no_traceback(client, server_log):
+    """k 1000 or ε 99 sent by an API client once wrote a 27-line traceback to the log each
+    (Gradio's own bounds check); now the message names the control and the log stays clean."""
+
+    before = len(server_log.read_text())
+    with pytest.raises(AppError, match="Results must lie between 1 and 24; 1000 is outside"):
+        _search(client, _example("bag"), k=1000)
+    with pytest.raises(AppError, match=r"ε \(L∞, pixels in \[0, 1\]\) must lie between 0 and"):
+        _attack(client, item=0, eps=99)
+    with pytest.raises(AppError, match="PGD steps must lie between 1 and"):
+        _attack(client, item=0, steps=0)
+    assert "Traceback" not in server_log.read_text()[before:]
+    assert _search(client, _example("bag"), models=("eat",), k=3)  # in range: served
