@@ -114,6 +114,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "placed by nearest neighbours",
     )
     parser.add_argument(
+        "--write-maps",
+        action="store_true",
+        help="compute each model's gallery UMAP map now, store it beside the models "
+        "(MODELS/maps/, .npy arrays) and exit: a later start with the same models, gallery "
+        "and --map-points shows UMAP maps at once instead of fitting them for minutes",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=2,
@@ -169,6 +176,16 @@ def serve(args: argparse.Namespace) -> int:
     except (ModelsNotFoundError, GalleryIndexError, SearchIndexError) as exc:
         print(f"error: {exc}")
         return 2
+    if args.write_maps:
+        from .services.gallery import write_maps
+
+        out = write_maps(resources, args.models)
+        print(
+            f"gallery maps of {', '.join(resources.keys)} written to {out} "
+            f"({time.perf_counter() - started:.1f} s)",
+            flush=True,
+        )
+        return 0
     services = build_services(
         resources, results_dir=args.results_dir, umap_enabled=not args.no_umap
     )

@@ -85,7 +85,9 @@ class Services:
                 "dataset": res.views["eat"].model.meta.get("dataset"),
             },
             "umap_enabled": self.umap_enabled,
-            "umap_warm": all(p.warm for p in res.projections) and small_sets_warm(),
+            "umap_warm": all(p.ready for p in res.projections) and small_sets_warm(),
+            # the gallery maps alone: UMAP coordinates shown (stored ahead, cached or fitted)
+            "maps_ready": all(p.ready for p in res.projections),
             "maps": {key: res.views[key].projection.method for key in res.keys},
         }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from PIL import Image
 from eat_models import EmbeddingModel
 from eat_models.data import balanced_rows
 from eat_models.evaluate import kmeans_assign
-from eat_models.files import write_json
+from eat_models.files import atomic_save_npy, write_json
 from index import (
     ImageSource,
     SearchIndexError,
@@ -165,6 +166,32 @@ def _index_for(model: EmbeddingModel, source: ImageSource, directory: Path) -> V
     return index
 
 
+MAPS_FOLDER = "maps"
+
+
+def stored_maps_dir(models_dir: str | os.PathLike, key: str) -> Path:
+    """Where the gallery maps computed ahead for one gallery (``key``: its cache key, a
+    hash of the gallery, the models and the map size) are stored: ``MODELS/maps/KEY/``."""
+    return Path(models_dir) / MAPS_FOLDER / key
+
+
+def write_maps(resources: Resources, models_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """Compute each model's gallery UMAP map now (those without one) and store it beside
+    the models, so that a later ``eat app`` with the same models, gallery and map size
+    shows it at start. Returns the folder written (``umap-MODEL.npy`` and
+    ``gallery.json``, the gallery's identity)."""
+    out = stored_maps_dir(models_dir, resources.cache_dir.name)
+    out.mkdir(parents=True, exist_ok=True)
+    for key in resources.keys:
+        projection = resources.views[key].projection
+        if projection.method not in ("umap", "umap-stored", "umap-cached"):
+            seconds = projection.fit(seed)
+            log.info("%s: UMAP map of %d points in %.1f s", key, len(projection.vectors), seconds)
+        atomic_save_npy(out / f"umap-{key}.npy", projection.coords)
+    shutil.copyfile(resources.cache_dir / "gallery.json", out / "gallery.json")
+    return out
+
+
 def load_resources(
     models_dir: str | os.PathLike,
     gallery: str = DEFAULT_GALLERY,
@@ -251,7 +278,11 @@ def load_resources(
             centroids=centroids.astype(np.float32),
             centroid_classes=centroid_classes,
             map_rows=map_rows,
-            projection=GalleryProjection(vectors[map_rows], cache_dir / f"umap-{key}.npy"),
+            projection=GalleryProjection(
+                vectors[map_rows],
+                cache_dir / f"umap-{key}.npy",
+                stored_file=stored_maps_dir(models_dir, cache_dir.name) / f"umap-{key}.npy",
+            ),
         )
     timings["clusters_s"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -1,16 +1,15 @@
 """2-D maps of embeddings: UMAP fitted ahead of time, with fallbacks while it warms up.
 
-UMAP's first fit and first transform JIT-compile with numba (about a minute on two
-cores), so nothing here fits UMAP inside a request: :func:`warm_up` runs in a background
-thread at start-up. Until a map is warm:
+A gallery map is best **computed ahead**: ``eat app --write-maps`` fits UMAP once and
+stores each model's gallery coordinates beside the models (``MODELS/maps/KEY/``, ``.npy``
+arrays loaded with ``allow_pickle=False``; UMAP's fitted model holds numba structures that
+cannot be saved without pickle). A start that finds a stored map (shipped, or cached by
+an earlier start) shows it at once and never refits: new points are placed against it by
+their nearest gallery neighbours (milliseconds), so the map a user sees never changes.
 
-* the gallery map shows cached UMAP coordinates (from an earlier start) or a PCA map,
-* new points are placed by their nearest gallery neighbours instead of
-  ``UMAP.transform``, and every result says which placement was used.
-
-UMAP's fitted model holds numba structures that cannot be saved without pickle, so only
-the coordinates are cached (``.npy``, loaded with ``allow_pickle=False``); the model is
-refitted in the background at each start (with a fixed seed, so the coordinates agree).
+Without a stored map UMAP is fitted in a background thread at start-up (its first fit and
+first transform JIT-compile with numba: minutes on two cores); until then the map is PCA,
+new points are placed by nearest neighbours, and every result says which map it shows.
 All numba work is serialised by one lock: numba's default threading layer does not
 allow two threads in parallel kernels at once. Requests never wait for that lock; they
 fall back instead.
@@ -39,9 +38,13 @@ _small_sets_warm = threading.Event()
 
 METHOD_NOTES = {
     "umap": "UMAP",
-    "umap-cached": "UMAP (cached map; the model is still being refitted)",
+    "umap-stored": "UMAP (computed ahead; new points placed by their nearest gallery "
+    "neighbours on it)",
+    "umap-cached": "UMAP (cached by an earlier start; new points placed by their nearest "
+    "gallery neighbours on it)",
     "pca": "PCA (the UMAP map is still being computed)",
     "nearest-neighbour": "placed by nearest gallery neighbours (UMAP is still warming up)",
+    "stored-neighbour": "placed by its nearest gallery neighbours on the stored UMAP map",
     "transform": "placed by UMAP.transform",
     "pca-small": "PCA (too few images for UMAP)",
     "pca-warming": "PCA (UMAP is still warming up; try again in a minute for a UMAP map)",
@@ -91,31 +94,41 @@ class Placement:
 class GalleryProjection:
     """The 2-D map of one model's gallery embeddings (``vectors``, L2-normalised).
 
-    ``coords`` is always usable: cached UMAP coordinates, or PCA until :meth:`fit` has
-    run. ``cache_file`` (``.npy``) keeps the UMAP coordinates between starts.
+    ``coords`` is always usable: a stored UMAP map (``stored_file``, computed ahead by
+    ``eat app --write-maps``), UMAP coordinates cached by an earlier start
+    (``cache_file``), or PCA until :meth:`fit` has run. A stored or cached map is final:
+    :attr:`needs_fit` is False and new points are placed against it.
     """
 
-    def __init__(self, vectors: np.ndarray, cache_file: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        cache_file: str | os.PathLike | None = None,
+        stored_file: str | os.PathLike | None = None,
+    ) -> None:
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.cache_file = Path(cache_file) if cache_file is not None else None
+        self.stored_file = Path(stored_file) if stored_file is not None else None
         self.reducer = None
         self._warm = threading.Event()
-        cached = self._read_cache()
-        if cached is not None:
-            self.coords, self.method = cached, "umap-cached"
+        for path, method in ((self.stored_file, "umap-stored"), (self.cache_file, "umap-cached")):
+            coords = self._read_map(path)
+            if coords is not None:
+                self.coords, self.method = coords, method
+                break
         else:
             self.coords, self.method = pca_2d(self.vectors), "pca"
 
-    def _read_cache(self) -> np.ndarray | None:
-        if self.cache_file is None or not self.cache_file.is_file():
+    def _read_map(self, path: Path | None) -> np.ndarray | None:
+        if path is None or not path.is_file():
             return None
         try:
-            coords = np.load(self.cache_file, allow_pickle=False)
+            coords = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable UMAP cache %s (%s)", self.cache_file, exc)
+            log.warning("ignoring unreadable UMAP map %s (%s)", path, exc)
             return None
         if coords.shape != (len(self.vectors), 2) or not np.isfinite(coords).all():
-            log.warning("ignoring UMAP cache %s: it does not fit this gallery", self.cache_file)
+            log.warning("ignoring UMAP map %s: it does not fit this gallery", path)
             return None
         return coords.astype(np.float32)
 
@@ -125,11 +138,22 @@ class GalleryProjection:
         return self._warm.is_set()
 
     @property
+    def needs_fit(self) -> bool:
+        """True while the map is PCA: no stored or cached UMAP map, no fit yet."""
+        return self.method == "pca"
+
+    @property
+    def ready(self) -> bool:
+        """True when the map shows UMAP coordinates (stored, cached or fitted)."""
+        return not self.needs_fit
+
+    @property
     def note(self) -> str:
         return METHOD_NOTES[self.method]
 
     def fit(self, seed: int = 0) -> float:
-        """Fit UMAP on the gallery, cache the coordinates and warm ``transform``; seconds."""
+        """Fit UMAP on the gallery, cache the coordinates and warm ``transform``; seconds.
+        (``eat app --write-maps`` calls this to compute the maps it ships.)"""
         started = time.perf_counter()
         with _NUMBA_LOCK:
             reducer = _new_umap(len(self.vectors), seed).fit(self.vectors)
@@ -163,7 +187,8 @@ class GalleryProjection:
                 log.exception("UMAP transform failed; using nearest-neighbour placement")
             finally:
                 _NUMBA_LOCK.release()
-        return Placement(self.nearest_neighbour_placement(vectors), "nearest-neighbour")
+        method = "stored-neighbour" if self.method in ("umap-stored", "umap-cached") else None
+        return Placement(self.nearest_neighbour_placement(vectors), method or "nearest-neighbour")
 
 
 def project_set(vectors: np.ndarray, seed: int = 0) -> Placement:
@@ -183,8 +208,11 @@ def project_set(vectors: np.ndarray, seed: int = 0) -> Placement:
 
 
 def warm_up(projections: list[GalleryProjection], seed: int = 0) -> None:
-    """Fit every gallery map, then one small set, so requests never pay the JIT cost."""
+    """Fit every gallery map that has no stored one, then one small set, so requests never
+    pay the JIT cost."""
     for projection in projections:
+        if not projection.needs_fit:
+            continue
         try:
             seconds = projection.fit(seed)
             log.info("UMAP map of %d points ready in %.1f s", len(projection.vectors), seconds)

@@ -46,13 +46,17 @@ def _members(n: int) -> str:
 
 def status_markdown(status: dict) -> str:
     models = status["models"]
+    maps = set((status.get("maps") or {}).values())
     umap = (
-        "UMAP maps ready"
+        "UMAP maps ready" + (" (computed ahead)" if maps == {"umap-stored"} else "")
         if status["umap_warm"]
         else "UMAP off (--no-umap): cached or PCA maps, new points placed by nearest neighbours"
         if not status["umap_enabled"]
-        else "UMAP maps warming up in the background (about a minute; until then maps use "
-        "cached or PCA coordinates and new points are placed by nearest neighbours)"
+        else "gallery UMAP maps ready; maps of uploaded sets use PCA for about a minute more"
+        if status.get("maps_ready")
+        else "UMAP maps being computed in the background (this gallery has no map stored "
+        "ahead: minutes on a small machine; until then maps use PCA and new points are "
+        "placed by nearest neighbours)"
     )
     knows = status.get("knows") or {}
     known = (

@@ -69,3 +69,52 @@ def test_a_corrupt_cache_is_ignored(tmp_path):
 def test_tiny_sets_get_a_pca_map(n):
     placement = project_set(_clusters(n))
     assert placement.method == "pca-small" and placement.xy.shape == (n, 2)
+
+
+def test_maps_computed_ahead_are_shown_at_start_and_never_refitted(
+    app_models_dir, tmp_path, monkeypatch
+):
+    """``eat app --write-maps`` stores each model's gallery map beside the models; a start
+    with a fresh cache shows it at once (no PCA phase, no background refit that would move
+    the map), and new points are placed against it."""
+    import shutil
+
+    from app.services import build_services
+    from app.services.gallery import load_resources, stored_maps_dir, write_maps
+    from app.ui.present import status_markdown
+
+    models = tmp_path / "models"
+    shutil.copytree(app_models_dir, models)
+    options = {"gallery_size": 100, "map_points": 60}
+    first = load_resources(models, cache_root=tmp_path / "cache-a", **options)
+    assert all(p.method == "pca" and p.needs_fit for p in first.projections)
+    out = write_maps(first, models)
+    assert out == stored_maps_dir(models, first.cache_dir.name)
+    assert sorted(f.name for f in out.iterdir()) == [
+        "gallery.json",
+        "umap-baseline.npy",
+        "umap-eat.npy",
+        "umap-vanilla.npy",
+    ]
+    fitted = {k: first.views[k].projection.coords.copy() for k in first.keys}
+
+    later = load_resources(models, cache_root=tmp_path / "cache-b", **options)
+    for key in later.keys:
+        projection = later.views[key].projection
+        assert projection.method == "umap-stored" and projection.ready
+        assert not projection.needs_fit and not projection.warm
+        np.testing.assert_array_equal(projection.coords, fitted[key])
+        np.testing.assert_array_equal(np.load(out / f"umap-{key}.npy"), fitted[key])
+    fits = []
+    monkeypatch.setattr(GalleryProjection, "fit", lambda self, seed=0: fits.append(self))
+    warm_up(later.projections)  # the start-up warm-up: nothing left to fit
+    assert fits == []
+    view = later.views["eat"]
+    placement = view.projection.place(view.vectors[view.map_rows[:4]])
+    assert placement.method == "stored-neighbour" and "stored UMAP map" in placement.note
+    status = build_services(later).status()
+    assert status["maps_ready"] and set(status["maps"].values()) == {"umap-stored"}
+    assert "UMAP maps ready (computed ahead)" in status_markdown(status)
+    # another map size is another gallery map: not the stored one
+    other = load_resources(models, cache_root=tmp_path / "cache-c", gallery_size=100, map_points=50)
+    assert all(p.method == "pca" for p in other.projections)
