@@ -31,6 +31,7 @@ beside RobRank's published ones.
     python -m benchmarks.robrank_fashion train [--rows ROW ...] [--threads 1]
     python -m benchmarks.robrank_fashion evaluate [--rows ROW ...]
     python -m benchmarks.robrank_fashion report
+    python -m benchmarks.robrank_fashion ship [--baseline ROW]
     python -m benchmarks.robrank_fashion time-steps
 """
 
@@ -322,6 +323,88 @@ def report(out: Path) -> str:
     return text
 
 
+#: where ``ship`` copies the protocol's models (``eat app --models`` serves the folder)
+SHIP_DIR = Path("assets/models/robrank-fashion")
+#: rows that are not candidates for the shipped single-model baseline
+NOT_BASELINES = ("eat", "vanilla", "vanilla-rc2f2")
+
+
+def _evaluated(out: Path) -> dict[str, dict]:
+    """The stored evaluation record of every evaluated row whose model is still there."""
+    records = {}
+    for row in ROWS:
+        path = out / "eval" / f"{row.name}.json"
+        if path.is_file() and (out / "runs" / row.name / "config.json").is_file():
+            records[row.name] = json.loads(path.read_text())
+    return records
+
+
+def ship(out: Path, to: Path = SHIP_DIR, baseline: str | None = None) -> str:
+    """Copy the protocol's models into ``to`` for the app: ``eat`` (the EAT row),
+    ``baseline`` (the single-model defense with the highest ERS at the standard strength,
+    or ``baseline``), ``hm`` and ``vanilla`` (the fidelity anchors), and write
+    ``to/README.md`` with their numbers from the evaluation records. Returns the README."""
+    import shutil
+
+    records = _evaluated(out)
+    candidates = {k: v for k, v in records.items() if k not in NOT_BASELINES}
+    if baseline is None:
+        if not candidates:
+            raise SystemExit("no evaluated single-model defense to ship as the baseline")
+        baseline = max(
+            candidates, key=lambda k: candidates[k]["card"]["strengths"]["standard"]["ers"]
+        )
+    chosen = {"eat": "eat", "baseline": baseline, "hm": "hm", "vanilla": "vanilla"}
+    missing = [row for row in chosen.values() if row not in records]
+    if missing:
+        raise SystemExit(f"not trained and evaluated yet: {', '.join(missing)}")
+    to.mkdir(parents=True, exist_ok=True)
+    for key, row in chosen.items():
+        target = to / key
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(
+            out / "runs" / row, target, ignore=shutil.ignore_patterns("resume", "*.log")
+        )
+    lines = [
+        "# RobRank's Fashion-MNIST protocol: the shipped models",
+        "",
+        "Written by `python -m benchmarks.robrank_fashion ship` from "
+        f"`{out}/eval/*.json` (one training seed each; every number from the CPU runs in "
+        f"`{out}/results.md`). Serve them side by side with "
+        f"`eat app --models {to}`; attack them with `eat audit {to}/KEY`.",
+        "",
+        f"- `baseline` is `{baseline}`: of the evaluated single-model defenses "
+        f"({', '.join(sorted(candidates))}) the one with the highest ERS at 77/255.",
+        "- `hm` and `vanilla` are the fidelity anchors (RobRank publishes both).",
+        "",
+        "| model | protocol row | members | train wall | clean R@1 | clean NMI | ERS (77/255) "
+        "| CA-clu NMI ε 0.1 | CA-clu NMI ε 77/255 | fingerprint |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for key, row in chosen.items():
+        e = records[row]
+        config = json.loads((out / "runs" / row / "config.json").read_text())
+        train_record = json.loads((out / "train" / f"{row}.json").read_text())["train"]
+        standard = e["card"]["strengths"]["standard"]
+        lines.append(
+            f"| {key} | {row} | {len(config['members'])} | {train_record['train_wall_s']:.0f} s "
+            f"| {e['clean_10k']['recall@1']:.3f} | {e['clean_10k']['nmi']:.3f} "
+            f"| {standard['ers']:.1f} | {standard['headline']['ca/p1']['attacked']['nmi']:.3f} "
+            f"| {e['ca_at_robrank_eps']['standard/p1']['nmi']:.3f} | `{e['fingerprint']}` |"
+        )
+    lines += [
+        "",
+        "Reproduce: `python -m benchmarks.robrank_fashion train --rows "
+        + " ".join(dict.fromkeys(chosen.values()))
+        + "`, then `evaluate` and `ship`. The gallery maps the app shows at start are "
+        f"computed by `eat app --models {to} --write-maps`.",
+    ]
+    text = "\n".join(lines) + "\n"
+    (to / "README.md").write_text(text)
+    return text
+
+
 def time_steps(threads: int, steps: int = 12) -> dict:
     """Median seconds of one training step for vanilla and HM, SmallCNN against rc2f2."""
     import tempfile
@@ -372,6 +455,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p = sub.add_parser("report", help="write OUT/results.md from the stored rows")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
+    p = sub.add_parser(
+        "ship", help=f"copy eat, the best baseline, hm and vanilla to {SHIP_DIR} for the app"
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
+    p.add_argument("--to", type=Path, default=SHIP_DIR, help=f"default {SHIP_DIR}")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="the row shipped as baseline (default: the single-model defense with the highest ERS)",
+    )
     p = sub.add_parser("time-steps", help="time one step of vanilla/HM, SmallCNN vs rc2f2")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -395,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "report":
         print(report(args.out))
+        return 0
+    if args.command == "ship":
+        print(ship(args.out, args.to, args.baseline))
         return 0
     by_name = {r.name: r for r in ROWS}
     unknown = [r for r in args.rows or [] if r not in by_name]

@@ -13,12 +13,17 @@ from pathlib import Path
 
 from eat_models import CheckpointError, EmbeddingModel, load_model
 
-#: every model the app can serve, in display order; ``baseline`` is optional
-MODEL_KEYS = ("eat", "baseline", "vanilla")
+#: every model the app can serve, in display order; ``baseline`` and ``hm`` are optional
+MODEL_KEYS = ("eat", "baseline", "hm", "vanilla")
 REQUIRED_KEYS = ("eat", "vanilla")
 #: the attack panels (lab and set attack) run from the plain model to the ensemble
 ATTACK_ORDER = tuple(reversed(MODEL_KEYS))
-MODEL_LABELS = {"eat": "EAT ensemble", "baseline": "single-model baseline", "vanilla": "vanilla"}
+MODEL_LABELS = {
+    "eat": "EAT ensemble",
+    "baseline": "single-model baseline",
+    "hm": "HM (RobRank's defense)",
+    "vanilla": "vanilla",
+}
 
 
 class ModelsNotFoundError(FileNotFoundError):
@@ -27,8 +32,8 @@ class ModelsNotFoundError(FileNotFoundError):
 
 def load_models(models_dir: str | os.PathLike) -> dict[str, EmbeddingModel]:
     """``{"eat": ensemble, "baseline": …, "vanilla": single model}`` from ``DIR/eat``,
-    ``DIR/vanilla`` and, when it is there, ``DIR/baseline`` (the strongest single-model
-    defense at EAT's training compute, shipped beside them)."""
+    ``DIR/vanilla`` and, when they are there, ``DIR/baseline`` (the strongest single-model
+    defense, shipped beside them) and ``DIR/hm`` (RobRank's HM, the field's reference)."""
     models_dir = Path(models_dir)
     models = {}
     for key in MODEL_KEYS:

@@ -16,7 +16,7 @@ from ..services.uploads import (
     summarise_skipped,
 )
 
-SHORT_LABELS = {"eat": "EAT", "baseline": "baseline", "vanilla": "vanilla"}
+SHORT_LABELS = {"eat": "EAT", "baseline": "baseline", "hm": "HM", "vanilla": "vanilla"}
 
 #: what the attack lab's words mean, shown under its controls
 GLOSSARY = (

@@ -79,3 +79,55 @@ def test_the_strong_worst_case_is_added_to_a_standard_evaluation(tmp_path, monke
     assert [e["strengths"] for e in second["evaluations"]] == [["standard"], ["strong"]]
     rf.evaluate_rows([hm], tmp_path, threads=1, progress=False)  # nothing left to add
     assert json.loads((tmp_path / "eval" / "hm.json").read_text()) == second
+
+
+def test_ship_copies_the_protocols_models_for_the_app(tmp_path, monkeypatch):
+    """``ship``: eat, the single-model defense with the highest ERS as baseline, hm and
+    vanilla, copied where ``eat app --models`` loads all four, with their numbers."""
+    from app.services.models import load_models
+
+    monkeypatch.setattr(rf, "ATTACK_IMAGES", 40)
+    for name, defense, extra in (
+        ("vanilla", "vanilla", {}),
+        ("hm", "hm", {}),
+        ("pgd-at", "pgd-at", {}),
+        ("eat", "eat", {"members": 2}),
+    ):
+        train(
+            TrainConfig(
+                defense=defense,
+                epochs=1,
+                max_train=200,
+                width=8,
+                embedding_dim=16,
+                train_steps=2,
+                out=str(tmp_path / "runs" / name),
+                **extra,
+            ),
+            progress=False,
+        )
+        (tmp_path / "train").mkdir(exist_ok=True)
+        (tmp_path / "train" / f"{name}.json").write_text(
+            json.dumps({"train": {"history": [{}], "epochs": 1, "train_wall_s": 1.0}})
+        )
+    rows = [r for r in rf.ROWS if r.name in ("vanilla", "hm", "pgd-at", "eat")]
+    rf.evaluate_rows(rows, tmp_path, threads=1, progress=False, standard_only=True)
+    ers = {
+        name: json.loads((tmp_path / "eval" / f"{name}.json").read_text())["card"]["strengths"][
+            "standard"
+        ]["ers"]
+        for name in ("hm", "pgd-at")
+    }
+    best = max(ers, key=ers.get)
+    to = tmp_path / "shipped"
+    text = rf.ship(tmp_path, to)
+    assert f"`baseline` is `{best}`" in text
+    assert sorted(p.name for p in to.iterdir()) == ["README.md", "baseline", "eat", "hm", "vanilla"]
+    models = load_models(to)
+    assert list(models) == ["eat", "baseline", "hm", "vanilla"]
+    assert models["eat"].meta["num_members"] == 2
+    for key, row in (("eat", "eat"), ("baseline", best), ("hm", "hm"), ("vanilla", "vanilla")):
+        record = json.loads((tmp_path / "eval" / f"{row}.json").read_text())
+        assert models[key].meta["fingerprint"] == record["fingerprint"]
+        assert f"| {key} | {row} |" in text and f"`{record['fingerprint']}`" in text
+    assert "pgd-at" in rf.ship(tmp_path, to, baseline="pgd-at").split("`baseline` is ")[1][:10]

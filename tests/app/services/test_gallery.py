@@ -13,7 +13,8 @@ from eat_models.data import FASHION_MNIST_CLASSES
 
 def test_resources_hold_the_three_models_over_one_gallery(resources):
     assert len(resources) == 600
-    assert resources.keys == MODEL_KEYS == ("eat", "baseline", "vanilla")
+    assert MODEL_KEYS == ("eat", "baseline", "hm", "vanilla")
+    assert resources.keys == ("eat", "baseline", "vanilla")  # hm is optional, like baseline
     assert resources.views["baseline"].label == "baseline (perturbed-copy)"
     assert resources.views["eat"].model.meta["num_members"] == 3
     assert resources.views["vanilla"].model.meta["num_members"] == 1
@@ -61,6 +62,9 @@ def test_the_baseline_model_is_optional(app_models_dir, tmp_path):
     assert list(load_models(tmp_path)) == ["eat", "vanilla"]
     shutil.copytree(app_models_dir / "baseline", tmp_path / "baseline")
     assert list(load_models(tmp_path)) == ["eat", "baseline", "vanilla"]
+    # RobRank's HM, the field's reference, is served beside them when it is there
+    shutil.copytree(app_models_dir / "baseline", tmp_path / "hm")
+    assert list(load_models(tmp_path)) == ["eat", "baseline", "hm", "vanilla"]
 
 
 def test_model_choices_name_loaded_models_only(services):

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.services.models import MODEL_KEYS
 from tests.oracles import assert_top_k
 
 
@@ -17,8 +16,8 @@ def _gallery_image(resources, item: int) -> Image.Image:
 def test_search_finds_the_query_itself_first(services, resources):
     for item in (0, 123, 456):
         result = services.search.search(_gallery_image(resources, item), "all", 5)
-        assert tuple(result.results) == MODEL_KEYS
-        for key in MODEL_KEYS:
+        assert tuple(result.results) == resources.keys
+        for key in resources.keys:
             hits = result.results[key].hits
             assert len(hits) == 5
             assert hits[0].item_id == item
@@ -39,7 +38,7 @@ def test_search_ranking_equals_brute_force(services, resources, fmnist_test_arra
         Image.fromarray(np.full((28, 28), 90, dtype=np.uint8)),  # far from every item
     ]
     for image in queries:
-        for key in MODEL_KEYS:
+        for key in resources.keys:
             view = resources.views[key]
             query = view.embed(view.preprocess(image)[None])[0].astype(np.float64)
             scores = view.vectors.astype(np.float64) @ query
