@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -128,7 +129,7 @@ ATTACK_IMAGES = 2000
 
 def row_config(row: ProtocolRow, out: Path, threads: int, seed: int = 0) -> TrainConfig:
     fields = {**PROTOCOL, "defense": row.defense, **row.overrides, "seed": seed}
-    name = row.name if seed == 0 else f"{row.name}-s{seed}"
+    name = run_name(row, seed)
     return TrainConfig(**fields, threads=threads, resume=True, out=str(out / "runs" / name))
 
 
@@ -163,12 +164,18 @@ def train_rows(
             )
 
 
+def run_name(row: ProtocolRow, seed: int = 0) -> str:
+    """The run folder (and record) name of a row's training seed: ``ROW``, ``ROW-sN``."""
+    return row.name if seed == 0 else f"{row.name}-s{seed}"
+
+
 def evaluate_rows(
     rows: list[ProtocolRow],
     out: Path,
     threads: int,
     progress: bool = True,
     standard_only: bool = False,
+    seeds=(0,),
 ) -> None:
     """Evaluate each trained row (see the module docstring) into ``OUT/eval/ROW.json``.
 
@@ -186,11 +193,12 @@ def evaluate_rows(
     torch.set_num_threads(threads)
     _, test = load_fashion_mnist("standard")
     subset = stratified_slice(test, ATTACK_IMAGES, seed=0)
-    for row in rows:
-        run = out / "runs" / row.name
-        record_path = out / "eval" / f"{row.name}.json"
+    for row, seed in ((r, s) for s in seeds for r in rows):
+        name = run_name(row, seed)
+        run = out / "runs" / name
+        record_path = out / "eval" / f"{name}.json"
         if not (run / "config.json").is_file():
-            log.info("%s: not trained yet", row.name)
+            log.info("%s: not trained yet", name)
             continue
         model = load_model(run)
         wanted = (
@@ -202,7 +210,7 @@ def evaluate_rows(
         have = tuple(stored["card"]["strengths"]) if stored else ()
         strengths = tuple(s for s in wanted if s not in have)
         if not strengths:
-            log.info("%s: evaluated already (%s)", row.name, ", ".join(have))
+            log.info("%s: evaluated already (%s)", name, ", ".join(have))
             continue
         started = time.perf_counter()
         clean = stored["clean_10k"] if stored else evaluate_model(model, test, progress=progress)
@@ -245,7 +253,8 @@ def evaluate_rows(
         write_json(
             record_path,
             {
-                "row": row.name,
+                "row": name,
+                "seed": seed,
                 "fingerprint": model.meta["fingerprint"],
                 "clean_10k": clean,
                 "card": card,
@@ -279,10 +288,11 @@ def report(out: Path) -> str:
         "| RobRank R@1 / NMI / ERS |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for row in ROWS:
-        train_path = out / "train" / f"{row.name}.json"
-        progress = read_progress(out / "runs" / row.name)
-        eval_path = out / "eval" / f"{row.name}.json"
+    seeded: dict[str, list[dict]] = {}
+    for row, name in ((r, n) for r in ROWS for n in seed_runs(out, r)):
+        train_path = out / "train" / f"{name}.json"
+        progress = read_progress(out / "runs" / name)
+        eval_path = out / "eval" / f"{name}.json"
         if train_path.is_file():
             t = json.loads(train_path.read_text())["train"]
             epochs, wall = f"{len(t['history'])}/{t['epochs']}", f"{t['train_wall_s']:.0f} s"
@@ -294,6 +304,7 @@ def report(out: Path) -> str:
         cells = ["—"] * 9
         if eval_path.is_file():
             e = json.loads(eval_path.read_text())
+            seeded.setdefault(row.name, []).append(e)
             card, strengths = e["card"], e["card"]["strengths"]
             c = e["clean_10k"]
             fmt = lambda v: f"{v:.3f}"  # noqa: E731
@@ -310,17 +321,63 @@ def report(out: Path) -> str:
                 fmt(e["ca_at_robrank_eps"]["standard/p0.1"]["nmi"]),
             ]
             del card
-        published = PUBLISHED.get(row.name)
+        published = PUBLISHED.get(row.name) if name == row.name else None
         ref = (
             f"{published['recall@1']:.3f} / {published['nmi']:.3f} / {published['ers']:.1f}"
             if published
             else "—"
         )
-        lines.append(f"| {row.name} | {epochs} | {wall} | " + " | ".join(cells) + f" | {ref} |")
+        lines.append(f"| {name} | {epochs} | {wall} | " + " | ".join(cells) + f" | {ref} |")
     lines += ["", "Rows: " + "; ".join(f"**{r.name}**: {r.description}" for r in ROWS) + "."]
+    lines += seed_summary(seeded)
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
     return text
+
+
+def seed_runs(out: Path, row: ProtocolRow) -> list[str]:
+    """The run names of a row on disk or on record: ``ROW`` and its ``ROW-sN`` seeds."""
+    pattern = re.compile(rf"^{re.escape(row.name)}-s(\d+)(\.json)?$")
+    seeds = {0}
+    for folder in (out / "runs", out / "train", out / "eval"):
+        if folder.is_dir():
+            seeds |= {int(m.group(1)) for f in folder.iterdir() if (m := pattern.match(f.name))}
+    return [run_name(row, seed) for seed in sorted(seeds)]
+
+
+#: the numbers summarised over seeds: (label, how to read it from an evaluation record)
+SEED_METRICS = (
+    ("clean R@1", lambda e: e["clean_10k"]["recall@1"], 3),
+    ("NMI", lambda e: e["clean_10k"]["nmi"], 3),
+    ("ERS", lambda e: e["card"]["strengths"]["standard"]["ers"], 1),
+    ("CA-clu NMI ε 0.302", lambda e: e["ca_at_robrank_eps"]["standard/p1"]["nmi"], 3),
+)
+
+
+def seed_summary(seeded: dict[str, list[dict]]) -> list[str]:
+    """Mean ± sd (ddof 1) over the evaluated training seeds of every row with two or more."""
+    import numpy as np
+
+    many = {row: records for row, records in seeded.items() if len(records) > 1}
+    if not many:
+        return []
+    lines = [
+        "",
+        "## Over training seeds",
+        "",
+        "Mean ± sd over the evaluated seeds (standard strength). A gap between two rows "
+        "counts only beyond 2 sd of the pooled seed spread.",
+        "",
+        "| row | seeds | " + " | ".join(label for label, _, _ in SEED_METRICS) + " |",
+        "|---|---:|" + "---:|" * len(SEED_METRICS),
+    ]
+    for row, records in many.items():
+        cells = []
+        for _, read, digits in SEED_METRICS:
+            values = np.asarray([read(e) for e in records], dtype=np.float64)
+            cells.append(f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}")
+        lines.append(f"| {row} | {len(records)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 #: where ``ship`` copies the protocol's models (``eat app --models`` serves the folder)
@@ -453,6 +510,13 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the strong worst case of the decisive rows for now (a later run without "
         "this flag adds it to the stored record)",
     )
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="training seeds to evaluate (runs ROW-sN for N > 0; default: 0)",
+    )
     p = sub.add_parser("report", help="write OUT/results.md from the stored rows")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
     p = sub.add_parser(
@@ -504,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
             args.threads,
             progress=not args.quiet,
             standard_only=args.standard_only,
+            seeds=tuple(args.seeds),
         )
         print(report(args.out))
         return 0

@@ -131,3 +131,30 @@ def test_ship_copies_the_protocols_models_for_the_app(tmp_path, monkeypatch):
         assert models[key].meta["fingerprint"] == record["fingerprint"]
         assert f"| {key} | {row} |" in text and f"`{record['fingerprint']}`" in text
     assert "pgd-at" in rf.ship(tmp_path, to, baseline="pgd-at").split("`baseline` is ")[1][:10]
+
+
+def test_the_report_lists_every_seed_and_summarises_them(tmp_path):
+    def record(r1, nmi, ers, ca):
+        return {
+            "clean_10k": {"recall@1": r1, "map@r": 0.5, "nmi": nmi},
+            "card": {
+                "strengths": {
+                    "standard": {"ers": ers, "headline": {"ca/p1": {"attacked": {"nmi": ca}}}}
+                }
+            },
+            "ca_at_robrank_eps": {"standard/p1": {"nmi": ca}, "standard/p0.1": {"nmi": ca}},
+        }
+
+    for folder in ("train", "eval"):
+        (tmp_path / folder).mkdir()
+    for name, values in (("eat", (0.80, 0.70, 50.0, 0.40)), ("eat-s1", (0.82, 0.72, 54.0, 0.44))):
+        (tmp_path / "train" / f"{name}.json").write_text(
+            json.dumps({"train": {"history": [{}] * 16, "epochs": 16, "train_wall_s": 9.0}})
+        )
+        (tmp_path / "eval" / f"{name}.json").write_text(json.dumps(record(*values)))
+    text = rf.report(tmp_path)
+    assert "| eat | 16/16 |" in text and "| eat-s1 | 16/16 |" in text
+    assert "## Over training seeds" in text
+    # mean ± sd (ddof 1): R@1 0.810 ± 0.014, ERS 52.0 ± 2.8
+    assert "| eat | 2 | 0.810 ± 0.014 | 0.710 ± 0.014 | 52.0 ± 2.8 | 0.420 ± 0.028 |" in text
+    assert [n for n in rf.seed_runs(tmp_path, rf.ROWS[0])] == ["vanilla"]
