@@ -1,12 +1,20 @@
 """Write the app's example query images into ``assets/examples/``.
 
-    .venv/bin/python scripts/make_examples.py [--out DIR]
+    .venv/bin/python scripts/make_examples.py [--out DIR] [--models DIR]
 
-One Fashion-MNIST *test* image per chosen class (enlarged 4× with crisp pixels, so they look
-right in a browser and shrink back to the exact 28×28 pixels) and one "photo-like" JPEG: a
-test image turned into a dark, tinted object on a light, uneven background, non-square and
-larger — the kind of picture a person uploads, which the app's preprocessing brings back to
-the model's domain. The app reads them through :mod:`app.services.example_images`.
+The examples come from the Fashion-MNIST **training** set, so none of them is in the app's
+gallery (the test set): a search with one shows how the models generalise, not the query
+finding itself at cosine 1.000. One image of each of eight classes (enlarged 4× with crisp
+pixels, so they look right in a browser and shrink back to the exact 28×28 pixels) and one
+"photo-like" JPEG: a training image turned into a dark, tinted object on a light, uneven
+background, non-square and larger, the kind of picture a person uploads, which the app's
+preprocessing brings back to the model's domain.
+
+Which image: for each class, the first training image (in file order) whose top gallery
+hit is of its class for every model in ``--models`` (default: the shipped ones), searched
+over the whole test set as the app does. The rule is stated so that nobody mistakes the
+examples for a random sample: they show each class working, not an accuracy. The app reads
+them through :mod:`app.services.example_images`.
 """
 
 from __future__ import annotations
@@ -20,19 +28,21 @@ from PIL import Image, ImageFilter
 
 from app.services.example_images import EXAMPLES_DIR
 
-# (test-set row, file name): one clear item of eight classes, then the photo-like one.
-TEST_ROWS = (
-    (1, "pullover"),
-    (2, "trouser"),
-    (0, "ankle-boot"),
-    (8, "sandal"),
-    (9, "sneaker"),
-    (13, "dress"),
-    (18, "bag"),
-    (19, "t-shirt"),
+#: the classes shown (Fashion-MNIST label, file name), then the photo-like one
+CLASSES = (
+    (2, "pullover"),
+    (1, "trouser"),
+    (9, "ankle-boot"),
+    (5, "sandal"),
+    (7, "sneaker"),
+    (3, "dress"),
+    (8, "bag"),
+    (0, "t-shirt"),
 )
-PHOTO_ROW, PHOTO_NAME = 25, "photo-like-coat"
+PHOTO_CLASS, PHOTO_NAME = 1, "photo-like-trouser"
 ENLARGE = 4
+#: training images tried per class before giving up
+MAX_TRIES = 200
 
 
 def photo_like(pixels: np.ndarray, seed: int = 0) -> Image.Image:
@@ -58,21 +68,65 @@ def photo_like(pixels: np.ndarray, seed: int = 0) -> Image.Image:
     return Image.fromarray((np.clip(canvas, 0, 1) * 255).round().astype(np.uint8), "RGB")
 
 
-def write_examples(out_dir: str | os.PathLike = EXAMPLES_DIR) -> list[Path]:
-    """Write the example PNGs into ``out_dir``; returns their paths."""
+class TopHit:
+    """The class of the top gallery hit (the Fashion-MNIST test set) for each model."""
+
+    def __init__(self, models_dir: str | os.PathLike) -> None:
+        import torch
+
+        from app.services.models import load_models
+        from eat_models.data import load_fashion_mnist_arrays
+        from eat_models.images import preprocess_image
+
+        self.preprocess, self.torch = preprocess_image, torch
+        self.models = load_models(models_dir)
+        images, self.labels = load_fashion_mnist_arrays()["test"]
+        gallery = torch.from_numpy(images).float().div(255).unsqueeze(1)
+        with torch.no_grad():
+            self.vectors = {k: m(gallery).numpy() for k, m in self.models.items()}
+
+    def classes(self, image: Image.Image) -> dict[str, int]:
+        out = {}
+        for key, model in self.models.items():
+            x = self.preprocess(image, model.meta)[None]
+            with self.torch.no_grad():
+                q = model(x).numpy()[0]
+            out[key] = int(self.labels[int(np.argmax(self.vectors[key] @ q))])
+        return out
+
+
+def write_examples(
+    out_dir: str | os.PathLike = EXAMPLES_DIR, models_dir: str | os.PathLike | None = None
+) -> list[Path]:
+    """Write the examples into ``out_dir`` (see the module docstring); returns their paths."""
     from eat_models.data import load_fashion_mnist_arrays
 
-    images, _ = load_fashion_mnist_arrays()["test"]
+    models_dir = models_dir or Path(EXAMPLES_DIR).parent / "models"
+    images, labels = load_fashion_mnist_arrays()["train"]
+    judge = TopHit(models_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.*"):
+        if old.suffix.lower() in (".png", ".jpg"):
+            old.unlink()
+
+    def first_working(label: int, make) -> Image.Image:
+        for row in np.flatnonzero(labels == label)[:MAX_TRIES]:
+            image = make(images[row])
+            if set(judge.classes(image).values()) == {label}:
+                return image
+        raise SystemExit(f"no training image of class {label} in {MAX_TRIES} works for all")
+
+    def enlarged(pixels: np.ndarray) -> Image.Image:
+        return Image.fromarray(pixels).resize((28 * ENLARGE, 28 * ENLARGE), Image.NEAREST)
+
     written = []
-    for i, (row, name) in enumerate(TEST_ROWS):
+    for i, (label, name) in enumerate(CLASSES):
         path = out / f"{i + 1:02d}-{name}.png"
-        image = Image.fromarray(images[row]).resize((28 * ENLARGE, 28 * ENLARGE), Image.NEAREST)
-        image.save(path, optimize=True)
+        first_working(label, enlarged).save(path, optimize=True)
         written.append(path)
-    path = out / f"{len(TEST_ROWS) + 1:02d}-{PHOTO_NAME}.jpg"
-    photo_like(images[PHOTO_ROW]).save(path, quality=88)
+    path = out / f"{len(CLASSES) + 1:02d}-{PHOTO_NAME}.jpg"
+    first_working(PHOTO_CLASS, photo_like).save(path, quality=88)
     written.append(path)
     return written
 
@@ -80,13 +134,19 @@ def write_examples(out_dir: str | os.PathLike = EXAMPLES_DIR) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/make_examples.py",
-        description="Write the app's example query images from the Fashion-MNIST test set.",
+        description="Write the app's example query images from the Fashion-MNIST training "
+        "set (none of them is in the app's gallery).",
     )
     parser.add_argument(
         "--out", default=str(EXAMPLES_DIR), help="output folder (default: %(default)s)"
     )
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="models that must all find each example's class (default: assets/models)",
+    )
     args = parser.parse_args(argv)
-    for path in write_examples(args.out):
+    for path in write_examples(args.out, args.models):
         print(path)
     return 0
 

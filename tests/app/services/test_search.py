@@ -81,3 +81,19 @@ def test_search_refuses_bad_arguments(services, resources):
         services.search.search(image, "resnet", 3)
     with pytest.raises(ValueError, match="no query image"):
         services.search.search(None, "eat", 3)
+
+
+def test_no_shipped_example_is_in_the_gallery(fmnist_test_arrays):
+    """The examples come from the training set: none of them is a gallery (test-set) image,
+    so a search with one never just finds the query itself at cosine 1.000."""
+    from app.services.example_images import example_paths
+
+    images, _ = fmnist_test_arrays
+    flat = images.reshape(len(images), -1).astype(np.int16)
+    pngs = [p for p in example_paths() if p.suffix == ".png"]
+    assert len(pngs) == 8
+    for path in pngs:
+        pixels = np.asarray(Image.open(path).convert("L"))[::4, ::4].astype(np.int16)
+        assert pixels.shape == (28, 28)
+        nearest = np.abs(flat - pixels.reshape(-1)).sum(axis=1).min()
+        assert nearest > 0, f"{path.name} is a gallery image"
