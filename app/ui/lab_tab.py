@@ -164,6 +164,13 @@ def build(ui: UI) -> None:
     )
     lab_file.upload(
         preview_upload, inputs=[lab_file], outputs=[item, clean], api_visibility="private"
+    ).failure(
+        # a bad upload forgets the gallery item picked before, so Attack does not quietly
+        # run on it while the box shows the bad file (it names the file again instead)
+        lambda: (-1, None),
+        outputs=[item, clean],
+        api_visibility="private",
+        queue=False,
     )
     blank = [*[c for key in lab_keys for c in outputs[key]], lab_map, lab_json]
     button.click(
