@@ -126,37 +126,104 @@ class ClusterPanel:
     assignments: np.ndarray
     marked: np.ndarray | None = None
     note: str = ""
+    #: where the marked points were before (the clean images' positions on the same map),
+    #: in the order of ``np.flatnonzero(marked)``: drawn as arrows to where they moved
+    origins: np.ndarray | None = None
+
+
+#: points beyond this many interquartile ranges from the median are drawn at the edge
+OUTLIER_SPREADS = 4.0
+
+
+def robust_limits(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Axis limits ``(low, high)`` that hold the bulk of ``points [N, 2]``: the whole extent
+    when no point lies beyond :data:`OUTLIER_SPREADS` interquartile ranges of the median,
+    else that band (so one far outlier does not squeeze every other point into a corner)."""
+    points = np.asarray(points, dtype=np.float64)
+    low, high = points.min(axis=0), points.max(axis=0)
+    if len(points) >= 8:
+        q1, median, q3 = np.percentile(points, [25, 50, 75], axis=0)
+        spread = np.maximum(q3 - q1, 1e-6)
+        low = np.maximum(low, median - OUTLIER_SPREADS * spread)
+        high = np.minimum(high, median + OUTLIER_SPREADS * spread)
+    margin = np.maximum((high - low) * 0.06, 1e-3)
+    return low - margin, high + margin
 
 
 def cluster_maps(panels: Sequence[ClusterPanel], panel_size: float = 4.6) -> Image.Image:
-    """Scatters of clusterings side by side; ``marked`` points (attacked) are crosses. Each
-    panel's legend sits under it, never over its points."""
+    """Scatters of clusterings side by side; ``marked`` points (attacked) are crosses, with
+    an arrow from where each was before the attack when ``origins`` are given. Far outliers
+    are drawn at the panel's edge (:func:`robust_limits`). Each panel's legend sits under
+    it, never over its points."""
     fig = Figure(figsize=(panel_size * len(panels), panel_size + 1.4), dpi=90)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels, strict=True):
         marked = np.zeros(len(panel.xy), dtype=bool) if panel.marked is None else panel.marked
+        drawn = panel.xy if panel.origins is None else np.vstack([panel.xy, panel.origins])
+        low, high = robust_limits(drawn)
+        xy = np.clip(panel.xy, low, high)
+        outside = np.any((panel.xy < low) | (panel.xy > high), axis=1)
+        if panel.origins is not None and len(panel.origins):
+            start = np.clip(panel.origins, low, high)
+            end = xy[marked]
+            ax.quiver(
+                start[:, 0],
+                start[:, 1],
+                end[:, 0] - start[:, 0],
+                end[:, 1] - start[:, 1],
+                angles="xy",
+                scale_units="xy",
+                scale=1,
+                width=0.004,
+                color="#555555",
+                alpha=0.6,
+                zorder=1,
+            )
+            ax.scatter(
+                start[:, 0],
+                start[:, 1],
+                s=22,
+                facecolors="none",
+                edgecolors="#555555",
+                linewidths=0.7,
+                zorder=2,
+            )
         for cluster in np.unique(panel.assignments):
             rows = panel.assignments == cluster
             name = "noise" if cluster < 0 else f"cluster {cluster + 1}"
             ax.scatter(
-                panel.xy[rows & ~marked, 0],
-                panel.xy[rows & ~marked, 1],
+                xy[rows & ~marked, 0],
+                xy[rows & ~marked, 1],
                 s=28,
                 c=colour(int(cluster)),
                 label=name,
                 edgecolors="white",
                 linewidths=0.4,
+                zorder=3,
             )
             if (rows & marked).any():
                 ax.scatter(
-                    panel.xy[rows & marked, 0],
-                    panel.xy[rows & marked, 1],
+                    xy[rows & marked, 0],
+                    xy[rows & marked, 1],
                     s=60,
                     marker="X",
                     c=colour(int(cluster)),
                     edgecolors="black",
                     linewidths=0.6,
+                    zorder=4,
                 )
+        ax.set_xlim(low[0], high[0])
+        ax.set_ylim(low[1], high[1])
+        if outside.any():
+            far = int(outside.sum())
+            ax.text(
+                0.01,
+                0.01,
+                f"{far} far point{'s' if far > 1 else ''} drawn at the edge",
+                transform=ax.transAxes,
+                fontsize=7,
+                color="#444444",
+            )
         ax.set_title(panel.title, fontsize=11)
         if panel.note:
             ax.set_xlabel(textwrap.fill(panel.note, 70), fontsize=7.5, color="#444444")
@@ -173,5 +240,6 @@ def cluster_maps(panels: Sequence[ClusterPanel], panel_size: float = 4.6) -> Ima
                 handletextpad=0.2,
                 columnspacing=0.8,
             )
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.92, bottom=0.24, wspace=0.05)
+    # room above the titles: the page lays its label and toolbar over the image top
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.84, bottom=0.24, wspace=0.05)
     return figure_to_image(fig)

@@ -128,16 +128,22 @@ def attack_set(
             attacked_scores=clustering_scores(labels, attacked_assign) if labels else None,
             seconds=time.perf_counter() - started,
         )
-        placement = project_set(attacked)
+        # one map of the clean set and the attacked images: each attacked image is drawn
+        # where it moved, with an arrow from where it was
+        placement = project_set(np.concatenate([clean, attacked[rows]]))
+        xy = placement.xy[:n].copy()
+        origins = xy[rows].copy()
+        xy[rows] = placement.xy[n:]
         marked = np.zeros(n, dtype=bool)
         marked[rows] = True
         panels.append(
             ClusterPanel(
                 f"{view.label} after the attack (ARI vs clean {agreement:.2f})",
-                placement.xy,
+                xy,
                 attacked_assign,
                 marked=marked,
-                note=f"× attacked images · {placement.note}",
+                note=f"× attacked images, ○ → × where each moved · {placement.note}",
+                origins=origins,
             )
         )
     return SetAttackResult(fraction, budget.eps, budget.steps, k, outcomes, cluster_maps(panels))
