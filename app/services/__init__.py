@@ -47,6 +47,18 @@ class Services:
     def report(self) -> Report:
         return load_report(self.results_dir)
 
+    def served_models(self) -> str:
+        """What the report tab opens with: the ``README.md`` of the served models' folder
+        (their numbers, written when they were shipped), or a line naming the models."""
+        res = self.resources
+        folder = Path(res.views["eat"].model.meta.get("path", ".")).parent
+        readme = folder / "README.md"
+        names = ", ".join(f"{res.views[k].label}" for k in res.keys)
+        if readme.is_file():
+            text = readme.read_bytes()[:MAX_SERVED_README_BYTES].decode("utf-8", "replace")
+            return f"### The models served here ({names})\n\n" + text.split("\n", 1)[-1]
+        return f"### The models served here\n\n{names}, from `{folder}` (it has no README.md)."
+
     @property
     def audit_dir(self) -> Path:
         """Where ``eat audit`` writes its cards: ``results/audit`` beside the benchmark's."""
@@ -90,6 +102,10 @@ class Services:
             "maps_ready": all(p.ready for p in res.projections),
             "maps": {key: res.views[key].projection.method for key in res.keys},
         }
+
+
+#: the most of a models folder's README.md shown in the report tab
+MAX_SERVED_README_BYTES = 64 * 1024
 
 
 def build_services(

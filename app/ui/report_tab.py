@@ -11,16 +11,21 @@ from .common import UI, error_for_people
 def build(ui: UI, demo: gr.Blocks) -> None:
     benchmark = "benchmark (eat bench)"
     with gr.Tab("Robustness report", id="report", elem_id="tab-report"):
+        # opens with the served models and their numbers; the full tables are folded away
+        gr.Markdown(ui.services.served_models(), elem_id="report-served")
         pick = gr.Dropdown(
             [benchmark, *ui.services.audits()],
             value=benchmark,
             label="Report: the benchmark, or a robustness card written by 'eat audit'",
             elem_id="report-pick",
         )
-        text = gr.Markdown(elem_id="report-text")
+        with gr.Accordion(
+            "The full report (every benchmark row, all columns)", open=False, elem_id="report-full"
+        ) as full:
+            text = gr.Markdown(elem_id="report-text")
         plots = gr.Gallery(
             label="Benchmark plots (click one to enlarge)",
-            columns=2,
+            columns=1,
             height="auto",
             object_fit="contain",
             allow_preview=True,
@@ -44,17 +49,18 @@ def build(ui: UI, demo: gr.Blocks) -> None:
 
     def chosen(name: str):
         if name == benchmark:
-            return report()
+            return (*report(), gr.update())
         try:
             rep = ui.services.audit_report(name)
         except ValueError as exc:
             raise error_for_people(str(exc), "No such report") from None
-        return rep.markdown, gr.update(value=rep.plots or None, visible=bool(rep.plots))
+        shown = gr.update(value=rep.plots or None, visible=bool(rep.plots))
+        return rep.markdown, shown, gr.update(open=True)  # a card chosen: show it
 
     pick.change(
         chosen,
         inputs=pick,
-        outputs=[text, plots],
+        outputs=[text, plots, full],
         api_name="audit_report",
         api_description="An 'eat audit' robustness card from results/audit/NAME/ (or the "
         "benchmark), by name.",

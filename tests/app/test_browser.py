@@ -163,7 +163,14 @@ def test_a_failed_upload_in_the_lab_is_not_replaced_by_a_gallery_item(page, tmp_
 
 
 def test_report_tab(page):
+    """The tab opens with the served models (their folder's README: the test models have
+    none, so it names them); the full report is folded away until opened."""
     page.get_by_role("tab", name="Robustness report").click()
+    page.wait_for_selector("#report-served")
+    served = page.inner_text("#report-served")
+    assert "The models served here" in served and "EAT ensemble" in served
+    assert not page.get_by_text("No benchmark results yet").is_visible()
+    page.get_by_text("The full report").click()
     page.get_by_text("No benchmark results yet").wait_for()
     _shot(page, "5-report")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -122,3 +124,17 @@ def test_the_header_names_the_runs_it_serves(services):
     text = status_markdown(status)
     assert "run `ensemble-of-copies`" in text and "run `one-copy`" in text
     assert "trained with" not in text
+
+
+def test_the_report_opens_with_the_served_models_numbers(services, resources, tmp_path):
+    """The served models' folder README (their numbers, written when they were shipped) is
+    what the report tab shows first; without one it names the models."""
+    text = services.served_models()
+    assert text.startswith("### The models served here") and "has no README.md" in text
+    readme = Path(resources.views["eat"].model.meta["path"]).parent / "README.md"
+    readme.write_text("# Shipped\n\n| model | ERS |\n|---|---:|\n| eat | 57.4 |\n")
+    try:
+        text = services.served_models()
+        assert "| eat | 57.4 |" in text and "# Shipped" not in text
+    finally:
+        readme.unlink()
