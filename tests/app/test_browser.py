@@ -89,6 +89,26 @@ def test_clearing_an_upload_forgets_the_example_too(page):
         close.click()
 
 
+def test_odd_file_names_show_as_typed_not_escaped_or_linked(page, tmp_path):
+    """Names once showed backslashes (Markdown escapes) and URL-like names became links."""
+    import shutil
+
+    name = "www.summer_look-2 (1) [x].png"  # (the browser itself drops a "*")
+    odd = tmp_path / name
+    shutil.copyfile(REPO / EXAMPLES[1], odd)
+    page.set_input_files("#search-upload input[type=file]", str(odd))
+    page.wait_for_function(
+        "n => document.querySelector('#search-info').innerText.includes(n)", arg=name
+    )
+    info = page.inner_text("#search-info")
+    assert f"your upload {name}" in info and "\\" not in info
+    assert page.locator("#search-info a").count() == 0
+    clear = page.locator("#search-upload button[aria-label='Clear']")  # for the next test
+    page.hover("#search-upload")
+    clear.click(force=True)
+    page.wait_for_selector("#search-upload input[type=file]", state="attached")
+
+
 def test_a_text_file_gives_a_readable_error(page, tmp_path):
     bad = tmp_path / "holiday.jpg"
     bad.write_text("not a photo")
