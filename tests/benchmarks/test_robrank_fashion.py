@@ -9,6 +9,23 @@ from benchmarks import robrank_fashion as rf
 from eat_models.train import TrainConfig, train
 
 
+def _tiny_run(out, name: str, defense: str, **extra) -> None:
+    """A one-epoch run of ``defense`` on 200 images into ``out/runs/name``."""
+    train(
+        TrainConfig(
+            defense=defense,
+            epochs=1,
+            max_train=200,
+            width=8,
+            embedding_dim=16,
+            train_steps=2,
+            out=str(out / "runs" / name),
+            **extra,
+        ),
+        progress=False,
+    )
+
+
 def test_every_row_trains_in_robranks_setting(tmp_path):
     names = [r.name for r in rf.ROWS]
     assert names[:4] == ["vanilla", "vanilla-rc2f2", "hm", "eat"]  # the decisive ones first
@@ -52,19 +69,8 @@ def test_the_strong_worst_case_is_added_to_a_standard_evaluation(tmp_path, monke
     """``evaluate --standard-only`` first, then ``evaluate``: the second run adds only the
     strong strength to the stored record, the standard numbers stay as they were."""
     monkeypatch.setattr(rf, "ATTACK_IMAGES", 40)
-    for name, defense in (("vanilla", "vanilla"), ("hm", "hm")):
-        train(
-            TrainConfig(
-                defense=defense,
-                epochs=1,
-                max_train=200,
-                width=8,
-                embedding_dim=16,
-                train_steps=2,
-                out=str(tmp_path / "runs" / name),
-            ),
-            progress=False,
-        )
+    for name in ("vanilla", "hm"):
+        _tiny_run(tmp_path, name, name)
     hm = next(r for r in rf.ROWS if r.name == "hm")
     rf.evaluate_rows([hm], tmp_path, threads=1, progress=False, standard_only=True)
     first = json.loads((tmp_path / "eval" / "hm.json").read_text())
@@ -93,19 +99,7 @@ def test_ship_copies_the_protocols_models_for_the_app(tmp_path, monkeypatch):
         ("pgd-at", "pgd-at", {}),
         ("eat", "eat", {"members": 2}),
     ):
-        train(
-            TrainConfig(
-                defense=defense,
-                epochs=1,
-                max_train=200,
-                width=8,
-                embedding_dim=16,
-                train_steps=2,
-                out=str(tmp_path / "runs" / name),
-                **extra,
-            ),
-            progress=False,
-        )
+        _tiny_run(tmp_path, name, defense, **extra)
         (tmp_path / "train").mkdir(exist_ok=True)
         (tmp_path / "train" / f"{name}.json").write_text(
             json.dumps({"train": {"history": [{}], "epochs": 1, "train_wall_s": 1.0}})
