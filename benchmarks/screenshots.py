@@ -44,6 +44,14 @@ def capture(url: str, out: Path) -> list[Path]:
         page.wait_for_selector("#search-upload")
 
         def shot(name: str) -> None:
+            # lazy images load only once seen: bring each into view, wait until all decoded
+            for img in page.locator("img:visible").all():
+                img.scroll_into_view_if_needed()
+            page.wait_for_function(
+                "[...document.querySelectorAll('img')].filter(i => i.offsetParent)"
+                ".every(i => i.complete && i.naturalWidth > 0)"
+            )
+            page.evaluate("window.scrollTo(0, 0)")
             path = out / f"{name}.png"
             page.screenshot(path=str(path), full_page=True)
             shots.append(path)
