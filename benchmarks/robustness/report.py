@@ -465,7 +465,8 @@ def _plots(out: Path, views, sweep_names, profile) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    # the ε sweep: two panels, one shared legend under them, readable at the page's size
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
     for name in sweep_names:
         v = views[name]
         for ax, (attack, metric) in zip(axes, (("ca", "nmi"), ("es", "recall@1")), strict=True):
@@ -473,33 +474,42 @@ def _plots(out: Path, views, sweep_names, profile) -> list[Path]:
             ys = [v.clean(metric)] + [v.at(attack, e, metric) for e in profile.sweep_eps]
             pts = [(e, y) for e, y in zip(eps, ys, strict=True) if y is not None]
             if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=name)
+                ax.plot(*zip(*pts, strict=True), marker="o", label=name, linewidth=2)
     for ax, title in zip(
         axes, ("NMI under the clustering attack", "Recall@1 under embedding shift"), strict=True
     ):
-        ax.set_xlabel("eps (L-inf, pixels in [0, 1])")
-        ax.set_title(title)
+        ax.set_xlabel("ε (L∞, pixels in [0, 1])", fontsize=12)
+        ax.set_title(title, fontsize=13)
+        ax.tick_params(labelsize=11)
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=12, frameon=False
+    )
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     paths.append(out / "robustness_vs_eps.png")
-    fig.savefig(paths[-1], dpi=110)
+    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    # clean vs robust: numbered points and a key beside the axes, so no two labels overlap
+    points = []
     for name, v in views.items():
         x, y = v.clean("nmi"), v.at("ca", HEADLINE_EPS, "nmi")
-        if x is None or y is None:
-            continue
-        size = 40 * v.record["members"]
-        ax.scatter([x], [y], s=size, alpha=0.7)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xlabel("clean NMI")
-    ax.set_ylabel(f"NMI under clustering attack (eps {HEADLINE_EPS:g})")
-    ax.set_title("Clean vs robust (marker size = inference cost)")
+        if x is not None and y is not None:
+            points.append((name, x, y, v.record["members"]))
+    points.sort(key=lambda t: -t[2])  # the key lists the most robust first
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for number, (_name, x, y, members) in enumerate(points, 1):
+        ax.scatter([x], [y], s=60 * members, alpha=0.6)
+        ax.annotate(str(number), (x, y), ha="center", va="center", fontsize=8, weight="bold")
+    key = "\n".join(f"{n:>2}  {name}" for n, (name, *_rest) in enumerate(points, 1))
+    ax.text(1.03, 1.0, key, transform=ax.transAxes, va="top", fontsize=9, family="monospace")
+    ax.set_xlabel("clean NMI", fontsize=12)
+    ax.set_ylabel(f"NMI under the clustering attack (ε {HEADLINE_EPS:g})", fontsize=12)
+    ax.set_title("Clean vs robust (marker size = members, the inference cost)", fontsize=12)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     paths.append(out / "clean_vs_robust.png")
-    fig.savefig(paths[-1], dpi=110)
+    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)
     return paths
