@@ -201,7 +201,9 @@ def describe(score: OODScore) -> str:
         "disagreement": "the ensemble's members disagree about it",
         "activation": "the network's features barely respond to it",
     }[score.strongest]
+    tail = 1.0 - score.score  # the share of in-domain images at least this unusual
+    rarity = "fewer than 0.1 %" if tail < 0.001 else f"only {tail:.1%}"
     return (
-        f"⚠ This does not look like anything the model was trained on ({what}; OOD score "
-        f"{score.score:.3f}): treat its matches as unreliable."
+        f"⚠ This does not look like anything the model was trained on ({what}: {rarity} of "
+        "the images it was trained on look this unusual): treat its matches as unreliable."
     )

@@ -133,3 +133,15 @@ def labelled_batch(resources, png_bytes):
             pixels = (resources.model_input(int(item), "eat")[0].numpy() * 255).astype(np.uint8)
             items.append(UploadedImage(f"{label}/{item}.png", Image.fromarray(pixels), b"", None))
     return UploadBatch(images=items)
+
+
+def test_the_flag_says_in_plain_words_how_unusual_a_query_is():
+    """ "OOD score 1.000" meant nothing to a user: the message gives the share of training
+    images that look as unusual."""
+    from app.services.ood import OODScore, describe
+
+    rare = describe(OODScore(0.9996, True, {"pixels": 1.0}, {"pixels": 0.0004}))
+    assert "fewer than 0.1 % of the images it was trained on look this unusual" in rare
+    assert "OOD score" not in rare and "pixels look unlike the training images" in rare
+    edge = describe(OODScore(0.994, True, {"neighbour": 1.0}, {"neighbour": 0.006}))
+    assert "only 0.6% of the images it was trained on" in edge
