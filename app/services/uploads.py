@@ -165,8 +165,6 @@ def decode_image(data: bytes, name: str, pixel_allowance: int | None = None) -> 
     decoded-pixel budget (``pixel_allowance``) and the pixels held by all decodes in
     progress (:data:`PIXELS_IN_FLIGHT`). Raises :class:`UploadError` naming the file.
     """
-    if not data:
-        raise UploadError(f"{name}: the file is empty")
     if len(data) > MAX_FILE_BYTES:
         raise UploadError(
             f"{name}: {_megabytes(len(data))} is larger than the {_megabytes(MAX_FILE_BYTES)} "
