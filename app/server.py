@@ -29,6 +29,11 @@ def _quiet_environment() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # Gradio's queue rebuilds a pandas table of its last 10,000 events after every event,
+    # for a monitoring page this app does not serve: about 5 ms per search at first, and
+    # growing with the events kept. Summarise never, and keep only a few events.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(10**9))
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "256")
     from eat_models.files import user_cache_dir
 
     os.environ.setdefault("NUMBA_CACHE_DIR", str(user_cache_dir("numba")))

@@ -68,6 +68,24 @@ def upload_thumbnail(image: Image.Image, side: int = UPLOAD_THUMB_SIDE) -> Image
     return enlarge(make_thumbnail(image, side, channels, crop=False), side)
 
 
+def data_uri(image: Image.Image, format: str = "PNG") -> str:
+    """``image`` inlined as a ``data:`` URI (PNG, or JPEG for photos: several times faster
+    to encode), for HTML that shows a picture without a file or a second request."""
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    if format.upper() == "JPEG":
+        if image.mode not in ("L", "RGB"):
+            image = image.convert("RGB")
+        image.save(buffer, format="JPEG", quality=90)
+        mime = "image/jpeg"
+    else:
+        image.save(buffer, format="PNG", compress_level=1)
+        mime = "image/png"
+    return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+
+
 def save_png(image: Image.Image, path: str | Path) -> None:
     """Write ``image`` as a PNG file at ``path``, whole or not at all (not fsynced)."""
     atomic_write(Path(path), lambda fh: image.save(fh, format="PNG"), durable=False)

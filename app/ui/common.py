@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import gradio as gr
 from gradio.utils import get_upload_folder
@@ -56,6 +57,17 @@ CSS = """
     grid-template-columns: repeat(5, minmax(0, 1fr)) !important;
 }
 #search-examples .grid-wrap, #lab-gallery .grid-wrap { padding-top: 34px !important; }
+.eat-query { display: flex; gap: 12px; flex-wrap: wrap; }
+#search-query figure, .eat-hits figure { margin: 0; }
+#search-query figure img { height: 230px; width: auto; max-width: 100%; object-fit: contain;
+    border: 1px solid var(--border-color-primary); border-radius: 6px; }
+#search-query figcaption, .eat-results h4 { font-size: 13px; margin: 2px 0 4px; }
+#search-seen img, .eat-hits img { image-rendering: pixelated; }
+.eat-results-row { display: flex; gap: 14px; flex-wrap: wrap; }
+.eat-results { flex: 1 1 240px; min-width: 0; }
+.eat-hits { display: grid; grid-template-columns: repeat(4, minmax(0, 1fr)); gap: 6px; }
+.eat-hits img { width: 100%; aspect-ratio: 1; border-radius: 4px; display: block; }
+.eat-hits figcaption { font-size: 11px; line-height: 1.15; overflow-wrap: anywhere; }
 #cluster-output .compact-gallery .grid-container {
     grid-template-columns: repeat(auto-fill, 96px) !important;
 }
@@ -126,6 +138,7 @@ class ThumbnailFiles:
         # Declared static, Gradio serves them without its per-request path checks and copies.
         gr.set_static_paths(paths=[self.directory])
         self._paths: dict[int, str] = {}
+        self._urls: dict[int, str] = {}
 
     def path(self, item_id: int) -> str:
         found = self._paths.get(item_id)
@@ -139,6 +152,14 @@ class ThumbnailFiles:
 
     def hits(self, hits) -> list[tuple[str, str]]:
         return [(self.path(h.item_id), h.caption) for h in hits]
+
+    def url(self, item_id: int) -> str:
+        """The thumbnail's URL, relative to the page (so it holds behind a proxy's root
+        path), for HTML that shows results without Gradio's per-file output processing."""
+        found = self._urls.get(item_id)
+        if found is None:
+            found = self._urls[item_id] = "gradio_api/file=" + quote(self.path(item_id))
+        return found
 
 
 def file_path(value) -> str | None:

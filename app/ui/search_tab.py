@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import time
 from pathlib import Path
 
 import gradio as gr
-from PIL import ImageOps
+from PIL import Image, ImageOps
 
+from ..services.display import data_uri
 from ..services.search import DEFAULT_K
 from ..services.search import MAX_K as MAX_RESULTS
 from ..services.uploads import UploadError, load_image
@@ -16,6 +18,44 @@ from .common import UI
 
 QUERY_SIDE = 256  # the uploaded image is shown at most this large, beside what the model saw
 SEARCH_QUEUE = "search"  # the search button and the example click share its 4 workers
+
+
+def _figure(caption: str, uri: str | None, elem_id: str) -> str:
+    picture = f"<img src='{uri}' alt='{html.escape(caption)}'>" if uri else ""
+    return (
+        f"<figure id='{elem_id}'>{picture}<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def query_html(shown: Image.Image | None = None, seen: Image.Image | None = None) -> str:
+    """The query as the user gave it (a JPEG of at most QUERY_SIDE pixels) beside what the
+    model saw (its 28×28 input, drawn with crisp pixels), inlined: no files, no requests."""
+    if shown is None and seen is None:
+        return ""  # before the first search: no empty frames on the first screen
+    return (
+        "<div class='eat-query'>"
+        + _figure("Your image", data_uri(shown, "JPEG") if shown else None, "search-shown")
+        + _figure("What the model saw (28×28)", data_uri(seen) if seen else None, "search-seen")
+        + "</div>"
+    )
+
+
+def results_html(models: list[tuple[str, str, list]], url) -> str:
+    """Each model's hits, side by side: ``models`` holds (key, label, hits); ``url(item_id)``
+    gives a thumbnail's URL (a static file the browser caches)."""
+    sections = []
+    for key, label, hits in models:
+        figures = "".join(
+            f"<figure class='gallery-item'><img src='{url(h.item_id)}' "
+            f"alt='{html.escape(h.caption)}' loading='lazy'>"
+            f"<figcaption>{html.escape(h.caption)}</figcaption></figure>"
+            for h in hits
+        )
+        sections.append(
+            f"<section class='eat-results' id='search-results-{key}'>"
+            f"<h4>{html.escape(label)}</h4><div class='eat-hits'>{figures}</div></section>"
+        )
+    return f"<div class='eat-results-row'>{''.join(sections)}</div>"
 
 
 def build(ui: UI) -> None:
@@ -42,19 +82,15 @@ def build(ui: UI) -> None:
                 search_k = common.slider(1, MAX_RESULTS, DEFAULT_K, 1, "Results", "search-k")
                 search_button = gr.Button("Search", variant="primary", elem_id="search-button")
             with gr.Column(scale=3, elem_id="search-output"):
-                with gr.Row(elem_id="search-query-row"):
-                    query_shown = common.picture("Your image", "search-query", height=230)
-                    seen = common.picture(
-                        "What the model saw (28×28)", "search-seen", pixelated=True, height=230
-                    )
-                    search_info = gr.Markdown(elem_id="search-info")
-                with gr.Row(elem_id="search-results-row"):
-                    galleries = {
-                        key: common.thumbnails(
-                            f"search-results-{key}", res.views[key].label, columns=4
-                        )
-                        for key in keys
-                    }
+                # Two light HTML outputs rather than two images and a gallery per model:
+                # Gradio would encode, hash and path-check each of them as files on every
+                # search, and that, not the search, set the page's latency under load.
+                query_view = gr.HTML(query_html(), elem_id="search-query")
+                search_info = gr.Markdown(elem_id="search-info")
+                results_view = gr.HTML(
+                    "<p class='eat-hint'>Each chosen model's top results show here.</p>",
+                    elem_id="search-results",
+                )
                 search_json = common.raw_json("search")
 
     @common.user_errors("search")
@@ -75,25 +111,21 @@ def build(ui: UI) -> None:
         big = max(image.size) > QUERY_SIDE
         shown = ImageOps.contain(image, (QUERY_SIDE, QUERY_SIDE)) if big else image
         return (
-            shown,
-            result.model_input,
-            *[
-                gr.update(
-                    value=ui.thumbs.hits(show[key].hits) if key in show else None,
-                    visible=key in show,
-                )
-                for key in keys
-            ],
+            query_html(shown, result.model_input),
             present.search_markdown(result),
+            results_html(
+                [(key, res.views[key].label, show[key].hits) for key in keys if key in show],
+                ui.thumbs.url,
+            ),
             result.to_dict(),
         )
 
     def pick_example(evt: gr.SelectData):
         return evt.index, None
 
-    outputs = [query_shown, seen, *galleries.values(), search_info, search_json]
+    outputs = [query_view, search_info, results_view, search_json]
     inputs = [query_file, example_state, search_model, search_k]
-    blank = [query_shown, seen, *galleries.values(), search_json]
+    blank = [query_view, results_view, search_json]
     gr.on(
         [search_button.click, query_file.upload],
         search,
@@ -101,7 +133,9 @@ def build(ui: UI) -> None:
         outputs=outputs,
         api_name="search",
         api_description="Top-k gallery items for an uploaded image: (file, models: a list "
-        f"of {', '.join(repr(k) for k in keys)}, k).",
+        f"of {', '.join(repr(k) for k in keys)}, k) -> (query HTML, summary Markdown, results "
+        "HTML, results as a dict: per model its hits with item id, class and cosine). "
+        "POST /api/search answers the same in one JSON round trip.",
         concurrency_limit=4,
         concurrency_id=SEARCH_QUEUE,
     ).failure(

@@ -50,6 +50,11 @@ def test_search_an_uploaded_photo(page):
         page.wait_for_selector(f"#search-results-{key} img")
     page.wait_for_selector("#search-seen img")
     assert page.locator("#search-results-eat .gallery-item").count() == 8
+    # every thumbnail and both inlined pictures loaded (none broken)
+    page.wait_for_function(
+        "[...document.querySelectorAll('#search-results img, #search-query img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
     info = page.inner_text("#search-info")
     assert "top hit" in info and "Searched with your upload" in info
     _shot(page, "1-search-photo")
