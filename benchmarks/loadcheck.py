@@ -10,6 +10,7 @@ or any HTTP client does), one connection per simulated user:
   client-side overhead;
 * the same bursts against the plain JSON route ``POST /api/search`` (image in the
   body, answer in one round trip, no queue);
+* the same two, one search at a time (100 each): the per-request cost without contention;
 * the attack lab's PGD-``--steps`` request on gallery images, one at a time (round trip,
   and the server's own attack time per model).
 
@@ -243,6 +244,35 @@ def api_searches(
             client.close()
 
 
+def sequential_searches(url: str, queries: list[Path], repeats: int, model: str, k: int) -> dict:
+    """One search at a time, ``repeats`` of each: the UI endpoint (upload + queued
+    ``/search``) and ``POST /api/search``. With nothing else running, the difference is the
+    per-request cost of Gradio's protocol, which a burst multiplies."""
+    import httpx
+
+    user, client = HTTPUser(url), httpx.Client(timeout=120)
+    endpoint = f"{url.rstrip('/')}/api/search?model={model}&k={k}"
+    ui, api = [], []
+    try:
+        for i in range(repeats):
+            query = queries[i % len(queries)]
+            t = time.perf_counter()
+            user.call("search", [user.upload(query), model_list(model), k])
+            ui.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            response = client.post(
+                endpoint,
+                content=query.read_bytes(),
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            response.raise_for_status()
+            api.append(time.perf_counter() - t)
+    finally:
+        user.close()
+        client.close()
+    return {"repeats": repeats, "ui": latency_summary(ui), "api": latency_summary(api)}
+
+
 def gradio_client_searches(url: str, query: Path, repeats: int, model: str, k: int) -> dict:
     """Sequential searches through gradio_client, for comparison (it adds its own
     client-side overhead per call)."""
@@ -353,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             url, queries, args.concurrency, args.rounds, args.model, args.k
         )
         print("search /api/search:", json.dumps(record["search_api"]["round_trip"]), flush=True)
+        record["search_sequential"] = sequential_searches(url, queries, 100, args.model, args.k)
+        print("search, one at a time:", json.dumps(record["search_sequential"]), flush=True)
         record["search_gradio_client"] = gradio_client_searches(
             url, queries[0], 10, args.model, args.k
         )

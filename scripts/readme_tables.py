@@ -81,6 +81,18 @@ def loadcheck_block(record: dict) -> str:
             f"| {api['round_trip']['p95_ms']:.0f} ms | {api['round_trip']['max_ms']:.0f} ms "
             "| p95 < 300 ms |"
         )
+    seq = record.get("search_sequential")
+    if seq:
+        for label, key in (("UI endpoint", "ui"), ("`POST /api/search`", "api")):
+            lines.append(
+                f"| search one at a time, {label} | {seq[key]['count']} "
+                f"| {seq[key]['p50_ms']:.1f} ms | {seq[key]['p95_ms']:.1f} ms "
+                f"| {seq[key]['max_ms']:.1f} ms | – |"
+            )
+    if api:
+        ratio = search["round_trip"]["p95_ms"] / api["round_trip"]["p95_ms"]
+        verdict = "met" if ratio <= 2 else "missed"
+        lines.append(f"| UI p95 ÷ `/api/search` p95 | | | {ratio:.2f}× | | ≤ 2× ({verdict}) |")
     lines.append(
         f"| attack lab, PGD-{attack['steps']} {attack['attack'].upper()} on "
         f"{' + '.join(attack['pgd_only'])}, one at a time | {attack['round_trip']['count']} "
