@@ -129,9 +129,9 @@ class ClusterService:
             return []
         view = self.resources.views[key]
         top1 = np.asarray([hits[0].score for hits in view.index.search(embeddings, 1).hits])
-        members, activations = model_cues(view.model, inputs)
+        cues = model_cues(view.model, inputs)
         flat = inputs.reshape(len(inputs), -1).numpy()
-        return detector.score(flat, top1, members, activations)
+        return detector.score(flat, top1, cues.members, cues.activations, cues.features)
 
     def cluster(
         self,

@@ -286,7 +286,10 @@ def load_resources(
         )
     timings["clusters_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    ood = {key: calibrate_ood(view, source, source_rows, cache_dir) for key, view in views.items()}
+    ood = {
+        key: calibrate_ood(view, source, source_rows, cache_dir, labels)
+        for key, view in views.items()
+    }
     timings["ood_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
     log.info(

@@ -31,25 +31,37 @@ def gallery_inputs(view: ModelView, source: ImageSource, rows: np.ndarray) -> to
 
 
 def calibrate_ood(
-    view: ModelView, source: ImageSource, source_rows: np.ndarray, cache_dir: Path
+    view: ModelView,
+    source: ImageSource,
+    source_rows: np.ndarray,
+    cache_dir: Path,
+    labels: np.ndarray | None = None,
 ) -> OODDetector:
     """The view's out-of-domain detector, calibrated on the gallery (the members'
-    embeddings and the penultimate-feature norms of the gallery are cached beside the
-    index)."""
+    embeddings and the penultimate features of the gallery are cached beside the index;
+    ``labels``: the gallery's classes, -1 where unknown)."""
     inputs = gallery_inputs(view, source, source_rows)
-    chunks = range(0, len(inputs), CHUNK)
+    passes: list = []
+
+    def cue(name: str) -> np.ndarray:  # one pass over the gallery serves every cue
+        if not passes:
+            chunks = range(0, len(inputs), CHUNK)
+            passes.extend(model_cues(view.model, inputs[i : i + CHUNK]) for i in chunks)
+        axis = 1 if name == "members" else 0
+        return np.concatenate([getattr(p, name) for p in passes], axis=axis)
+
     activations = cached_array(
-        cache_dir / f"activations-{view.key}.npy",
-        lambda: np.concatenate([model_cues(view.model, inputs[i : i + CHUNK])[1] for i in chunks]),
+        cache_dir / f"activations-{view.key}.npy", lambda: cue("activations")
     )
+    features = cached_array(cache_dir / f"features-{view.key}.npy", lambda: cue("features"))
     members = None
     if len(view.model.members) > 1:
-        members = cached_array(
-            cache_dir / f"members-{view.key}.npy",
-            lambda: np.concatenate(
-                [model_cues(view.model, inputs[i : i + CHUNK])[0] for i in chunks], axis=1
-            ),
-        )
+        members = cached_array(cache_dir / f"members-{view.key}.npy", lambda: cue("members"))
     return OODDetector.calibrate(
-        inputs.reshape(len(inputs), -1).numpy(), view.vectors, members, activations=activations
+        inputs.reshape(len(inputs), -1).numpy(),
+        view.vectors,
+        members,
+        activations=activations,
+        features=features,
+        labels=labels,
     )

@@ -191,9 +191,11 @@ class SearchService:
         if detector is None:
             return None
         view = self.resources.views[key]
-        members, activations = model_cues(view.model, tensor[None])
+        cues = model_cues(view.model, tensor[None])
         flat = tensor.reshape(1, -1).numpy()
-        return detector.score(flat, np.asarray([top1]), members, activations)[0]
+        return detector.score(
+            flat, np.asarray([top1]), cues.members, cues.activations, cues.features
+        )[0]
 
     def search(
         self, image: Image.Image, model: str | list[str] = DEFAULT_MODEL, k: int = DEFAULT_K

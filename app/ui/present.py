@@ -16,6 +16,14 @@ from ..services.uploads import (
     summarise_skipped,
 )
 
+#: what the out-of-domain warning catches and misses, in plain words (results/app/ood.md,
+#: at most 1 % false alarms on unseen Fashion-MNIST images)
+OOD_COVERAGE = (
+    "A warning marks queries unlike these: it catches noise, blank images, patterns and "
+    "gradients, and most photographs (about 8 in 10 or more), but often misses handwriting, "
+    "text and line drawings, so no warning does not prove a query is clothing."
+)
+
 SHORT_LABELS = {"eat": "EAT", "baseline": "baseline", "hm": "HM", "vanilla": "vanilla"}
 
 #: what the attack lab's words mean, shown under its controls
@@ -63,7 +71,8 @@ def status_markdown(status: dict) -> str:
         f"The models know **{len(knows['classes'])} kinds of "
         f"{'clothing' if knows.get('dataset') == 'fashion-mnist' else 'image'}** "
         f"({', '.join(knows['classes'])}) as **{knows['input']}** images: anything else is "
-        "mapped to the nearest of these, with a score that can look just as confident.\n\n"
+        "mapped to the nearest of these, with a score that can look just as confident. "
+        f"{OOD_COVERAGE}\n\n"
         if knows.get("classes")
         else ""
     )

@@ -70,17 +70,67 @@ def test_model_cues_measure_the_embedding_heads_input(resources):
 
     model = resources.views["eat"].model
     x = torch.rand(4, 1, 28, 28)
-    members, norms = model_cues(model, x)
+    members, norms, features = model_cues(model, x)
     assert members.shape == (3, 4, model.meta["embedding_dim"])
     direct = []
     with torch.no_grad():
         for net in model.members:
             h = net.features(net.normalize(x))
-            pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
-            direct.append(pooled.norm(dim=1).numpy())
-    np.testing.assert_allclose(norms, np.mean(direct, axis=0), rtol=1e-5)
-    single_members, single_norms = model_cues(resources.views["vanilla"].model, x)
-    assert single_members is None and single_norms.shape == (4,)
+            direct.append(torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1).numpy())
+    np.testing.assert_allclose(norms, np.mean(np.linalg.norm(direct, axis=2), axis=0), rtol=1e-5)
+    np.testing.assert_allclose(features, np.mean(direct, axis=0), rtol=1e-5, atol=1e-6)
+    single = model_cues(resources.views["vanilla"].model, x)
+    assert single.members is None and single.activations.shape == (4,)
+    assert single.features.shape == (4, direct[0].shape[1])
+
+
+def test_feature_distance_is_the_mahalanobis_distance_to_the_nearest_class(rng):
+    from app.services.ood import FeatureDistance
+
+    a = rng.normal(size=(4, 4))
+    x = np.concatenate([rng.normal(size=(300, 4)) @ a, rng.normal(size=(300, 4)) @ a + 5])
+    labels = np.repeat([0, 1], 300)
+    distance = FeatureDistance(x, labels)
+    centres = np.stack([x[labels == c].mean(0) for c in (0, 1)])
+    centred = x - centres[labels]
+    cov = centred.T @ centred / (len(x) - 2)
+    cov += 1e-3 * np.trace(cov) / 4 * np.eye(4)
+    prec = np.linalg.inv(cov)
+    q = rng.normal(size=(7, 4)) * 3
+    direct = [min((v - c) @ prec @ (v - c) for c in centres) for v in q]
+    np.testing.assert_allclose(distance(q), direct, rtol=1e-6)
+    # an unlabelled gallery (-1) is one Gaussian
+    one = FeatureDistance(x, np.full(len(x), -1))
+    assert one.centres.shape == (1, 4)
+
+
+def test_the_flag_fires_on_the_set_share_of_the_calibration_half(rng):
+    vectors = _unit(rng.normal(size=(4000, 16))).astype(np.float32)
+    features = rng.normal(size=(4000, 8))
+    detector = OODDetector.calibrate(
+        rng.normal(size=(4000, 32)),
+        vectors,
+        activations=rng.normal(20, 1, 4000),
+        features=features,
+        labels=rng.integers(0, 4, 4000),
+        false_alarms=0.01,
+    )
+    assert set(detector.references) >= {"neighbour", "activation", "feature"}
+    # fresh in-domain draws: about 1 % flagged (the three cues together, not each)
+    fresh = detector.score(
+        rng.normal(size=(4000, 32)),
+        1 - rng.choice(detector.references["neighbour"], 4000),
+        activations=rng.normal(20, 1, 4000),
+        features=rng.normal(size=(4000, 8)),
+    )
+    assert 0.003 < np.mean([s.out_of_domain for s in fresh]) < 0.025
+    far = detector.score(
+        rng.normal(size=(5, 32)),
+        1 - rng.choice(detector.references["neighbour"], 5),
+        activations=rng.normal(20, 1, 5),
+        features=rng.normal(size=(5, 8)) + 10,
+    )
+    assert all(s.out_of_domain and s.strongest == "feature" for s in far)
 
 
 def test_search_flags_noise_but_not_an_unseen_fashion_mnist_image(services, fmnist):
