@@ -330,6 +330,7 @@ def report(out: Path) -> str:
         lines.append(f"| {name} | {epochs} | {wall} | " + " | ".join(cells) + f" | {ref} |")
     lines += ["", "Rows: " + "; ".join(f"**{r.name}**: {r.description}" for r in ROWS) + "."]
     lines += seed_summary(seeded)
+    lines += seed_verdict(seeded)
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
     return text
@@ -350,8 +351,63 @@ SEED_METRICS = (
     ("clean R@1", lambda e: e["clean_10k"]["recall@1"], 3),
     ("NMI", lambda e: e["clean_10k"]["nmi"], 3),
     ("ERS", lambda e: e["card"]["strengths"]["standard"]["ers"], 1),
+    (
+        "CA-clu NMI ε 0.1",
+        lambda e: e["card"]["strengths"]["standard"]["headline"]["ca/p1"]["attacked"]["nmi"],
+        3,
+    ),
     ("CA-clu NMI ε 0.302", lambda e: e["ca_at_robrank_eps"]["standard/p1"]["nmi"], 3),
 )
+#: the verdict's numbers (#20: under the clustering attack and on ERS)
+VERDICT_METRICS = ("ERS", "CA-clu NMI ε 0.1", "CA-clu NMI ε 0.302")
+
+
+def seed_verdict(seeded: dict[str, list[dict]], subject: str = "eat") -> list[str]:
+    """``subject`` against every other defended row, gap of the means against 2 × the pooled
+    sd over the training seeds (ddof 1, pooled over the rows with two or more seeds; rows
+    of one seed are compared with that same spread)."""
+    import numpy as np
+
+    metrics = {label: (read, digits) for label, read, digits in SEED_METRICS}
+    spread_rows = {r: v for r, v in seeded.items() if len(v) > 1}
+    others = [r for r in seeded if r not in (subject, *NOT_BASELINES)]
+    if subject not in spread_rows or not others:
+        return []
+    lines = [
+        "",
+        f"## Verdict by seeds: {subject} against each defense",
+        "",
+        f"Gap = mean of {subject} − mean of the row; it counts only beyond 2 × the pooled "
+        "sd over training seeds (pooled over "
+        + ", ".join(f"{r} ({len(v)} seeds)" for r, v in spread_rows.items())
+        + "; a row with one seed is compared with that same spread). Equal epochs (16). "
+        "Standard strength.",
+        "",
+        "| row | seeds | "
+        + " | ".join(f"{m}: gap (2 sd) → verdict" for m in VERDICT_METRICS)
+        + " |",
+        "|---|---:|" + "---|" * len(VERDICT_METRICS),
+    ]
+    for row in others:
+        cells = []
+        for label in VERDICT_METRICS:
+            read, digits = metrics[label]
+            values = {r: np.asarray([read(e) for e in v], np.float64) for r, v in seeded.items()}
+            dof = sum(len(values[r]) - 1 for r in spread_rows)
+            pooled = np.sqrt(
+                sum(((values[r] - values[r].mean()) ** 2).sum() for r in spread_rows) / dof
+            )
+            gap = values[subject].mean() - values[row].mean()
+            verdict = (
+                f"{subject} ahead"
+                if gap > 2 * pooled
+                else f"{subject} behind"
+                if gap < -2 * pooled
+                else "within the seed spread"
+            )
+            cells.append(f"{gap:+.{digits}f} ({2 * pooled:.{digits}f}) → {verdict}")
+        lines.append(f"| {row} | {len(seeded[row])} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def seed_summary(seeded: dict[str, list[dict]]) -> list[str]:

@@ -45,7 +45,7 @@ METHOD_NOTES = {
     "pca": "PCA (the UMAP map is still being computed)",
     "nearest-neighbour": "placed by nearest gallery neighbours (UMAP is still warming up)",
     "stored-neighbour": "placed by its nearest gallery neighbours on the stored UMAP map",
-    "transform": "placed by UMAP.transform",
+    "transform": "placed on the map by UMAP itself",
     "pca-small": "PCA (too few images for UMAP)",
     "pca-warming": "PCA (UMAP is still warming up; try again in a minute for a UMAP map)",
 }

@@ -48,7 +48,9 @@ CSS = """
     font-size: 9px !important; padding: 0 2px !important;
 }
 .prose table { display: block; overflow-x: auto; max-width: 100%; }
-#report-plots .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
+#report-plots .grid-container {
+    grid-template-columns: minmax(0, 1fr) !important; max-width: 900px;
+}
 #report-plots img { object-fit: contain !important; }
 .compact-gallery .grid-container {
     grid-template-columns: repeat(auto-fill, minmax(var(--eat-thumb, 88px), 1fr)) !important;

@@ -37,7 +37,9 @@ GLOSSARY = (
     "**CA** (clustering attack): push an image away from its cluster's centre toward "
     "another cluster, so clustering puts it in the wrong group. "
     "Each attack is white-box PGD (repeated gradient steps, kept within ε) on the model's "
-    "deployed embedding — for the ensemble, the averaged one."
+    "deployed embedding — for the ensemble, the averaged one. "
+    "**Maps**: each dot is a gallery image, laid out so that images the model finds alike "
+    "sit close together (UMAP; PCA is a quicker, rougher layout used while UMAP is not ready)."
 )
 
 

@@ -147,6 +147,14 @@ def build(ui: UI) -> None:
     # Clearing the upload also forgets a previously picked example, so Search never
     # quietly runs on an image that is no longer shown.
     query_file.clear(lambda: None, outputs=[example_state], api_visibility="private", queue=False)
+    # An upload replaces a picked example: the example is no longer highlighted as if it were
+    # the query (a cheap, input-free event outside the queue).
+    query_file.upload(
+        lambda: (None, gr.update(selected_index=None)),
+        outputs=[example_state, example_gallery],
+        api_visibility="private",
+        queue=False,
+    )
     example_gallery.select(
         pick_example, outputs=[example_state, query_file], api_visibility="private", queue=False
     ).then(

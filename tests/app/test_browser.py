@@ -80,6 +80,10 @@ def test_clearing_an_upload_forgets_the_example_too(page):
     page.wait_for_function(
         "document.querySelector('#search-info').innerText.includes('your upload')"
     )
+    # the upload is the query now: the example is no longer highlighted
+    page.wait_for_function(
+        "document.querySelectorAll('#search-examples .thumbnail-item.selected').length === 0"
+    )
     page.wait_for_selector("#search-upload .file-preview")
     clear = page.locator("#search-upload button[aria-label='Clear']")
     clear.wait_for(state="attached")

@@ -141,7 +141,14 @@ def test_the_report_lists_every_seed_and_summarises_them(tmp_path):
 
     for folder in ("train", "eval"):
         (tmp_path / folder).mkdir()
-    for name, values in (("eat", (0.80, 0.70, 50.0, 0.40)), ("eat-s1", (0.82, 0.72, 54.0, 0.44))):
+    runs = (
+        ("eat", (0.80, 0.70, 50.0, 0.40)),
+        ("eat-s1", (0.82, 0.72, 54.0, 0.44)),
+        ("pgd-at", (0.79, 0.70, 60.0, 0.40)),
+        ("pgd-at-s1", (0.79, 0.70, 62.0, 0.44)),
+        ("hm", (0.83, 0.75, 33.0, 0.10)),
+    )
+    for name, values in runs:
         (tmp_path / "train" / f"{name}.json").write_text(
             json.dumps({"train": {"history": [{}] * 16, "epochs": 16, "train_wall_s": 9.0}})
         )
@@ -150,5 +157,16 @@ def test_the_report_lists_every_seed_and_summarises_them(tmp_path):
     assert "| eat | 16/16 |" in text and "| eat-s1 | 16/16 |" in text
     assert "## Over training seeds" in text
     # mean ± sd (ddof 1): R@1 0.810 ± 0.014, ERS 52.0 ± 2.8
-    assert "| eat | 2 | 0.810 ± 0.014 | 0.710 ± 0.014 | 52.0 ± 2.8 | 0.420 ± 0.028 |" in text
+    assert (
+        "| eat | 2 | 0.810 ± 0.014 | 0.710 ± 0.014 | 52.0 ± 2.8 | 0.420 ± 0.028 | 0.420 ± 0.028 |"
+        in text
+    )
+    # the verdict: pooled sd over eat and pgd-at (ERS: sqrt((8 + 2) / 2) = 2.24, so 2 sd
+    # 4.5); eat − pgd-at = −9.0 → behind; eat − hm = +19.0 → ahead; CA: pooled sd 0.028,
+    # eat − pgd-at = 0 → within the spread
+    verdict = text.split("## Verdict by seeds")[1]
+    assert "| pgd-at | 2 | -9.0 (4.5) → eat behind | +0.000 (0.057) → within the seed spread" in (
+        verdict
+    )
+    assert "| hm | 1 | +19.0 (4.5) → eat ahead | +0.320 (0.057) → eat ahead" in verdict
     assert [n for n in rf.seed_runs(tmp_path, rf.ROWS[0])] == ["vanilla"]

@@ -42,3 +42,22 @@ def test_audit_cards_are_listed_and_loaded_by_name_only(tmp_path):
         with pytest.raises(ValueError, match="unknown audit"):
             load_audit(tmp_path / "audit", bad)
     assert audit_names(tmp_path / "nowhere") == []
+
+
+def test_targets_of_another_eat_run_say_which_run_is_served(resources, tmp_path, monkeypatch):
+    """The benchmark's targets table is about its `eat` row; an app serving `eat-triplet`
+    says so under it, so no one reads those numbers as the served model's."""
+    from app.services import build_services
+
+    (tmp_path / "results.md").write_text(
+        "# Bench\n\n## Targets (DESIGN.md §7), EAT row and cost\n\n| target | measured |\n"
+    )
+    services = build_services(resources, results_dir=tmp_path)
+    meta = resources.views["eat"].model.meta
+    monkeypatch.setitem(meta, "run", "eat-triplet")
+    text = services.report().markdown
+    heading = text.index("## Targets")
+    note = text.index("this app serves the run `eat-triplet`")
+    assert heading < note < text.index("| target |")
+    monkeypatch.setitem(meta, "run", "eat")
+    assert "this app serves" not in services.report().markdown
