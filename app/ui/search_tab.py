@@ -68,6 +68,8 @@ def build(ui: UI) -> None:
                 query_file = common.upload(
                     "Upload a photo (PNG, JPEG, …; ≤ 10 MB)", "search-upload", height=150
                 )
+                # right under the upload, so that it is on the first screen at 1280×720
+                search_button = gr.Button("Search", variant="primary", elem_id="search-button")
                 example_gallery = common.thumbnails(
                     "search-examples",
                     "…or pick an example",
@@ -80,7 +82,6 @@ def build(ui: UI) -> None:
                     ui, keys, "Models (each one chosen is shown side by side)", "search-model"
                 )
                 search_k = common.slider(1, MAX_RESULTS, DEFAULT_K, 1, "Results", "search-k")
-                search_button = gr.Button("Search", variant="primary", elem_id="search-button")
             with gr.Column(scale=3, elem_id="search-output"):
                 # Two light HTML outputs rather than two images and a gallery per model:
                 # Gradio would encode, hash and path-check each of them as files on every
@@ -147,11 +148,14 @@ def build(ui: UI) -> None:
     # Clearing the upload also forgets a previously picked example, so Search never
     # quietly runs on an image that is no longer shown.
     query_file.clear(lambda: None, outputs=[example_state], api_visibility="private", queue=False)
-    # An upload replaces a picked example: the example is no longer highlighted as if it were
-    # the query (a cheap, input-free event outside the queue).
+    # An upload replaces a picked example: the example state is forgotten, and the example
+    # is no longer highlighted as if it were the query (Gradio 6's gallery keeps its
+    # highlight through selected_index=None, so the page's own script removes it).
+    query_file.upload(lambda: None, outputs=[example_state], api_visibility="private", queue=False)
     query_file.upload(
-        lambda: (None, gr.update(selected_index=None)),
-        outputs=[example_state, example_gallery],
+        None,
+        js="() => { document.querySelectorAll('#search-examples .thumbnail-item.selected')"
+        ".forEach(e => e.classList.remove('selected')); }",
         api_visibility="private",
         queue=False,
     )

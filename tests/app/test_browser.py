@@ -60,6 +60,16 @@ def test_search_an_uploaded_photo(page):
     _shot(page, "1-search-photo")
 
 
+def test_the_search_button_is_on_the_first_screen_at_1280x720(page):
+    page.set_viewport_size({"width": 1280, "height": 720})
+    try:
+        page.evaluate("window.scrollTo(0, 0)")
+        box = page.locator("#search-button").bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 720, box
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
+
+
 def test_pick_an_example(page):
     page.locator("#search-examples .thumbnail-item").nth(1).click()  # the trouser
     page.wait_for_function(
