@@ -543,6 +543,63 @@ def time_steps(threads: int, steps: int = 12) -> dict:
     return timings
 
 
+#: the training adversaries compared by ``adversary-reach``: (label, steps, step size, note)
+REACH_BUDGETS = (
+    ("ours: η 8 × 3/255", 8, ROBRANK_STEP, "what every row here trained with"),
+    ("RobRank: η 32 × 3/255", 32, ROBRANK_STEP, "RobRank's training adversary"),
+    ("η 8 × 2.5ε/8", 8, 2.5 * ROBRANK_EPS / 8, "η 8 with the step scaled to reach ε"),
+)
+
+
+def adversary_reach(out: Path, rows: list[str], images: int = 500, threads: int = 2) -> dict:
+    """How far each training adversary gets, on the trained models: the embedding shift
+    ‖F(x̃) − F(x)‖ that PGD reaches at ε 77/255 from the clean image (HM's start) and from a
+    random point of the ball (the other rows' start), and the mean ‖x̃ − x‖∞, on
+    ``images`` Fashion-MNIST training images. η × step bounds the distance PGD travels
+    from its start: 8 × 3/255 = 24/255, under a third of ε, where RobRank's η 32 × 3/255
+    covers 96/255."""
+    import torch
+
+    from eat_models.attacks.budget import AttackBudget
+    from eat_models.attacks.es import embedding_shift_objective
+    from eat_models.attacks.pgd import perturb
+    from eat_models.checkpoint import load_model
+    from eat_models.data import load_fashion_mnist, stratified_slice
+
+    torch.set_num_threads(threads)
+    train_set, _ = load_fashion_mnist("standard")
+    subset = stratified_slice(train_set, images, 0)
+    x = subset.images.float().div(255).unsqueeze(1)
+    results = {}
+    for row in rows:
+        model = load_model(out / "runs" / row).eval()
+        with torch.no_grad():
+            clean = model(x)
+        measured = {}
+        for label, steps, step, note in REACH_BUDGETS:
+            for start in ("clean", "random"):
+                budget = AttackBudget(
+                    ROBRANK_EPS, steps, step, random_start=start == "random", seed=0
+                )
+                adv = perturb(model, x, embedding_shift_objective(clean), budget)
+                with torch.no_grad():
+                    shift = (model(adv) - clean).norm(dim=1)
+                measured[f"{label}, {start} start"] = {
+                    "note": note,
+                    "embedding_shift_mean": round(float(shift.mean()), 4),
+                    "linf_mean": round(float((adv - x).abs().flatten(1).amax(1).mean()), 4),
+                }
+        results[row] = measured
+    record = {
+        "eps": ROBRANK_EPS,
+        "images": images,
+        "results": results,
+        "provenance": provenance(),
+    }
+    write_json(out / "adversary-reach.json", record)
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.robrank_fashion",
@@ -588,8 +645,26 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("time-steps", help="time one step of vanilla/HM, SmallCNN vs rc2f2")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p = sub.add_parser(
+        "adversary-reach",
+        help="how far the training adversaries (η 8 and 32 × 3/255, η 8 × 2.5ε/8) get on "
+        "the trained models, in embedding shift and L∞",
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=["hm", "act", "pgd-at"],
+        help="trained rows (default: hm act pgd-at)",
+    )
+    p.add_argument("--images", type=int, default=500, help="training images (default 500)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.command == "adversary-reach":
+        record = adversary_reach(args.out, args.rows, args.images, args.threads)
+        print(json.dumps(record["results"], indent=2, ensure_ascii=False))
+        return 0
     if args.command == "time-steps":
         started = time.perf_counter()
         timings = time_steps(args.threads)
