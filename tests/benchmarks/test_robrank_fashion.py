@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import robrank_fashion as rf
 from eat_models.train import TrainConfig, train
 
@@ -170,3 +172,18 @@ def test_the_report_lists_every_seed_and_summarises_them(tmp_path):
     )
     assert "| hm | 1 | +19.0 (4.5) → eat ahead | +0.320 (0.057) → eat ahead" in verdict
     assert [n for n in rf.seed_runs(tmp_path, rf.ROWS[0])] == ["vanilla"]
+
+
+def test_adversary_reach_shows_what_eta_times_step_allows(tmp_path):
+    """η 8 × 3/255 from the clean image stays within 24/255 in L∞; η 32 reaches ε."""
+    _tiny_run(tmp_path, "vanilla", "vanilla")
+    record = rf.adversary_reach(tmp_path, ["vanilla"], images=20, threads=1)
+    measured = record["results"]["vanilla"]
+    ours = measured["ours: η 8 × 3/255, clean start"]
+    assert ours["linf_mean"] <= 8 * rf.ROBRANK_STEP + 1e-4
+    assert measured["RobRank: η 32 × 3/255, clean start"]["linf_mean"] == pytest.approx(
+        rf.ROBRANK_EPS, abs=1e-3
+    )
+    scaled = measured["η 8 × 2.5ε/8, clean start"]
+    assert scaled["embedding_shift_mean"] > ours["embedding_shift_mean"]
+    assert (tmp_path / "adversary-reach.json").is_file()
