@@ -44,7 +44,6 @@ from eat_models.provenance import provenance
 
 from . import command_parser
 
-ATTACKS = ("es", "qa")
 EPSILONS = (0.05, 0.1)
 
 
@@ -91,11 +90,21 @@ def cues(views: torch.Tensor, n_members: int, draws: int) -> dict[str, torch.Ten
     return out
 
 
-def attack_objective(kind: str, clean: torch.Tensor, neighbours: torch.Tensor):
-    """ES: ‖e − e_clean‖²; QA: minus the mean cosine to the true neighbours ``[B, k, D]``."""
-    if kind == "es":
-        return lambda e: (e - clean).pow(2).sum(1)
-    return lambda e: -torch.einsum("bd,bkd->bk", e, neighbours).mean(1)
+def _es_objective(clean: torch.Tensor, neighbours: torch.Tensor):
+    from eat_models.attacks.es import embedding_shift_objective
+
+    return embedding_shift_objective(clean)
+
+
+def _qa_objective(clean: torch.Tensor, neighbours: torch.Tensor):
+    from eat_models.attacks.qa import query_objective
+
+    return query_objective(neighbours)
+
+
+#: the attacks crafted, by their registry names: the library's own objectives (ES: push the
+#: embedding from where it was; QA: from the query's true neighbours ``[B, k, D]``)
+OBJECTIVES = {"es": _es_objective, "qa": _qa_objective}
 
 
 def auroc(clean: np.ndarray, attacked: np.ndarray) -> float:
@@ -161,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         sims = (clean @ gallery.T).masked_fill(labels[:, None] != gallery_labels[None], -2.0)
         neighbours = gallery[sims.topk(5, dim=1).indices]
         rows = {}
-        for kind in ATTACKS:
+        for kind, make_objective in OBJECTIVES.items():
             for eps in EPSILONS:
-                objective = attack_objective(kind, clean, neighbours)
+                objective = make_objective(clean, neighbours)
 
                 def effect(adv: torch.Tensor, objective=objective, model=model) -> float:
                     with torch.no_grad():
