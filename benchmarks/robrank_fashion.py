@@ -583,6 +583,7 @@ def adversary_reach(out: Path, rows: list[str], images: int = 500, threads: int 
     from eat_models.checkpoint import load_model
     from eat_models.data import load_fashion_mnist, stratified_slice
 
+    started = time.perf_counter()
     torch.set_num_threads(threads)
     train_set, _ = load_fashion_mnist("standard")
     subset = stratified_slice(train_set, images, 0)
@@ -611,6 +612,8 @@ def adversary_reach(out: Path, rows: list[str], images: int = 500, threads: int 
         "eps": ROBRANK_EPS,
         "images": images,
         "results": results,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "device": "cpu",
         "provenance": provenance(),
     }
     write_json(out / "adversary-reach.json", record)

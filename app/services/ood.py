@@ -197,9 +197,7 @@ class OODDetector:
 
     def tail(self, cue: str, value: float) -> float:
         """Share of calibration values ≥ ``value`` (with one pseudo-count: never 0)."""
-        ref = self.references[cue]
-        above = len(ref) - np.searchsorted(ref, value, side="left")
-        return float((above + 1) / (len(ref) + 1))
+        return float(self.tails(cue, np.asarray([value]))[0])
 
     def score(
         self,
