@@ -128,6 +128,20 @@ ROWS = (
         "ACT with the training step scaled to reach ε (η 8 × 2.5ε/8)",
         {"train_step_size": REACHING_STEP},
     ),
+    # the decisive pair at the same reaching step, so that EAT and PGD-AT meet hm-reach
+    # with an adversary of the same reach
+    ProtocolRow(
+        "eat-reach",
+        "eat",
+        "EAT as above with the training step scaled to reach ε (η 8 × 2.5ε/8)",
+        {"members": 3, "lr": None, "train_step_size": REACHING_STEP},
+    ),
+    ProtocolRow(
+        "pgd-at-reach",
+        "pgd-at",
+        "PGD-AT with the training step scaled to reach ε (η 8 × 2.5ε/8)",
+        {"train_step_size": REACHING_STEP},
+    ),
 )
 
 

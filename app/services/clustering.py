@@ -131,7 +131,7 @@ class ClusterService:
         top1 = np.asarray([hits[0].score for hits in view.index.search(embeddings, 1).hits])
         cues = model_cues(view.model, inputs)
         flat = inputs.reshape(len(inputs), -1).numpy()
-        return detector.score(flat, top1, cues.members, cues.activations, cues.features)
+        return detector.score_cues(flat, top1, cues)
 
     def cluster(
         self,

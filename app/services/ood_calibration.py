@@ -38,7 +38,8 @@ def calibrate_ood(
     labels: np.ndarray | None = None,
 ) -> OODDetector:
     """The view's out-of-domain detector, calibrated on the gallery (the members'
-    embeddings and the penultimate features of the gallery are cached beside the index;
+    embeddings, the penultimate features and the first layer's statistics of the gallery are
+    cached beside the index;
     ``labels``: the gallery's classes, -1 where unknown)."""
     inputs = gallery_inputs(view, source, source_rows)
     passes: list = []
@@ -54,6 +55,9 @@ def calibrate_ood(
         cache_dir / f"activations-{view.key}.npy", lambda: cue("activations")
     )
     features = cached_array(cache_dir / f"features-{view.key}.npy", lambda: cue("features"))
+    lowlevel = None
+    if model_cues(view.model, inputs[:1]).lowlevel is not None:  # a network with a ReLU
+        lowlevel = cached_array(cache_dir / f"lowlevel-{view.key}.npy", lambda: cue("lowlevel"))
     members = None
     if len(view.model.members) > 1:
         members = cached_array(cache_dir / f"members-{view.key}.npy", lambda: cue("members"))
@@ -64,4 +68,5 @@ def calibrate_ood(
         activations=activations,
         features=features,
         labels=labels,
+        lowlevel=lowlevel,
     )

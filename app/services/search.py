@@ -193,9 +193,7 @@ class SearchService:
         view = self.resources.views[key]
         cues = model_cues(view.model, tensor[None])
         flat = tensor.reshape(1, -1).numpy()
-        return detector.score(
-            flat, np.asarray([top1]), cues.members, cues.activations, cues.features
-        )[0]
+        return detector.score_cues(flat, np.asarray([top1]), cues)[0]
 
     def search(
         self, image: Image.Image, model: str | list[str] = DEFAULT_MODEL, k: int = DEFAULT_K

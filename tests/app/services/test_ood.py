@@ -59,7 +59,10 @@ def test_calibrated_detector_flags_far_inputs_and_passes_in_domain_ones(rng):
     assert np.mean([s.out_of_domain for s in odd_pixels]) < 0.1
     assert all(s.tails["pixels"] < 0.01 for s in odd_pixels)
     n_ref = len(detector.references["pixels"])
-    assert detector.tail("pixels", 1e9) == pytest.approx(1 / (n_ref + 1))
+    # far past every calibration value: the exponential tail, below 1/n yet never 0
+    assert 0 < detector.tail("pixels", 1e9) < 1 / (n_ref + 1)
+    start, _, share = detector.tail_models["pixels"]
+    assert detector.tail("pixels", start) == pytest.approx(share, rel=0.05)
     assert detector.tail("pixels", -1.0) == pytest.approx(1.0)
 
 
@@ -70,7 +73,7 @@ def test_model_cues_measure_the_embedding_heads_input(resources):
 
     model = resources.views["eat"].model
     x = torch.rand(4, 1, 28, 28)
-    members, norms, features = model_cues(model, x)
+    members, norms, features, lowlevel = model_cues(model, x)
     assert members.shape == (3, 4, model.meta["embedding_dim"])
     direct = []
     with torch.no_grad():
@@ -79,9 +82,15 @@ def test_model_cues_measure_the_embedding_heads_input(resources):
             direct.append(torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1).numpy())
     np.testing.assert_allclose(norms, np.mean(np.linalg.norm(direct, axis=2), axis=0), rtol=1e-5)
     np.testing.assert_allclose(features, np.mean(direct, axis=0), rtol=1e-5, atol=1e-6)
+    # the first layer's cue: each channel's mean and sd at the first ReLU, over the members
+    with torch.no_grad():
+        first = [net.features[:3](net.normalize(x)) for net in model.members]
+    stats = [torch.cat([h.mean(dim=(2, 3)), h.std(dim=(2, 3))], 1).numpy() for h in first]
+    np.testing.assert_allclose(lowlevel, np.mean(stats, axis=0), rtol=1e-5, atol=1e-6)
     single = model_cues(resources.views["vanilla"].model, x)
     assert single.members is None and single.activations.shape == (4,)
     assert single.features.shape == (4, direct[0].shape[1])
+    assert single.lowlevel.shape == (4, 2 * model.members[0].features[0].out_channels)
 
 
 def test_feature_distance_is_the_mahalanobis_distance_to_the_nearest_class(rng):
@@ -114,14 +123,16 @@ def test_the_flag_fires_on_the_set_share_of_the_calibration_half(rng):
         features=features,
         labels=rng.integers(0, 4, 4000),
         false_alarms=0.01,
+        lowlevel=rng.normal(size=(4000, 6)),
     )
-    assert set(detector.references) >= {"neighbour", "activation", "feature"}
-    # fresh in-domain draws: about 1 % flagged (the three cues together, not each)
+    assert set(detector.references) >= {"neighbour", "activation", "feature", "lowlevel"}
+    # fresh in-domain draws: about 1 % flagged (the four cues together, not each)
     fresh = detector.score(
         rng.normal(size=(4000, 32)),
         1 - rng.choice(detector.references["neighbour"], 4000),
         activations=rng.normal(20, 1, 4000),
         features=rng.normal(size=(4000, 8)),
+        lowlevel=rng.normal(size=(4000, 6)),
     )
     assert 0.003 < np.mean([s.out_of_domain for s in fresh]) < 0.025
     far = detector.score(
@@ -131,6 +142,14 @@ def test_the_flag_fires_on_the_set_share_of_the_calibration_half(rng):
         features=rng.normal(size=(5, 8)) + 10,
     )
     assert all(s.out_of_domain and s.strongest == "feature" for s in far)
+    odd_edges = detector.score(
+        rng.normal(size=(5, 32)),
+        1 - rng.choice(detector.references["neighbour"], 5),
+        activations=rng.normal(20, 1, 5),
+        features=rng.normal(size=(5, 8)),
+        lowlevel=rng.normal(size=(5, 6)) + 10,
+    )
+    assert all(s.out_of_domain and s.strongest == "lowlevel" for s in odd_edges)
 
 
 def test_search_flags_noise_but_not_an_unseen_fashion_mnist_image(services, fmnist):
