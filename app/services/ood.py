@@ -115,7 +115,8 @@ def leave_one_out_top1(queries: np.ndarray, rows: np.ndarray, gallery: np.ndarra
 
 class FeatureDistance:
     """Squared Mahalanobis distance of (penultimate or first-layer) features to the nearest
-    class centre, under one covariance shared by the classes (shrunk by 0.1 % of its mean variance)."""
+    class centre, under one covariance shared by the classes (shrunk by 0.1 % of its mean
+    variance)."""
 
     def __init__(self, features: np.ndarray, labels: np.ndarray | None = None) -> None:
         x = np.asarray(features, dtype=np.float64)
