@@ -362,6 +362,7 @@ def report(out: Path) -> str:
     lines += ["", "Rows: " + "; ".join(f"**{r.name}**: {r.description}" for r in ROWS) + "."]
     lines += seed_summary(seeded)
     lines += seed_verdict(seeded)
+    lines += seed_verdict(seeded, "eat-reach", REACH_ROWS)
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
     return text
@@ -393,22 +394,35 @@ SEED_METRICS = (
 VERDICT_METRICS = ("ERS", "CA-clu NMI ε 0.1", "CA-clu NMI ε 0.302")
 
 
-def seed_verdict(seeded: dict[str, list[dict]], subject: str = "eat") -> list[str]:
-    """``subject`` against every other defended row, gap of the means against 2 × the pooled
-    sd over the training seeds (ddof 1, pooled over the rows with two or more seeds; rows
-    of one seed are compared with that same spread)."""
+#: the rows trained at the reaching step (η 8 × 2.5ε/8), compared among themselves
+REACH_ROWS = ("hm-reach", "act-reach", "pgd-at-reach")
+
+
+def seed_verdict(
+    seeded: dict[str, list[dict]], subject: str = "eat", against: tuple[str, ...] | None = None
+) -> list[str]:
+    """``subject`` against every other defended row (or those of ``against``), gap of the
+    means against 2 × the pooled sd over the training seeds (ddof 1, pooled over the rows
+    with two or more seeds; rows of one seed, the subject's included, are compared with
+    that same spread)."""
     import numpy as np
 
     metrics = {label: (read, digits) for label, read, digits in SEED_METRICS}
     spread_rows = {r: v for r, v in seeded.items() if len(v) > 1}
-    others = [r for r in seeded if r not in (subject, *NOT_BASELINES)]
-    if subject not in spread_rows or not others:
+    others = [
+        r
+        for r in seeded
+        if (against is None or r in against) and r not in (subject, *NOT_BASELINES)
+    ]
+    if subject not in seeded or not spread_rows or not others:
         return []
     lines = [
         "",
         f"## Verdict by seeds: {subject} against each defense",
         "",
-        f"Gap = mean of {subject} − mean of the row; it counts only beyond 2 × the pooled "
+        f"Gap = mean of {subject} ({len(seeded[subject])} seed"
+        + ("s" if len(seeded[subject]) > 1 else "")
+        + ") − mean of the row; it counts only beyond 2 × the pooled "
         "sd over training seeds (pooled over "
         + ", ".join(f"{r} ({len(v)} seeds)" for r, v in spread_rows.items())
         + "; a row with one seed is compared with that same spread). Equal epochs (16). "
@@ -470,7 +484,7 @@ def seed_summary(seeded: dict[str, list[dict]]) -> list[str]:
 #: where ``ship`` copies the protocol's models (``eat app --models`` serves the folder)
 SHIP_DIR = Path("assets/models/robrank-fashion")
 #: rows that are not candidates for the shipped single-model baseline
-NOT_BASELINES = ("eat", "vanilla", "vanilla-rc2f2")
+NOT_BASELINES = ("eat", "eat-reach", "vanilla", "vanilla-rc2f2")
 
 
 def _evaluated(out: Path) -> dict[str, dict]:
