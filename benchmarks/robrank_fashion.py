@@ -32,7 +32,7 @@ beside RobRank's published ones.
     python -m benchmarks.robrank_fashion evaluate [--rows ROW ...]
     python -m benchmarks.robrank_fashion report
     python -m benchmarks.robrank_fashion ship [--baseline ROW]
-    python -m benchmarks.robrank_fashion time-steps
+    python -m benchmarks.robrank_fashion time-steps [--rows pgd-at hm eat ...]
 """
 
 from __future__ import annotations
@@ -141,6 +141,21 @@ ROWS = (
         "pgd-at",
         "PGD-AT with the training step scaled to reach ε (η 8 × 2.5ε/8)",
         {"train_step_size": REACHING_STEP},
+    ),
+    # the reaching step lifts HM's adversary and hurts PGD's: EAT whose members are each an
+    # HM model (HM's adversary, its triplets, ICS 0.5), with the split and the transfer
+    ProtocolRow(
+        "eat-hm-reach",
+        "eat",
+        "EAT, K = 3, each member crafting and training as hm-reach does (HM's adversary, "
+        "ICS λ 0.5, η 8 × 2.5ε/8), with the home parts and self-transfer of the triplets",
+        {
+            "members": 3,
+            "lr": None,
+            "member_attack": "hm",
+            "hm_ics_weight": 0.5,
+            "train_step_size": REACHING_STEP,
+        },
     ),
 )
 
@@ -313,12 +328,14 @@ def report(out: Path) -> str:
         "PGD-20 at ε 0.1 and PGD-32 at ε 77/255. `—`: not measured yet. Every row ran on the "
         "CPU.",
         "",
-        "| row | epochs | train wall | clean R@1 | mAP@R | NMI | ERS | ERS strong "
+        "| row | epochs | train wall | epoch cost | compute | clean R@1 | mAP@R | NMI | ERS "
+        "| ERS strong "
         "| CA-clu NMI ε 0.1 | CA-clu NMI ε 0.1 strong | CA-clu NMI ε 0.302 "
         "| CA-clu NMI ε 0.302, p 0.1 "
         "| RobRank R@1 / NMI / ERS |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    costs = row_cost_table(out)
     seeded: dict[str, list[dict]] = {}
     for row, name in ((r, n) for r in ROWS for n in seed_runs(out, r)):
         train_path = out / "train" / f"{name}.json"
@@ -326,12 +343,15 @@ def report(out: Path) -> str:
         eval_path = out / "eval" / f"{name}.json"
         if train_path.is_file():
             t = json.loads(train_path.read_text())["train"]
-            epochs, wall = f"{len(t['history'])}/{t['epochs']}", f"{t['train_wall_s']:.0f} s"
+            done = len(t["history"])
+            epochs, wall = f"{done}/{t['epochs']}", f"{t['train_wall_s']:.0f} s"
         elif progress is not None:
             done, total = progress["epoch"], progress["config"]["epochs"]
             epochs, wall = f"{done}/{total} (running)", f"{progress['train_wall_s']:.0f} s"
         else:
             continue
+        ratio = costs.get(row.name)
+        cost = (f"{ratio:.2f}×", f"{done * ratio:.0f}") if ratio is not None else ("—", "—")
         cells = ["—"] * 9
         if eval_path.is_file():
             e = json.loads(eval_path.read_text())
@@ -358,14 +378,37 @@ def report(out: Path) -> str:
             if published
             else "—"
         )
-        lines.append(f"| {name} | {epochs} | {wall} | " + " | ".join(cells) + f" | {ref} |")
+        lines.append(
+            f"| {name} | {epochs} | {wall} | {cost[0]} | {cost[1]} | "
+            + " | ".join(cells)
+            + f" | {ref} |"
+        )
+    lines += [
+        "",
+        "Epoch cost: one epoch's training compute against PGD-AT's (median step seconds × "
+        "steps per epoch, every row timed in one process on a quiet machine by `time-steps "
+        "--rows …`, `row-cost.json`); compute: the epochs done × that cost, in PGD-AT epochs, "
+        "so that rows of equal compute can be read off. Train walls ran on different days "
+        "and loads and are not a cost measure.",
+    ]
     lines += ["", "Rows: " + "; ".join(f"**{r.name}**: {r.description}" for r in ROWS) + "."]
     lines += seed_summary(seeded)
     lines += seed_verdict(seeded)
     lines += seed_verdict(seeded, "eat-reach", REACH_ROWS)
+    lines += seed_verdict(seeded, "eat-hm-reach", REACH_ROWS)
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
     return text
+
+
+def row_cost_table(out: Path) -> dict[str, float]:
+    """Row → its epoch's cost against PGD-AT's, from ``row-cost.json`` (``time-steps
+    --rows``); rows it did not time are absent."""
+    path = out / "row-cost.json"
+    if not path.is_file():
+        return {}
+    timings = json.loads(path.read_text())["timings"]
+    return {r: t["epoch_vs_pgd_at"] for r, t in timings.items() if t.get("epoch_vs_pgd_at")}
 
 
 def seed_runs(out: Path, row: ProtocolRow) -> list[str]:
@@ -484,7 +527,7 @@ def seed_summary(seeded: dict[str, list[dict]]) -> list[str]:
 #: where ``ship`` copies the protocol's models (``eat app --models`` serves the folder)
 SHIP_DIR = Path("assets/models/robrank-fashion")
 #: rows that are not candidates for the shipped single-model baseline
-NOT_BASELINES = ("eat", "eat-reach", "vanilla", "vanilla-rc2f2")
+NOT_BASELINES = ("eat", "eat-reach", "eat-hm-reach", "vanilla", "vanilla-rc2f2")
 
 
 def _evaluated(out: Path) -> dict[str, dict]:
@@ -585,6 +628,33 @@ def time_steps(threads: int, steps: int = 12) -> dict:
                     "step_s": record["step_seconds_median"],
                     "epoch_s": round(record["step_seconds_median"] * record["steps_per_epoch"], 1),
                 }
+    return timings
+
+
+def row_costs(names: list[str], threads: int, steps: int = 12) -> dict:
+    """Median seconds of one training step of each protocol row (its own config), the
+    epoch that makes (× steps per epoch) and its ratio to PGD-AT's epoch when timed too:
+    what "equal compute" means between the rows. Run on a quiet machine."""
+    import dataclasses
+    import tempfile
+
+    by_name = {r.name: r for r in ROWS}
+    timings = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            config = dataclasses.replace(
+                row_config(by_name[name], Path(tmp), threads), val_images=0, resume=False
+            )
+            train(config, progress=False, max_steps=steps)
+            record = json.loads((Path(config.out) / "config.json").read_text())["train"]
+            timings[name] = {
+                "step_s": record["step_seconds_median"],
+                "steps_per_epoch": record["steps_per_epoch"],
+                "epoch_s": round(record["step_seconds_median"] * record["steps_per_epoch"], 1),
+            }
+    base = next((timings[n]["epoch_s"] for n in ("pgd-at", "pgd-at-reach") if n in timings), None)
+    for t in timings.values():
+        t["epoch_vs_pgd_at"] = round(t["epoch_s"] / base, 2) if base else None
     return timings
 
 
@@ -690,9 +760,21 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the row shipped as baseline (default: the single-model defense with the highest ERS)",
     )
-    p = sub.add_parser("time-steps", help="time one step of vanilla/HM, SmallCNN vs rc2f2")
+    p = sub.add_parser(
+        "time-steps",
+        help="time one step of vanilla/HM, SmallCNN vs rc2f2 (step-cost.json); with --rows, "
+        "of each named row, with its epoch's cost against PGD-AT's (row-cost.json)",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        help="protocol rows to time instead of the network comparison, e.g. pgd-at hm eat "
+        "(the first of pgd-at / pgd-at-reach timed is the cost unit)",
+    )
+    p.add_argument("--steps", type=int, default=12, help="steps timed per row (default 12)")
     p = sub.add_parser(
         "adversary-reach",
         help="how far the training adversaries (η 8 and 32 × 3/255, η 8 × 2.5ε/8) get on "
@@ -715,10 +797,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "time-steps":
         started = time.perf_counter()
-        timings = time_steps(args.threads)
+        if args.rows:
+            unknown = [r for r in args.rows if r not in {row.name for row in ROWS}]
+            if unknown:
+                parser.error(f"unknown rows {unknown}; choose from {[r.name for r in ROWS]}")
+            timings = row_costs(args.rows, args.threads, args.steps)
+        else:
+            timings = time_steps(args.threads, args.steps)
         args.out.mkdir(parents=True, exist_ok=True)
         write_json(
-            args.out / "step-cost.json",
+            args.out / ("row-cost.json" if args.rows else "step-cost.json"),
             {
                 "command": " ".join(sys.argv),
                 "threads": args.threads,

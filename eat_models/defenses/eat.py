@@ -14,7 +14,13 @@ F(x) = normalize(mean_k f_k(x)). Every part below is a switch, so the ablation r
    steps, random start); ``hm`` — HM's adversary (:class:`.hm.GradualAdversary`): random
    source triplets of the batch, raised by PGD to the member's gradual destination
    hardness; x̃_k is then the manipulated triplets [ã; p̃; ñ] with their labels (3 × batch
-   images), and they are also what the other members receive by self-transfer.
+   images), and they are also what the other members receive by self-transfer. With a
+   loss that takes triplets (the triplet loss), every manipulated part is scored as HM
+   scores it, on its own triplet structure ``mean relu(d(ã, p̃) − d(ã, ñ) + m)`` rather than
+   by re-mining the 3 × batch images, the member's "previous loss" comes from its training
+   pass, and ``hm_ics_weight`` λ > 0 adds HM's ICS term on member k's own triplets
+   (``λ · mean relu(d(a, ã) − d(a, p))``, clean a, p): each member is an HM model, and
+   the ensemble adds the split and the transfer.
 3. **Self-transfer** (``lambda_transfer``): member k also trains on x̃_j, j ≠ k, the
    examples crafted against the other members in the same step, with their labels.
 
@@ -46,7 +52,8 @@ from ..data import class_disjoint_parts, stratified_split
 from ..losses import MetricLoss
 from ..modes import eval_mode
 from .base import AdversarialDefense, Batch, LossPart, Options, option, parts_loss
-from .hm import GradualAdversary
+from .hm import GradualAdversary, intra_class_structure_loss
+from .triplets import split_triplets, triplet_loss
 
 MEMBER_SPLITS = ("stratified", "overlap", "class-disjoint", "none")
 MEMBER_ATTACKS = ("pgd", "hm")
@@ -103,6 +110,8 @@ class EAT(AdversarialDefense):
             else None
         )
         self._own: list[Batch | None] = []
+        #: per member, the triplet rows [a; p; n] of its batch behind x̃_k (``hm``), for ICS
+        self._rows: list[torch.Tensor | None] = []
 
     def state_dict(self) -> dict:
         """HM's adversary state (``member_attack hm``)."""
@@ -114,19 +123,23 @@ class EAT(AdversarialDefense):
 
     def member_examples(
         self, k: int, net: nn.Module, loss: MetricLoss, batch: Batch
-    ) -> Batch | None:
-        """x̃_k with its labels, crafted against member k alone (``member_attack``)."""
+    ) -> tuple[Batch, torch.Tensor | None] | None:
+        """x̃_k with its labels, crafted against member k alone (``member_attack``), and the
+        triplet rows [a; p; n] of the batch behind it (``hm``; None for ``pgd``); None when
+        HM finds no triplet in the batch."""
         if self.adversary is None:
-            return Batch(self.craft_against_loss(net, loss, batch), batch.labels)
+            return Batch(self.craft_against_loss(net, loss, batch), batch.labels), None
         made = self.adversary.manipulate(k, net, batch)
         if made is None:
             return None
         rows, manipulated, _ = made
-        # the gradual adversary's "previous loss": this step's triplet loss on the
-        # manipulated triplets (HM takes it from its training pass; one extra forward here)
-        with torch.no_grad(), eval_mode(net):
-            self.adversary.record(k, net(manipulated))
-        return Batch(manipulated, batch.labels[rows])
+        if not loss.takes_triplets:
+            # the gradual adversary's "previous loss": this step's triplet loss on the
+            # manipulated triplets (a triplet loss takes it from its training pass, as HM;
+            # another loss needs this extra forward)
+            with torch.no_grad(), eval_mode(net):
+                self.adversary.record(k, net(manipulated))
+        return Batch(manipulated, batch.labels[rows]), rows
 
     @property
     def learning_rate(self) -> float:
@@ -158,15 +171,18 @@ class EAT(AdversarialDefense):
         self, members: list[nn.Module], losses: list[MetricLoss], batches: list[Batch]
     ) -> None:
         """Craft every member's own examples first: each member trains on all of them."""
-        self._own = [
-            self.member_examples(i, net, loss, batch)
-            for i, (net, loss, batch) in enumerate(zip(members, losses, batches, strict=True))
-        ]
+        self._own, self._rows = [], []
+        for i, (net, loss, batch) in enumerate(zip(members, losses, batches, strict=True)):
+            own, rows = self.member_examples(i, net, loss, batch) or (None, None)
+            self._own.append(own)
+            self._rows.append(rows)
 
     def member_loss(
         self, k: int, net: nn.Module, loss: MetricLoss, batch: Batch
     ) -> tuple[torch.Tensor | None, dict[str, float]]:
         """Member k's loss on its own x̃_k and the others' x̃_j (self-transfer)."""
+        if self.adversary is not None and loss.takes_triplets:
+            return self._triplet_member_loss(k, net, loss, batch)
         own, n = self._own, len(self._own)
         if own[k] is not None:
             parts = self.adversarial_parts(own[k].images, batch)
@@ -190,3 +206,53 @@ class EAT(AdversarialDefense):
             transfer = values[first_transfer : first_transfer + len(others)]
             logs["loss_transfer"] = sum(transfer) / len(transfer)
         return value, logs
+
+    def _triplet_member_loss(
+        self, k: int, net: nn.Module, loss: MetricLoss, batch: Batch
+    ) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """``member_attack hm`` with the triplet loss: every manipulated part [ã; p̃; ñ] is
+        scored on its own triplets (as HM scores them), plus ICS on member k's own and the
+        clean part; one forward pass over all of it."""
+        own, n = self._own, len(self._own)
+        lambda_transfer = float(self.config.lambda_transfer) if n > 1 else 0.0
+        others = [j for j in range(n) if j != k and own[j] is not None] if lambda_transfer else []
+        clean_weight = float(self.config.clean_weight)
+        ics_weight = float(self.config.hm_ics_weight) if own[k] is not None else 0.0
+        triplet_parts = ([(own[k].images, 1.0)] if own[k] is not None else []) + [
+            (own[j].images, lambda_transfer / (n - 1)) for j in others
+        ]
+        inputs = [images for images, _ in triplet_parts]
+        if clean_weight > 0:
+            inputs.append(batch.images)
+        if ics_weight > 0:
+            rows = self._rows[k]
+            m = len(rows) // 3
+            inputs += [batch.images[rows[:m]], batch.images[rows[m : 2 * m]]]
+        if not inputs:
+            return None, {}
+        embeddings = net(torch.cat(inputs))
+        total, logs, start, transfer = embeddings.new_zeros(()), {}, 0, []
+        margin = self.adversary.margin
+        for i, (images, weight) in enumerate(triplet_parts):
+            part = embeddings[start : start + len(images)]
+            start += len(images)
+            value = triplet_loss(*split_triplets(part), margin)
+            total = total + weight * value
+            if i == 0 and own[k] is not None:
+                self.adversary.previous_loss[k] = value.item()  # HM's "previous loss"
+                logs["loss_adv"] = value.item()
+                own_anchors = split_triplets(part)[0]
+            else:
+                transfer.append(value.item())
+        if clean_weight > 0:
+            clean = embeddings[start : start + len(batch.images)]
+            start += len(batch.images)
+            total = total + clean_weight * loss(clean, batch.labels)
+        if ics_weight > 0:
+            clean_a, clean_p = embeddings[start:].chunk(2)
+            ics = intra_class_structure_loss(clean_a, own_anchors, clean_p)
+            total = total + ics_weight * ics
+            logs["loss_ics"] = ics.item()
+        if transfer:
+            logs["loss_transfer"] = sum(transfer) / len(transfer)
+        return total, logs

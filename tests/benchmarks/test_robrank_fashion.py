@@ -154,8 +154,20 @@ def test_the_report_lists_every_seed_and_summarises_them(tmp_path):
             json.dumps({"train": {"history": [{}] * 16, "epochs": 16, "train_wall_s": 9.0}})
         )
         (tmp_path / "eval" / f"{name}.json").write_text(json.dumps(record(*values)))
+    # the epoch costs of `time-steps --rows`: a row's compute is its epochs × that cost
+    (tmp_path / "row-cost.json").write_text(
+        json.dumps(
+            {"timings": {"eat": {"epoch_vs_pgd_at": 1.39}, "pgd-at": {"epoch_vs_pgd_at": 1.0}}}
+        )
+    )
     text = rf.report(tmp_path)
-    assert "| eat | 16/16 |" in text and "| eat-s1 | 16/16 |" in text
+    assert (
+        "| eat | 16/16 | 9 s | 1.39× | 22 |" in text
+        and "| eat-s1 | 16/16 | 9 s | 1.39× | 22 |" in text
+    )
+    assert (
+        "| pgd-at | 16/16 | 9 s | 1.00× | 16 |" in text and "| hm | 16/16 | 9 s | — | — |" in text
+    )
     assert "## Over training seeds" in text
     # mean ± sd (ddof 1): R@1 0.810 ± 0.014, ERS 52.0 ± 2.8
     assert (

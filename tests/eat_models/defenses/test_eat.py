@@ -202,3 +202,47 @@ def test_eat_with_hm_member_attack_transfers_the_manipulated_triplets(pool, monk
         build_defense("eat", make_config("eat", member_attack="fgsm")).training_loss(
             members, losses, batches
         )
+
+
+def test_eat_hm_with_the_triplet_loss_scores_each_part_on_its_own_triplets(pool):
+    """``member_attack hm`` with the triplet loss: member k's loss is HM's, the triplet loss
+    of its manipulated triplets [ã; p̃; ñ] (no re-mining) plus λ_ICS · ICS, plus the other
+    members' manipulated triplets at λ_transfer/(K−1); its training pass sets the gradual
+    adversary's previous loss."""
+    from eat_models.defenses.hm import intra_class_structure_loss
+    from eat_models.defenses.triplets import split_triplets, triplet_loss
+
+    members, losses = make_members(3, loss="triplet")
+    batches = make_batches(pool, 3)
+    config = make_config("eat", member_attack="hm", hm_ics_weight=0.5, loss="triplet")
+    defense = build_defense("eat", config)
+    defense.prepare_step(members, losses, batches)
+    for m in members:  # eval mode: each part's embeddings do not depend on the others'
+        m.eval()
+    own, rows = defense._own, defense._rows[0]
+    assert all(len(b.images) == 3 * P * M for b in own) and len(rows) == 3 * P * M
+    value, logs = defense.member_loss(0, members[0], losses[0], batches[0])
+    net, images = members[0], batches[0].images
+    with torch.no_grad():
+        triplets = [triplet_loss(*split_triplets(net(b.images))) for b in own]
+        m = len(rows) // 3
+        ics = intra_class_structure_loss(
+            net(images[rows[:m]]),
+            split_triplets(net(own[0].images))[0],
+            net(images[rows[m : 2 * m]]),
+        )
+    expected = triplets[0] + 0.5 * triplets[1] + 0.5 * triplets[2] + 0.5 * ics
+    assert value.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-6)
+    assert set(logs) == {"loss_adv", "loss_transfer", "loss_ics"}
+    assert logs["loss_ics"] == pytest.approx(ics.item(), rel=1e-4, abs=1e-6)
+    assert defense.adversary.previous_loss[0] == pytest.approx(logs["loss_adv"])
+    # without ICS and transfer: the own triplets alone
+    defense = build_defense(
+        "eat", make_config("eat", member_attack="hm", lambda_transfer=0.0, loss="triplet")
+    )
+    defense.prepare_step(members, losses, batches)
+    value, logs = defense.member_loss(1, members[1], losses[1], batches[1])
+    with torch.no_grad():
+        alone = triplet_loss(*split_triplets(members[1](defense._own[1].images)))
+    assert value.item() == pytest.approx(alone.item(), rel=1e-4, abs=1e-6)
+    assert set(logs) == {"loss_adv"}
