@@ -151,10 +151,22 @@ def load_resume_point(out: str | Path, config: dict) -> dict | None:
     for key, off in RETIRED_OPTIONS.items():  # recorded before EAT's term through F went
         if key in stored and key not in config and stored[key] == off:
             del stored[key]
+    resumable = set(RESUMABLE_CHANGES)
+    if stored.get("schedule") == "constant" == config.get("schedule"):
+        # a constant rate does not depend on the run's length: the run may continue to more
+        # epochs, or end at an epoch it has reached (the first E epochs of a longer run are
+        # an E-epoch run)
+        resumable.add("epochs")
+        reached = int(state.get("epoch", 0))
+        if reached > int(config.get("epochs", reached)):
+            raise ResumeError(
+                f"{directory}: the run is at epoch {reached}, past the {config['epochs']} "
+                "epochs asked for; copy the resume point of an earlier epoch instead"
+            )
     changed = sorted(
         k
         for k in set(stored) | set(config)
-        if k not in RESUMABLE_CHANGES and stored.get(k) != config.get(k)
+        if k not in resumable and stored.get(k) != config.get(k)
     )
     if changed:
         details = ", ".join(f"{k}: {stored.get(k)!r} → {config.get(k)!r}" for k in changed)

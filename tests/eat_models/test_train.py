@@ -243,6 +243,31 @@ def test_resume_refuses_another_config(tmp_path):
         train(TrainConfig(resume=True, lr=5e-3, **common), progress=False)
 
 
+def test_a_constant_rate_run_ends_at_an_epoch_it_reached(tmp_path):
+    """Under the constant schedule the first E epochs of a longer run are an E-epoch run: a
+    resume point of epoch 2 of a 3-epoch run, resumed with ``epochs 2``, saves the same
+    weights as a 2-epoch run (how a row is read at another row's compute). The one-cycle
+    schedule depends on the length and refuses; so does an epoch already passed."""
+    from eat_models.resume import ResumeError
+
+    common = dict(max_train=200, width=8, embedding_dim=16, schedule="constant", val_images=0)
+    whole = train(TrainConfig(epochs=2, out=str(tmp_path / "whole"), **common), progress=False)
+    longer = tmp_path / "longer"
+    train(TrainConfig(epochs=3, stop_after=2, out=str(longer), **common), progress=False)
+    with pytest.raises(ResumeError, match="past the 1 epochs"):
+        train(TrainConfig(epochs=1, resume=True, out=str(longer), **common), progress=False)
+    ended = train(TrainConfig(epochs=2, resume=True, out=str(longer), **common), progress=False)
+    (a, record_a), (b, record_b) = _weights(whole), _weights(ended)
+    for wa, wb in zip(a, b, strict=True):
+        for key in wa:
+            assert torch.equal(wa[key], wb[key]), key
+    assert record_b["epochs"] == 2 and record_a["steps"] == record_b["steps"]
+    one_cycle = dict(common, schedule="onecycle", out=str(tmp_path / "onecycle"))
+    train(TrainConfig(epochs=3, stop_after=1, **one_cycle), progress=False)
+    with pytest.raises(ResumeError, match="epochs"):
+        train(TrainConfig(epochs=2, resume=True, **one_cycle), progress=False)
+
+
 def test_a_resume_point_from_before_the_f_term_was_removed_still_resumes(tmp_path):
     """Runs started before EAT's term through F was removed recorded its options at their
     "off" values; they resume. One that had it on is another config."""
