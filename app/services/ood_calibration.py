@@ -13,7 +13,7 @@ import torch
 from index import ImageSource
 
 from .cache import cached_array
-from .ood import OODDetector, model_cues
+from .ood import OODDetector, model_cues, smoothness
 
 if TYPE_CHECKING:
     from .gallery import ModelView
@@ -69,4 +69,5 @@ def calibrate_ood(
         features=features,
         labels=labels,
         lowlevel=lowlevel,
+        smoothness=smoothness(inputs.numpy()),
     )

@@ -73,7 +73,10 @@ def test_model_cues_measure_the_embedding_heads_input(resources):
 
     model = resources.views["eat"].model
     x = torch.rand(4, 1, 28, 28)
-    members, norms, features, lowlevel = model_cues(model, x)
+    members, norms, features, lowlevel, smooth = model_cues(model, x)
+    from app.services.ood import smoothness
+
+    np.testing.assert_allclose(smooth, smoothness(x.numpy()))  # the inputs' own cue
     assert members.shape == (3, 4, model.meta["embedding_dim"])
     direct = []
     with torch.no_grad():
@@ -214,3 +217,45 @@ def test_the_flag_says_in_plain_words_how_unusual_a_query_is():
     assert "OOD score" not in rare and "pixels look unlike the training images" in rare
     edge = describe(OODScore(0.994, True, {"neighbour": 1.0}, {"neighbour": 0.006}))
     assert "only 0.6% of the images it was trained on" in edge
+
+
+def test_smoothness_is_minus_log_the_high_frequency_power_share(rng):
+    """``smoothness``: −log of the share of the spectral power above 0.25 cycles/pixel, on
+    the channel mean with its mean removed; an enlarged small image scores far higher than
+    an image with fine detail, and a blank one highest of all."""
+    from app.services.ood import HIGH_FREQUENCY, smoothness
+
+    detailed = rng.uniform(0, 1, size=(3, 1, 28, 28))
+    small = rng.uniform(0, 1, size=(3, 8, 8))
+    enlarged = np.stack(
+        [
+            np.asarray(Image.fromarray((s * 255).astype(np.uint8)).resize((28, 28), Image.BILINEAR))
+            / 255.0
+            for s in small
+        ]
+    )[:, None]
+    blank = np.full((1, 1, 28, 28), 0.3)
+    got = smoothness(np.concatenate([detailed, enlarged, blank]))
+    x = detailed[0, 0] - detailed[0, 0].mean()  # a direct computation for one image
+    power = np.abs(np.fft.fft2(x)) ** 2
+    f = np.fft.fftfreq(28)
+    high = np.sqrt(f[:, None] ** 2 + f[None, :] ** 2) > HIGH_FREQUENCY
+    assert got[0] == pytest.approx(-np.log(power[high].sum() / power.sum() + 1e-12), rel=1e-5)
+    assert got[3:6].min() > got[:3].max() + 1.0
+    assert got[6] == got.max()
+    # colour inputs: the channel mean is measured
+    rgb = np.repeat(detailed, 3, axis=1)
+    assert np.allclose(smoothness(rgb), got[:3], rtol=1e-5)
+
+
+def test_a_smooth_input_is_flagged_by_the_smoothness_cue(rng):
+    """Calibrated with the smoothness of the gallery, a query far smoother than every
+    gallery image is flagged with smoothness as its strongest cue."""
+    inputs = rng.normal(size=(2000, 64))
+    vectors = _unit(rng.normal(size=(2000, 16))).astype(np.float32)
+    detector = OODDetector.calibrate(inputs, vectors, smoothness=rng.normal(3.0, 0.3, 2000))
+    typical = np.full(20, 1 - np.median(detector.references["neighbour"]))
+    normal = detector.score(inputs[:20], typical, smoothness=rng.normal(3.0, 0.3, 20))
+    assert np.mean([s.out_of_domain for s in normal]) < 0.2
+    smooth = detector.score(inputs[:20], typical, smoothness=np.full(20, 9.0))
+    assert all(s.out_of_domain and s.strongest == "smoothness" for s in smooth)
