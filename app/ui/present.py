@@ -19,9 +19,10 @@ from ..services.uploads import (
 #: what the out-of-domain warning catches and misses, in plain words (results/app/ood.md,
 #: at most 1 % false alarms on unseen Fashion-MNIST images)
 OOD_COVERAGE = (
-    "A warning marks queries unlike these: it catches noise, blank images, patterns and "
-    "gradients, and most photographs (about 8 in 10 or more), but often misses handwriting, "
-    "text and line drawings, so no warning does not prove a query is clothing."
+    "A warning marks queries unlike these: it catches noise, blank images, patterns, "
+    "gradients and enlarged small pictures, and most photographs (about 9 in 10), but often "
+    "misses text and line drawings, and may miss handwriting drawn at this size, so no "
+    "warning does not prove a query is clothing."
 )
 
 SHORT_LABELS = {"eat": "EAT", "baseline": "baseline", "hm": "HM", "vanilla": "vanilla"}
