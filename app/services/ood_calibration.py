@@ -13,7 +13,7 @@ import torch
 from index import ImageSource
 
 from .cache import cached_array
-from .ood import OODDetector, model_cues, smoothness
+from .ood import OODDetector, coverage, model_cues, smoothness
 
 if TYPE_CHECKING:
     from .gallery import ModelView
@@ -70,4 +70,5 @@ def calibrate_ood(
         labels=labels,
         lowlevel=lowlevel,
         smoothness=smoothness(inputs.numpy()),
+        coverage=coverage(inputs.numpy()),
     )

@@ -73,7 +73,7 @@ def test_model_cues_measure_the_embedding_heads_input(resources):
 
     model = resources.views["eat"].model
     x = torch.rand(4, 1, 28, 28)
-    members, norms, features, lowlevel, smooth = model_cues(model, x)
+    members, norms, features, lowlevel, smooth, _ = model_cues(model, x)
     from app.services.ood import smoothness
 
     np.testing.assert_allclose(smooth, smoothness(x.numpy()))  # the inputs' own cue
@@ -186,7 +186,9 @@ def test_cluster_results_name_the_strange_uploads(services, labelled_batch, tmp_
     items = list(labelled_batch.images[:12]) + [UploadedImage("noise.png", noise, b"", None)]
     result = services.cluster.cluster(UploadBatch(images=items), "eat", k=2, out_dir=tmp_path)
     scores = [o.score for o in result.ood]
-    assert len(scores) == 13 and scores[-1] == max(scores) and scores[-1] >= 0.99
+    # (0.98: noise fills the frame with fine detail, so two of the six cues, coverage and
+    # smoothness, find it typical; on the 10k gallery 97-100 % of noise is flagged)
+    assert len(scores) == 13 and scores[-1] == max(scores) and scores[-1] >= 0.98
     # the names listed are exactly the flagged ones (on 2026-12-01's packages the flag at
     # 0.995 missed even this upload on the 600-image test gallery: #21's threshold work)
     flagged = [n for n, o in zip(result.names, result.ood, strict=True) if o.out_of_domain]
@@ -259,3 +261,22 @@ def test_a_smooth_input_is_flagged_by_the_smoothness_cue(rng):
     assert np.mean([s.out_of_domain for s in normal]) < 0.2
     smooth = detector.score(inputs[:20], typical, smoothness=np.full(20, 9.0))
     assert all(s.out_of_domain and s.strongest == "smoothness" for s in smooth)
+
+
+def test_coverage_is_minus_log_the_share_the_subject_covers():
+    """``coverage``: the pixels farther from the border's median than 0.2 × the largest
+    difference, as a share of the picture; −log(share + 1e-3). A filled shape covers much,
+    a thin outline or a short word on a plain ground little, a blank picture nothing."""
+    from app.services.ood import coverage
+
+    filled = np.zeros((28, 28))
+    filled[4:24, 6:22] = 0.8  # 320 of 784 pixels
+    outline = np.full((28, 28), 0.9)  # a light ground with a dark one-pixel frame
+    outline[10, 10:18] = outline[17, 10:18] = outline[10:18, 10] = outline[10:18, 17] = 0.1
+    blank = np.full((28, 28), 0.5)
+    got = coverage(np.stack([filled, outline, blank])[:, None])
+    assert got[0] == pytest.approx(-np.log(320 / 784 + 1e-3), rel=1e-5)
+    assert got[1] == pytest.approx(-np.log(28 / 784 + 1e-3), rel=1e-5)
+    assert got[2] == pytest.approx(-np.log(1e-3), rel=1e-5)
+    rgb = np.repeat(np.stack([filled, outline])[:, None], 3, axis=1)
+    assert np.allclose(coverage(rgb), got[:2])
