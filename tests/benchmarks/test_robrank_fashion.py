@@ -199,3 +199,25 @@ def test_adversary_reach_shows_what_eta_times_step_allows(tmp_path):
     scaled = measured["η 8 × 2.5ε/8, clean start"]
     assert scaled["embedding_shift_mean"] > ours["embedding_shift_mean"]
     assert (tmp_path / "adversary-reach.json").is_file()
+
+
+def test_time_steps_of_rows_writes_their_epoch_cost_against_pgd_at(tmp_path):
+    """``time-steps --rows``: each named row trains a few steps in its own config, and
+    row-cost.json gives its epoch (median step × steps per epoch) against PGD-AT's."""
+    assert (
+        rf.main(
+            ["time-steps", "--rows", "vanilla", "pgd-at", "--steps", "2", "--out", str(tmp_path)]
+        )
+        == 0
+    )
+    record = json.loads((tmp_path / "row-cost.json").read_text())
+    timings = record["timings"]
+    assert set(timings) == {"vanilla", "pgd-at"} and timings["pgd-at"]["epoch_vs_pgd_at"] == 1.0
+    for t in timings.values():
+        assert t["steps_per_epoch"] == 468  # 60k images in batches of 128
+        assert t["epoch_s"] == round(t["step_s"] * 468, 1)
+    assert 0 < timings["vanilla"]["epoch_vs_pgd_at"] < 1  # no attack: cheaper
+    assert "provenance" in record and record["command"]
+    assert rf.row_cost_table(tmp_path)["vanilla"] == timings["vanilla"]["epoch_vs_pgd_at"]
+    with pytest.raises(SystemExit):
+        rf.main(["time-steps", "--rows", "nope", "--out", str(tmp_path)])
