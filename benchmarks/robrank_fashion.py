@@ -629,6 +629,18 @@ def ship(out: Path, to: Path = SHIP_DIR, baseline: str | None = None) -> str:
     return text
 
 
+def _timed_steps(config: TrainConfig, steps: int) -> dict:
+    """Train ``config`` for ``steps`` steps: the median step, steps per epoch and the epoch
+    they make."""
+    train(config, progress=False, max_steps=steps)
+    record = json.loads((Path(config.out) / "config.json").read_text())["train"]
+    return {
+        "step_s": record["step_seconds_median"],
+        "steps_per_epoch": record["steps_per_epoch"],
+        "epoch_s": round(record["step_seconds_median"] * record["steps_per_epoch"], 1),
+    }
+
+
 def time_steps(threads: int, steps: int = 12) -> dict:
     """Median seconds of one training step for vanilla and HM, SmallCNN against rc2f2."""
     import tempfile
@@ -645,12 +657,8 @@ def time_steps(threads: int, steps: int = 12) -> dict:
                     threads=threads,
                     out=f"{tmp}/{arch}-{defense}",
                 )
-                train(config, progress=False, max_steps=steps)
-                record = json.loads((Path(config.out) / "config.json").read_text())["train"]
-                timings[f"{arch}/{defense}"] = {
-                    "step_s": record["step_seconds_median"],
-                    "epoch_s": round(record["step_seconds_median"] * record["steps_per_epoch"], 1),
-                }
+                timed = _timed_steps(config, steps)
+                timings[f"{arch}/{defense}"] = {k: timed[k] for k in ("step_s", "epoch_s")}
     return timings
 
 
@@ -668,13 +676,7 @@ def row_costs(names: list[str], threads: int, steps: int = 12) -> dict:
             config = dataclasses.replace(
                 row_config(by_name[name], Path(tmp), threads), val_images=0, resume=False
             )
-            train(config, progress=False, max_steps=steps)
-            record = json.loads((Path(config.out) / "config.json").read_text())["train"]
-            timings[name] = {
-                "step_s": record["step_seconds_median"],
-                "steps_per_epoch": record["steps_per_epoch"],
-                "epoch_s": round(record["step_seconds_median"] * record["steps_per_epoch"], 1),
-            }
+            timings[name] = _timed_steps(config, steps)
     base = next((timings[n]["epoch_s"] for n in ("pgd-at", "pgd-at-reach") if n in timings), None)
     for t in timings.values():
         t["epoch_vs_pgd_at"] = round(t["epoch_s"] / base, 2) if base else None
@@ -739,6 +741,14 @@ def adversary_reach(out: Path, rows: list[str], images: int = 500, threads: int 
     }
     write_json(out / "adversary-reach.json", record)
     return record
+
+
+def _check_rows(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    """A usage error naming the protocol rows when one of ``names`` is not among them."""
+    known = [r.name for r in ROWS]
+    unknown = [r for r in names if r not in known]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; choose from {known}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -821,9 +831,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "time-steps":
         started = time.perf_counter()
         if args.rows:
-            unknown = [r for r in args.rows if r not in {row.name for row in ROWS}]
-            if unknown:
-                parser.error(f"unknown rows {unknown}; choose from {[r.name for r in ROWS]}")
+            _check_rows(parser, args.rows)
             timings = row_costs(args.rows, args.threads, args.steps)
         else:
             timings = time_steps(args.threads, args.steps)
@@ -847,9 +855,7 @@ def main(argv: list[str] | None = None) -> int:
         print(ship(args.out, args.to, args.baseline))
         return 0
     by_name = {r.name: r for r in ROWS}
-    unknown = [r for r in args.rows or [] if r not in by_name]
-    if unknown:
-        parser.error(f"unknown rows {unknown}; choose from {list(by_name)}")
+    _check_rows(parser, args.rows or [])
     rows = [by_name[r] for r in args.rows] if args.rows else list(ROWS)
     if args.command == "evaluate":
         evaluate_rows(

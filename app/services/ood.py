@@ -419,25 +419,32 @@ def model_cues(model, inputs: torch.Tensor) -> ModelCues:
     )
 
 
+def _per_image(inputs: torch.Tensor | np.ndarray, measure) -> np.ndarray:
+    """``[B, C, H, W]`` (or ``[B, H, W]``) inputs → ``[B]``: ``measure`` of their channel
+    means ``[b, H, W]`` (float64), 256 images at a time (bounded memory for large galleries)."""
+    inputs = np.asarray(inputs)
+    out = np.empty(len(inputs), dtype=np.float32)
+    for start in range(0, len(inputs), 256):
+        x = np.asarray(inputs[start : start + 256], dtype=np.float64)
+        out[start : start + 256] = measure(x.mean(axis=1) if x.ndim == 4 else x)
+    return out
+
+
 def smoothness(inputs: torch.Tensor | np.ndarray, cut: float = HIGH_FREQUENCY) -> np.ndarray:
     """``[B, C, H, W]`` model inputs → ``[B]``: minus the log of the share of each image's
     spectral power (channel mean, its mean removed) at spatial frequencies above ``cut``
     cycles per pixel; larger for smoother images. An image without any contrast gets the
     largest value (its share counts as 1e-12)."""
-    inputs = np.asarray(inputs)
-    out = np.empty(len(inputs), dtype=np.float32)
-    for start in range(0, len(inputs), 256):  # bounded memory for large galleries
-        x = np.asarray(inputs[start : start + 256], dtype=np.float64)
-        if x.ndim == 4:
-            x = x.mean(axis=1)
-        x = x - x.mean(axis=(1, 2), keepdims=True)
-        power = np.abs(np.fft.fft2(x)) ** 2
+
+    def measure(x: np.ndarray) -> np.ndarray:
+        power = np.abs(np.fft.fft2(x - x.mean(axis=(1, 2), keepdims=True))) ** 2
         fy, fx = np.fft.fftfreq(x.shape[1]), np.fft.fftfreq(x.shape[2])
         high = np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2) > cut
         total = power.sum(axis=(1, 2))
         share = np.where(total > 1e-20, power[:, high].sum(axis=1) / np.maximum(total, 1e-20), 0.0)
-        out[start : start + 256] = -np.log(share + 1e-12)
-    return out
+        return -np.log(share + 1e-12)
+
+    return _per_image(inputs, measure)
 
 
 def _channel_stats(out: torch.Tensor) -> np.ndarray:
@@ -454,18 +461,15 @@ def coverage(inputs: torch.Tensor | np.ndarray, level: float = COVERAGE_LEVEL) -
     median of the border pixels) exceeds ``level`` × the image's largest difference. Larger
     for a small subject or thin lines on a plain ground; an image without contrast covers
     nothing (the largest value)."""
-    inputs = np.asarray(inputs)
-    out = np.empty(len(inputs), dtype=np.float32)
-    for start in range(0, len(inputs), 256):
-        x = np.asarray(inputs[start : start + 256], dtype=np.float64)
-        if x.ndim == 4:
-            x = x.mean(axis=1)
+
+    def measure(x: np.ndarray) -> np.ndarray:
         border = np.concatenate([x[:, 0], x[:, -1], x[:, 1:-1, 0], x[:, 1:-1, -1]], axis=1)
         diff = np.abs(x - np.median(border, axis=1)[:, None, None])
-        peak = diff.max(axis=(1, 2))
-        covered = (diff > level * peak[:, None, None]) & (peak[:, None, None] > 1e-6)
-        out[start : start + 256] = -np.log(covered.mean(axis=(1, 2)) + 1e-3)
-    return out
+        peak = diff.max(axis=(1, 2))[:, None, None]
+        covered = (diff > level * peak) & (peak > 1e-6)
+        return -np.log(covered.mean(axis=(1, 2)) + 1e-3)
+
+    return _per_image(inputs, measure)
 
 
 def describe(score: OODScore) -> str:

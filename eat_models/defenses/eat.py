@@ -234,14 +234,14 @@ class EAT(AdversarialDefense):
         total, logs, start, transfer = embeddings.new_zeros(()), {}, 0, []
         margin = self.adversary.margin
         for i, (images, weight) in enumerate(triplet_parts):
-            part = embeddings[start : start + len(images)]
+            triplets = split_triplets(embeddings[start : start + len(images)])
             start += len(images)
-            value = triplet_loss(*split_triplets(part), margin)
+            value = triplet_loss(*triplets, margin)
             total = total + weight * value
             if i == 0 and own[k] is not None:
                 self.adversary.previous_loss[k] = value.item()  # HM's "previous loss"
                 logs["loss_adv"] = value.item()
-                own_anchors = split_triplets(part)[0]
+                own_anchors = triplets[0]
             else:
                 transfer.append(value.item())
         if clean_weight > 0:
