@@ -13,7 +13,7 @@ import torch
 from index import ImageSource
 
 from .cache import cached_array
-from .ood import OODDetector, coverage, model_cues, smoothness
+from .ood import OODDetector, image_cues, model_cues
 
 if TYPE_CHECKING:
     from .gallery import ModelView
@@ -69,6 +69,5 @@ def calibrate_ood(
         features=features,
         labels=labels,
         lowlevel=lowlevel,
-        smoothness=smoothness(inputs.numpy()),
-        coverage=coverage(inputs.numpy()),
+        image=image_cues(inputs.numpy()),
     )

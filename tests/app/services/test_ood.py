@@ -73,10 +73,12 @@ def test_model_cues_measure_the_embedding_heads_input(resources):
 
     model = resources.views["eat"].model
     x = torch.rand(4, 1, 28, 28)
-    members, norms, features, lowlevel, smooth, _ = model_cues(model, x)
-    from app.services.ood import smoothness
+    members, norms, features, lowlevel, image = model_cues(model, x)
+    from app.services.ood import IMAGE_CUES
 
-    np.testing.assert_allclose(smooth, smoothness(x.numpy()))  # the inputs' own cue
+    assert set(image) == set(IMAGE_CUES)  # the inputs' own cues, measured on the inputs
+    for name, measure in IMAGE_CUES.items():
+        np.testing.assert_allclose(image[name], measure(x.numpy()))
     assert members.shape == (3, 4, model.meta["embedding_dim"])
     direct = []
     with torch.no_grad():
@@ -255,11 +257,13 @@ def test_a_smooth_input_is_flagged_by_the_smoothness_cue(rng):
     gallery image is flagged with smoothness as its strongest cue."""
     inputs = rng.normal(size=(2000, 64))
     vectors = _unit(rng.normal(size=(2000, 16))).astype(np.float32)
-    detector = OODDetector.calibrate(inputs, vectors, smoothness=rng.normal(3.0, 0.3, 2000))
+    detector = OODDetector.calibrate(
+        inputs, vectors, image={"smoothness": rng.normal(3.0, 0.3, 2000)}
+    )
     typical = np.full(20, 1 - np.median(detector.references["neighbour"]))
-    normal = detector.score(inputs[:20], typical, smoothness=rng.normal(3.0, 0.3, 20))
+    normal = detector.score(inputs[:20], typical, image={"smoothness": rng.normal(3.0, 0.3, 20)})
     assert np.mean([s.out_of_domain for s in normal]) < 0.2
-    smooth = detector.score(inputs[:20], typical, smoothness=np.full(20, 9.0))
+    smooth = detector.score(inputs[:20], typical, image={"smoothness": np.full(20, 9.0)})
     assert all(s.out_of_domain and s.strongest == "smoothness" for s in smooth)
 
 
@@ -280,3 +284,67 @@ def test_coverage_is_minus_log_the_share_the_subject_covers():
     assert got[2] == pytest.approx(-np.log(1e-3), rel=1e-5)
     rgb = np.repeat(np.stack([filled, outline])[:, None], 3, axis=1)
     assert np.allclose(coverage(rgb), got[:2])
+
+
+def test_extent_is_minus_log_the_subjects_longer_side_as_a_share_of_the_frame():
+    """``extent``: the bounding box of the subject (the pixels of :func:`coverage`); a
+    garment filling the frame spans it all (0), a short word a part, a blank picture none."""
+    from app.services.ood import extent
+
+    filled = np.zeros((28, 28))
+    filled[0:28, 6:22] = 0.8  # touches the top and the bottom
+    word = np.full((28, 28), 0.9)
+    word[12:16, 8:15] = 0.1  # a 4 × 7 dark mark on a light ground
+    blank = np.full((28, 28), 0.5)
+    got = extent(np.stack([filled, word, blank])[:, None])
+    assert got[0] == pytest.approx(0.0, abs=1e-9)
+    assert got[1] == pytest.approx(-np.log(7 / 28), rel=1e-6)
+    assert got[2] == pytest.approx(-np.log(1e-3), rel=1e-6)
+
+
+def test_offset_is_the_subjects_distance_from_the_centre_as_a_share_of_half_the_side():
+    from app.services.ood import offset
+
+    centred = np.zeros((28, 28))
+    centred[10:18, 10:18] = 1.0  # centre (13.5, 13.5), the frame's centre
+    corner = np.zeros((28, 28))
+    corner[0:4, 0:4] = 1.0  # centre (1.5, 1.5): 12 pixels off in each direction
+    blank = np.zeros((28, 28))
+    got = offset(np.stack([centred, corner, blank])[:, None])
+    assert got[0] == pytest.approx(0.0, abs=1e-9)
+    assert got[1] == pytest.approx(np.hypot(12, 12) / 14, rel=1e-6)
+    assert got[2] == 1.0  # no subject: as far as the edge
+
+
+def test_background_is_the_border_median_and_roughness_minus_smoothness(rng):
+    from app.services.ood import background, roughness, smoothness
+
+    dark = np.zeros((28, 28))
+    dark[5:23, 5:23] = 0.9
+    grey = np.full((28, 28), 0.4)
+    grey[0, :3] = 1.0  # a few bright border pixels do not move the median
+    got = background(np.stack([dark, grey])[:, None])
+    np.testing.assert_allclose(got, [0.0, 0.4])
+    x = rng.uniform(size=(3, 1, 28, 28))
+    np.testing.assert_allclose(roughness(x), -smoothness(x))
+
+
+def test_a_cue_whose_calibration_values_tie_still_flags_what_lies_beyond_the_tie(rng):
+    """Most of the gallery's border medians are exactly 0: the exponential tail past the tie
+    must start from the share strictly above it (a few per cent), not from the tied mass
+    (all of it), or a grey background would be as usual as a black one."""
+    inputs = rng.normal(size=(2000, 64))
+    vectors = _unit(rng.normal(size=(2000, 16))).astype(np.float32)
+    ground = np.zeros(2000)
+    ground[:20] = rng.uniform(0.0, 0.1, 20)  # 1 % of the gallery on a slightly grey ground
+    detector = OODDetector.calibrate(inputs, vectors, image={"background": ground})
+    start, _, share = detector.tail_models["background"]
+    n = len(detector.references["background"])
+    above = int(np.sum(detector.references["background"] > start))
+    assert start == 0.0 and share == pytest.approx((above + 1) / (n + 1))
+    assert share < 0.05
+    typical = np.full(20, 1 - np.median(detector.references["neighbour"]))
+    black = detector.score(inputs[:20], typical, image={"background": np.zeros(20)})
+    assert not any(s.out_of_domain for s in black)
+    grey = detector.score(inputs[:20], typical, image={"background": np.full(20, 0.4)})
+    assert all(s.out_of_domain and s.strongest == "background" for s in grey)
