@@ -563,11 +563,22 @@ def _evaluated(out: Path) -> dict[str, dict]:
     return records
 
 
-def ship(out: Path, to: Path = SHIP_DIR, baseline: str | None = None) -> str:
-    """Copy the protocol's models into ``to`` for the app: ``eat`` (the EAT row),
-    ``baseline`` (the single-model defense with the highest ERS at the standard strength,
-    or ``baseline``), ``hm`` and ``vanilla`` (the fidelity anchors), and write
-    ``to/README.md`` with their numbers from the evaluation records. Returns the README."""
+#: every protocol row by its name
+ROW_BY_NAME = {row.name: row for row in ROWS}
+
+
+def _standard_ers(record: dict) -> float:
+    return record["card"]["strengths"]["standard"]["ers"]
+
+
+def ship(
+    out: Path, to: Path = SHIP_DIR, baseline: str | None = None, eat: str | None = None
+) -> str:
+    """Copy the protocol's models into ``to`` for the app: ``eat`` (the evaluated EAT row
+    with the highest ERS at the standard strength, or ``eat``), ``baseline`` (the
+    single-model defense with the highest ERS, or ``baseline``), ``hm`` and ``vanilla`` (the
+    fidelity anchors), and write ``to/README.md`` with their numbers from the evaluation
+    records. Returns the README."""
     import shutil
 
     records = _evaluated(out)
@@ -575,10 +586,13 @@ def ship(out: Path, to: Path = SHIP_DIR, baseline: str | None = None) -> str:
     if baseline is None:
         if not candidates:
             raise SystemExit("no evaluated single-model defense to ship as the baseline")
-        baseline = max(
-            candidates, key=lambda k: candidates[k]["card"]["strengths"]["standard"]["ers"]
-        )
-    chosen = {"eat": "eat", "baseline": baseline, "hm": "hm", "vanilla": "vanilla"}
+        baseline = max(candidates, key=lambda k: _standard_ers(candidates[k]))
+    eat_rows = {k: v for k, v in records.items() if ROW_BY_NAME[k].defense == "eat"}
+    if eat is None:
+        if not eat_rows:
+            raise SystemExit("no evaluated EAT row to ship as eat")
+        eat = max(eat_rows, key=lambda k: _standard_ers(eat_rows[k]))
+    chosen = {"eat": eat, "baseline": baseline, "hm": "hm", "vanilla": "vanilla"}
     missing = [row for row in chosen.values() if row not in records]
     if missing:
         raise SystemExit(f"not trained and evaluated yet: {', '.join(missing)}")
@@ -598,6 +612,8 @@ def ship(out: Path, to: Path = SHIP_DIR, baseline: str | None = None) -> str:
         f"`{out}/results.md`). Serve them side by side with "
         f"`eat app --models {to}`; attack them with `eat audit {to}/KEY`.",
         "",
+        f"- `eat` is `{eat}`: of the evaluated EAT rows ({', '.join(sorted(eat_rows))}) "
+        "the one with the highest ERS at 77/255.",
         f"- `baseline` is `{baseline}`: of the evaluated single-model defenses "
         f"({', '.join(sorted(candidates))}) the one with the highest ERS at 77/255.",
         "- `hm` and `vanilla` are the fidelity anchors (RobRank publishes both).",
@@ -784,7 +800,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="write OUT/results.md from the stored rows")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
     p = sub.add_parser(
-        "ship", help=f"copy eat, the best baseline, hm and vanilla to {SHIP_DIR} for the app"
+        "ship",
+        help=f"copy the best EAT, the best baseline, hm and vanilla to {SHIP_DIR} for the app",
     )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
     p.add_argument("--to", type=Path, default=SHIP_DIR, help=f"default {SHIP_DIR}")
@@ -792,6 +809,11 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline",
         default=None,
         help="the row shipped as baseline (default: the single-model defense with the highest ERS)",
+    )
+    p.add_argument(
+        "--eat",
+        default=None,
+        help="the row shipped as eat (default: the evaluated EAT row with the highest ERS)",
     )
     p = sub.add_parser(
         "time-steps",
@@ -852,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report(args.out))
         return 0
     if args.command == "ship":
-        print(ship(args.out, args.to, args.baseline))
+        print(ship(args.out, args.to, args.baseline, args.eat))
         return 0
     by_name = {r.name: r for r in ROWS}
     _check_rows(parser, args.rows or [])

@@ -100,33 +100,36 @@ def test_ship_copies_the_protocols_models_for_the_app(tmp_path, monkeypatch):
         ("hm", "hm", {}),
         ("pgd-at", "pgd-at", {}),
         ("eat", "eat", {"members": 2}),
+        ("eat-reach", "eat", {"members": 2}),
     ):
         _tiny_run(tmp_path, name, defense, **extra)
         (tmp_path / "train").mkdir(exist_ok=True)
         (tmp_path / "train" / f"{name}.json").write_text(
             json.dumps({"train": {"history": [{}], "epochs": 1, "train_wall_s": 1.0}})
         )
-    rows = [r for r in rf.ROWS if r.name in ("vanilla", "hm", "pgd-at", "eat")]
+    rows = [r for r in rf.ROWS if r.name in ("vanilla", "hm", "pgd-at", "eat", "eat-reach")]
     rf.evaluate_rows(rows, tmp_path, threads=1, progress=False, standard_only=True)
     ers = {
         name: json.loads((tmp_path / "eval" / f"{name}.json").read_text())["card"]["strengths"][
             "standard"
         ]["ers"]
-        for name in ("hm", "pgd-at")
+        for name in ("hm", "pgd-at", "eat", "eat-reach")
     }
-    best = max(ers, key=ers.get)
+    best = max(("hm", "pgd-at"), key=ers.get)
+    best_eat = max(("eat", "eat-reach"), key=ers.get)
     to = tmp_path / "shipped"
     text = rf.ship(tmp_path, to)
-    assert f"`baseline` is `{best}`" in text
+    assert f"`baseline` is `{best}`" in text and f"`eat` is `{best_eat}`" in text
     assert sorted(p.name for p in to.iterdir()) == ["README.md", "baseline", "eat", "hm", "vanilla"]
     models = load_models(to)
     assert list(models) == ["eat", "baseline", "hm", "vanilla"]
     assert models["eat"].meta["num_members"] == 2
-    for key, row in (("eat", "eat"), ("baseline", best), ("hm", "hm"), ("vanilla", "vanilla")):
+    for key, row in (("eat", best_eat), ("baseline", best), ("hm", "hm"), ("vanilla", "vanilla")):
         record = json.loads((tmp_path / "eval" / f"{row}.json").read_text())
         assert models[key].meta["fingerprint"] == record["fingerprint"]
         assert f"| {key} | {row} |" in text and f"`{record['fingerprint']}`" in text
-    assert "pgd-at" in rf.ship(tmp_path, to, baseline="pgd-at").split("`baseline` is ")[1][:10]
+    text = rf.ship(tmp_path, to, baseline="pgd-at", eat="eat")
+    assert "pgd-at" in text.split("`baseline` is ")[1][:10] and "`eat` is `eat`" in text
 
 
 def test_the_report_lists_every_seed_and_summarises_them(tmp_path):
