@@ -20,8 +20,8 @@ from ..services.uploads import (
 #: at most 1 % false alarms on unseen Fashion-MNIST images)
 OOD_COVERAGE = (
     "A warning marks queries unlike these: it catches noise, blank images, patterns, "
-    "gradients and enlarged small pictures, almost all text and line drawings, and about "
-    "9 in 10 photographs, but it misses about 1 in 10 photographs and may miss handwriting "
+    "gradients and enlarged small pictures, almost all text and line drawings, and most "
+    "photographs, but it misses about 1 in 8 photographs and may miss handwriting "
     "drawn at this size, so no warning does not prove a query is clothing."
 )
 
