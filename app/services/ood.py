@@ -486,12 +486,16 @@ def _channel_stats(out: torch.Tensor) -> np.ndarray:
     return torch.cat([out.mean(dim=(2, 3)), out.std(dim=(2, 3))], dim=1).numpy()
 
 
+def _border(x: np.ndarray) -> np.ndarray:
+    """``[b, H, W]`` images → ``[b, 2H + 2W − 4]``: each image's border pixels."""
+    return np.concatenate([x[:, 0], x[:, -1], x[:, 1:-1, 0], x[:, 1:-1, -1]], axis=1)
+
+
 def _subject(x: np.ndarray, level: float = COVERAGE_LEVEL) -> tuple[np.ndarray, np.ndarray]:
     """``[b, H, W]`` images → (subject mask, difference from the background) ``[b, H, W]``:
     the pixels whose difference from the median of the border pixels exceeds ``level`` × the
     image's largest difference (none for an image without contrast)."""
-    border = np.concatenate([x[:, 0], x[:, -1], x[:, 1:-1, 0], x[:, 1:-1, -1]], axis=1)
-    diff = np.abs(x - np.median(border, axis=1)[:, None, None])
+    diff = np.abs(x - np.median(_border(x), axis=1)[:, None, None])
     peak = diff.max(axis=(1, 2))[:, None, None]
     return (diff > level * peak) & (peak > 1e-6), diff
 
@@ -565,8 +569,7 @@ def background(inputs: torch.Tensor | np.ndarray) -> np.ndarray:
     background to black too; a photo or a crop of one keeps a grey, textured ground."""
 
     def measure(x: np.ndarray) -> np.ndarray:
-        border = np.concatenate([x[:, 0], x[:, -1], x[:, 1:-1, 0], x[:, 1:-1, -1]], axis=1)
-        return np.median(border, axis=1)
+        return np.median(_border(x), axis=1)
 
     return _per_image(inputs, measure)
 
@@ -585,7 +588,9 @@ IMAGE_CUES = {
 def image_cues(inputs: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
     """``[B, C, H, W]`` model inputs → every :data:`IMAGE_CUES` cue, ``[B]`` each."""
     inputs = np.asarray(inputs)
-    return {name: measure(inputs) for name, measure in IMAGE_CUES.items()}
+    cues = {name: measure(inputs) for name, measure in IMAGE_CUES.items() if name != "roughness"}
+    cues["roughness"] = -cues["smoothness"]  # one spectrum per image, not two
+    return cues
 
 
 def describe(score: OODScore) -> str:
