@@ -348,3 +348,38 @@ def test_a_cue_whose_calibration_values_tie_still_flags_what_lies_beyond_the_tie
     assert not any(s.out_of_domain for s in black)
     grey = detector.score(inputs[:20], typical, image={"background": np.full(20, 0.4)})
     assert all(s.out_of_domain and s.strongest == "background" for s in grey)
+
+
+def test_frame_is_the_share_of_border_pixels_above_black():
+    from app.services.ood import FRAME_LEVEL, frame
+
+    item = np.zeros((28, 28))
+    item[3:25, 6:22] = 0.8
+    item[0, 10:17] = 0.5  # a sleeve touching the top edge: 7 of the 108 border pixels
+    texture = np.full((28, 28), 0.3)
+    texture[0, :5] = 0.0  # five black border pixels
+    faint = np.full((28, 28), FRAME_LEVEL / 2)  # below the level: counts as black
+    got = frame(np.stack([item, texture, faint])[:, None])
+    np.testing.assert_allclose(got, [7 / 108, 103 / 108, 0.0])
+
+
+def test_the_score_is_the_share_of_the_calibration_rows_less_unusual(rng):
+    """``1 − score`` of a calibration row is the share of calibration rows whose combined
+    (Fisher) value is at least its own: the combined reference pairs the cues row by row.
+    (Sorting each cue first pairs the largest of every cue, and a score of 0.96 then meant
+    the top 0.3 %.)"""
+    n = 4000
+    cues = {name: rng.normal(size=n) for name in ("smoothness", "coverage", "extent")}
+    detector = OODDetector.calibrate(
+        rng.normal(size=(n, 64)),
+        _unit(rng.normal(size=(n, 8))).astype(np.float32),
+        image=cues,
+        false_alarms=0.01,
+    )
+    rows = detector.rows
+    assert len(rows["neighbour"]) == n // 2
+    scores = detector.scores({k: rows[k] for k in detector.scored})
+    for level in (0.5, 0.9, 0.99):
+        assert np.mean(scores >= level) == pytest.approx(1 - level, abs=0.005)
+    # the threshold that flags 1 % of them sits at a score of about 0.99
+    assert detector.threshold == pytest.approx(0.99, abs=0.002)
