@@ -272,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     started = time.perf_counter()
+    origin = provenance()  # before this run rewrites its own tracked outputs
     resources = load_resources(
         args.models, gallery_size=args.gallery_size, cache_root=args.cache_dir
     )
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     contact_sheet(groups, out / "ood_images.png")
     record = {
-        **provenance(),
+        **origin,
         "load_average_before": [round(x, 2) for x in load_before],
         "wall_s": round(time.perf_counter() - started, 1),
         "models": {k: resources.views[k].model.meta.get("fingerprint") for k in keys},

@@ -21,7 +21,7 @@ from ..services.uploads import (
 OOD_COVERAGE = (
     "A warning marks queries unlike these: it catches noise, blank images, patterns, "
     "gradients and enlarged small pictures, almost all text and line drawings, and most "
-    "photographs, but it misses about 1 in 8 photographs and may miss handwriting "
+    "photographs, but it misses about 1 in 10 photographs and may miss handwriting "
     "drawn at this size, so no warning does not prove a query is clothing."
 )
 
