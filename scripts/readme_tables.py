@@ -221,6 +221,10 @@ OPTIONAL_BLOCKS = {
     ),
     "milvus-table": ("results/index/milvus.md", table_with_provenance),
     "robrank-table": ("results/robrank-fashion/results.md", first_table),
+    "robrank-fidelity": (
+        "results/robrank-fashion/results.md",
+        lambda text: section_tables(text, "Fidelity"),
+    ),
 }
 
 

@@ -224,3 +224,30 @@ def test_time_steps_of_rows_writes_their_epoch_cost_against_pgd_at(tmp_path):
     assert rf.row_cost_table(tmp_path)["vanilla"] == timings["vanilla"]["epoch_vs_pgd_at"]
     with pytest.raises(SystemExit):
         rf.main(["time-steps", "--rows", "nope", "--out", str(tmp_path)])
+
+
+def test_fidelity_judges_each_baseline_within_the_bounds(tmp_path):
+    """The fidelity table: gaps to RobRank's rows within ±0.03 / ±0.03 / ±5, and the NMI by
+    RobRank's own k-means (``nmi-procedure.json``) judged where it was measured."""
+    from benchmarks.robrank_fashion import fidelity
+
+    def record(r1, nmi, ers):
+        return {
+            "clean_10k": {"recall@1": r1, "nmi": nmi},
+            "card": {"strengths": {"standard": {"ers": ers}}},
+        }
+
+    seeded = {
+        "vanilla": [record(0.883, 0.840, 3.1)],  # NMI +0.062 by ours, +0.029 by theirs
+        "hm": [record(0.850, 0.770, 78.5), record(0.852, 0.772, 77.5)],  # R@1 −0.029 ✓
+        "act": [record(0.700, 0.696, 67.7)],  # R@1 −0.094 ✗
+    }
+    (tmp_path / "nmi-procedure.json").write_text(
+        json.dumps({"rows": {"vanilla": {"faiss_single_run_mean": 0.807}}})
+    )
+    rows = {line.split(" | ")[0].strip("| "): line for line in fidelity(tmp_path, seeded)[7:]}
+    assert set(rows) == {"vanilla", "hm", "act"}
+    assert "(+0.062 ✗ [+0.029 ✓])" in rows["vanilla"] and "| faithful |" in rows["vanilla"]
+    assert "| 2 |" in rows["hm"] and "(-5.9 ✗)" in rows["hm"]
+    assert "not faithful: ERS" in rows["hm"] and "(-0.029 ✓)" in rows["hm"]
+    assert "not faithful: R@1 |" in rows["act"]
