@@ -51,7 +51,10 @@ CSS = """
 #report-plots .grid-container {
     grid-template-columns: minmax(0, 1fr) !important; max-width: 900px;
 }
-#report-plots img { object-fit: contain !important; }
+#report-plots img { object-fit: contain !important; height: auto !important; }
+#report-plots .grid-wrap { max-height: none !important; min-height: 0 !important;
+    padding-top: 34px !important; height: auto !important; overflow: visible !important; }
+#report-plots .thumbnail-item { aspect-ratio: auto !important; height: auto !important; }
 .compact-gallery .grid-container {
     grid-template-columns: repeat(auto-fill, minmax(var(--eat-thumb, 88px), 1fr)) !important;
 }

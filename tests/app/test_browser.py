@@ -221,6 +221,48 @@ def test_report_tab(page):
     _shot(page, "5-report")
 
 
+def test_report_plots_show_whole_one_per_row(page, empty_results):
+    """A wide plot and a tall one, each shown whole at its own aspect: not cut at the
+    bottom by the gallery's box, nor squeezed into a square cell (a probe finding)."""
+    from PIL import Image, ImageDraw
+
+    written = []
+    for name, size in (("a_wide_plot", (1400, 700)), ("b_tall_plot", (700, 1000))):
+        image = Image.new("RGB", size, "white")
+        draw = ImageDraw.Draw(image)
+        draw.rectangle([0, size[1] - 40, size[0] - 1, size[1] - 1], fill="black")  # an x-axis
+        path = empty_results / f"{name}.png"
+        image.save(path)
+        written.append(path)
+    try:
+        page.get_by_role("tab", name="Robustness report").click()
+        page.locator("#report-button").click()
+        page.wait_for_function(
+            "document.querySelectorAll('#report-plots img').length === 2 && "
+            "[...document.querySelectorAll('#report-plots img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        )
+        shown = page.evaluate(
+            """() => {
+                const box = document.querySelector('#report-plots').getBoundingClientRect();
+                return [...document.querySelectorAll('#report-plots img')].map(i => {
+                    const r = i.getBoundingClientRect();
+                    return {top: r.top, bottom: r.bottom, width: r.width, height: r.height,
+                            ratio: i.naturalWidth / i.naturalHeight,
+                            boxTop: box.top, boxBottom: box.bottom};
+                });
+            }"""
+        )
+        for img in shown:
+            assert img["boxTop"] <= img["top"] and img["bottom"] <= img["boxBottom"] + 1, img
+            assert img["width"] / img["height"] == pytest.approx(img["ratio"], rel=0.03), img
+        assert shown[0]["bottom"] <= shown[1]["top"] + 1, shown  # one per row
+        _shot(page, "6-report-plots")
+    finally:
+        for path in written:
+            path.unlink()
+
+
 def test_nothing_is_fetched_from_outside(page):
     """No fonts, analytics or scripts from the internet: every request stays local."""
     assert page.requested_hosts == {"127.0.0.1"}, page.requested_hosts
