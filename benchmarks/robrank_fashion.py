@@ -197,31 +197,104 @@ def train_rows(
     rows: list[ProtocolRow], out: Path, threads: int, seeds=(0,), progress: bool = True
 ) -> None:
     """Train (or continue) each row; each finished row's record goes to
-    ``OUT/train/ROW.json`` with its provenance."""
+    ``OUT/train/ROW.json`` with its provenance. A row whose config differs from the row's
+    only in fewer epochs (``eat-hm-reach-e9`` of ``eat-hm-reach``) is made on the way: the
+    run stops at that epoch, its resume point becomes the shorter row's run (under the
+    constant rate the first E epochs of a longer run are an E-epoch run), and it goes on."""
     for seed in seeds:
         for row in rows:
             config = row_config(row, out, threads, seed)
-            name = Path(config.out).name
-            record_path = out / "train" / f"{name}.json"
-            if record_path.is_file():
-                log.info("%s: trained already (%s)", name, record_path)
+            if (out / "train" / f"{Path(config.out).name}.json").is_file():
+                log.info("%s: trained already", Path(config.out).name)
                 continue
-            started = time.perf_counter()
-            record_path.parent.mkdir(parents=True, exist_ok=True)
-            train(config, progress=progress)
-            record = json.loads((Path(config.out) / "config.json").read_text())["train"]
-            write_json(
-                record_path,
-                {
-                    "row": name,
-                    "description": row.description,
-                    "command": " ".join(sys.argv),
-                    "this_invocation_wall_s": round(time.perf_counter() - started, 1),
-                    "device": config.device,
-                    "train": record,
-                    "provenance": provenance(),
-                },
-            )
+            for short in shorter_rows(row, out, seed, config):
+                _make_shorter(row, short, out, threads, seed, config, progress)
+            _train_row(row, config, out, progress)
+
+
+def _train_row(row: ProtocolRow, config: TrainConfig, out: Path, progress: bool) -> None:
+    """Train (or continue) one run to its end and write its record."""
+    name = Path(config.out).name
+    record_path = out / "train" / f"{name}.json"
+    started = time.perf_counter()
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    train(config, progress=progress)
+    record = json.loads((Path(config.out) / "config.json").read_text())["train"]
+    write_json(
+        record_path,
+        {
+            "row": name,
+            "description": row.description,
+            "command": " ".join(sys.argv),
+            "this_invocation_wall_s": round(time.perf_counter() - started, 1),
+            "device": config.device,
+            "train": record,
+            "provenance": provenance(),
+        },
+    )
+
+
+def shorter_rows(
+    row: ProtocolRow, out: Path, seed: int, config: TrainConfig
+) -> list[tuple[ProtocolRow, TrainConfig]]:
+    """The rows (with their configs at ``seed``) whose config is ``row``'s but for fewer
+    epochs, shortest first, that are not trained yet at this seed."""
+    from dataclasses import asdict
+
+    def key(c: TrainConfig) -> dict:
+        return {k: v for k, v in asdict(c).items() if k not in ("epochs", "out")}
+
+    found = []
+    for other in ROWS:
+        theirs = row_config(other, out, config.threads, seed)
+        done = (out / "train" / f"{Path(theirs.out).name}.json").is_file()
+        if other.name != row.name and theirs.epochs < config.epochs and not done:
+            if key(theirs) == key(config):
+                found.append((other, theirs))
+    return sorted(found, key=lambda pair: pair[1].epochs)
+
+
+def _make_shorter(
+    row: ProtocolRow,
+    short: tuple[ProtocolRow, TrainConfig],
+    out: Path,
+    threads: int,
+    seed: int,
+    config: TrainConfig,
+    progress: bool,
+) -> None:
+    """Train ``row``'s run up to ``short``'s epochs, copy its resume point into the shorter
+    row's run and finish that one there (no step of its own)."""
+    import shutil
+    from dataclasses import replace
+
+    from eat_models.resume import resume_dir
+
+    short_row, short_config = short
+    reached = (read_progress(config.out) or {"epoch": 0})["epoch"]
+    if reached > short_config.epochs:
+        log.warning(
+            "%s: already at epoch %d, past %s's %d; copy an earlier resume point by hand",
+            Path(config.out).name,
+            reached,
+            short_row.name,
+            short_config.epochs,
+        )
+        return
+    if reached < short_config.epochs:
+        train(replace(config, stop_after=short_config.epochs - reached), progress=progress)
+    target = resume_dir(short_config.out)
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(resume_dir(config.out), target)
+    log.info(
+        "%s: made from %s at epoch %d",
+        Path(short_config.out).name,
+        config.out,
+        short_config.epochs,
+    )
+    _train_row(short_row, short_config, out, progress)
 
 
 def run_name(row: ProtocolRow, seed: int = 0) -> str:

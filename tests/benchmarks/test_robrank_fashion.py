@@ -251,3 +251,37 @@ def test_fidelity_judges_each_baseline_within_the_bounds(tmp_path):
     assert "| 2 |" in rows["hm"] and "(-5.9 ✗)" in rows["hm"]
     assert "not faithful: ERS" in rows["hm"] and "(-0.029 ✓)" in rows["hm"]
     assert "not faithful: R@1 |" in rows["act"]
+
+
+def test_a_shorter_row_of_the_same_config_is_made_on_the_way(tmp_path, monkeypatch):
+    """``eat-hm-reach-e9`` of a new seed is ``eat-hm-reach``'s epoch 9 of that seed: the
+    longer run stops there, hands its resume point to the shorter row, and goes on."""
+    tiny = {
+        "max_train": 200,
+        "width": 8,
+        "embedding_dim": 16,
+        "train_steps": 2,
+        "val_images": 40,
+        "classes_per_batch": 4,
+        "samples_per_class": 4,
+    }
+    long = rf.ProtocolRow("v", "vanilla", "two epochs", {**tiny, "epochs": 2})
+    short = rf.ProtocolRow("v-e1", "vanilla", "one epoch", {**tiny, "epochs": 1})
+    other = rf.ProtocolRow("v-lr", "vanilla", "another rate", {**tiny, "epochs": 1, "lr": 5e-4})
+    monkeypatch.setattr(rf, "ROWS", (long, short, other))
+    rf.train_rows([long], tmp_path, threads=1, seeds=(1,), progress=False)
+    made = sorted(p.name for p in (tmp_path / "train").glob("*.json"))
+    assert made == ["v-e1-s1.json", "v-s1.json"]  # not the row of another rate
+    first = json.loads((tmp_path / "train" / "v-e1-s1.json").read_text())["train"]["history"]
+    history = json.loads((tmp_path / "train" / "v-s1.json").read_text())["train"]["history"]
+    assert len(first) == 1 and len(history) == 2 and history[0] == first[0]
+    assert (tmp_path / "runs" / "v-e1-s1" / "config.json").is_file()
+    # the same weights as the shorter row trained on its own
+    from safetensors.torch import load_file
+
+    alone = tmp_path / "alone"
+    rf.train_rows([short], alone, threads=1, seeds=(1,), progress=False)
+    made_on_the_way = load_file(str(tmp_path / "runs" / "v-e1-s1" / "model.safetensors"))
+    on_its_own = load_file(str(alone / "runs" / "v-e1-s1" / "model.safetensors"))
+    assert made_on_the_way.keys() == on_its_own.keys()
+    assert all((made_on_the_way[k] == on_its_own[k]).all() for k in on_its_own)
