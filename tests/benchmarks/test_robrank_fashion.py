@@ -37,7 +37,9 @@ def test_every_row_trains_in_robranks_setting(tmp_path):
         assert config.classes_per_batch * config.samples_per_class == 128
         epochs = row.overrides.get("epochs", 16)
         assert config.epochs == epochs and config.resume and config.val_images == 2000
-        step = 2.5 * (77 / 255) / 8 if "-reach" in row.name else 3 / 255
+        steps = row.overrides.get("train_steps", 8)
+        assert config.train_steps == steps
+        step = 2.5 * (77 / 255) / steps if "-reach" in row.name else 3 / 255
         assert abs(config.train_eps - 77 / 255) < 1e-12
         assert abs(config.train_step_size - step) < 1e-12
         assert config.out == str(tmp_path / "runs" / row.name)
