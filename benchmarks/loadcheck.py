@@ -9,7 +9,8 @@ or any HTTP client does), one connection per simulated user:
   comparison, sequential searches through ``gradio_client``, which adds its own
   client-side overhead;
 * the same bursts against the plain JSON route ``POST /api/search`` (image in the
-  body, answer in one round trip, no queue);
+  body, answer in one round trip, no queue), taking turns with the UI's round by round
+  so that the two are measured under the same conditions;
 * the same two, one search at a time (100 each): the per-request cost without contention;
 * the attack lab's PGD-``--steps`` request on gallery images, one at a time (round trip,
   and the server's own attack time per model).
@@ -29,6 +30,8 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from app.services.example_images import example_paths
@@ -150,77 +153,92 @@ def model_list(model: str) -> list[str]:
     return list(MODEL_GROUPS.get(model, model.split(",")))
 
 
-def search_bursts(search, concurrency: int, rounds: int, model: str, k: int) -> dict:
-    """``rounds`` bursts of ``concurrency`` simultaneous calls of ``search(i, r)`` (user i,
-    round r; returns the per-model results dict), all released at once by a barrier,
-    after one uncounted warm-up burst. Every answer must hold ``k`` hits per model."""
+def search_bursts(
+    searches: dict[str, Callable[[int, int], dict]],
+    concurrency: int,
+    rounds: int,
+    model: str,
+    k: int,
+) -> dict[str, dict]:
+    """``rounds`` bursts of ``concurrency`` simultaneous calls of each ``search(i, r)`` in
+    ``searches`` (user i, round r; returns the per-model results dict), all of a burst
+    released at once by a barrier, after one uncounted warm-up burst of each.
+
+    The kinds of search take turns round by round, in alternating order, so that a
+    drift in the machine's speed (another process, the CPU's clock) falls on all of them
+    alike and their ratio is measured under the same conditions. Every answer must hold
+    ``k`` hits per model."""
     expected = model_list(model)
-    latencies: list[float] = []
-    errors: list[str] = []
+    names = list(searches)
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    errors: dict[str, list[str]] = {name: [] for name in names}
+    wall: dict[str, list[float]] = {name: [] for name in names}
     lock = threading.Lock()
-    wall = []
     for r in range(-1, rounds):  # round -1 warms caches (thumbnail files) and is not counted
-        barrier = threading.Barrier(concurrency)
+        for name in names if r % 2 == 0 else names[::-1]:
+            search = searches[name]
+            barrier = threading.Barrier(concurrency)
 
-        def one(i: int, r: int = r, barrier: threading.Barrier = barrier) -> None:
-            barrier.wait()
-            t = time.perf_counter()
-            try:
-                results = search(i, r)
-                if any(len(results[key]["hits"]) != k for key in expected):
-                    raise RuntimeError("wrong number of hits")
-                with lock:
-                    if r >= 0:
-                        latencies.append(time.perf_counter() - t)
-            except Exception as exc:  # noqa: BLE001 - counted and reported
-                with lock:
-                    errors.append(f"{type(exc).__name__}: {exc}")
+            def one(i: int, r: int = r, name: str = name, search=search, barrier=barrier) -> None:
+                barrier.wait()
+                t = time.perf_counter()
+                try:
+                    results = search(i, r)
+                    if any(len(results[key]["hits"]) != k for key in expected):
+                        raise RuntimeError("wrong number of hits")
+                    with lock:
+                        if r >= 0:
+                            latencies[name].append(time.perf_counter() - t)
+                except Exception as exc:  # noqa: BLE001 - counted and reported
+                    with lock:
+                        errors[name].append(f"{type(exc).__name__}: {exc}")
 
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(concurrency)]
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if r >= 0:
-            wall.append(time.perf_counter() - started)
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(concurrency)]
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if r >= 0:
+                wall[name].append(time.perf_counter() - started)
     return {
-        "model": model,
-        "k": k,
-        "concurrency": concurrency,
-        "rounds": rounds,
-        "succeeded": len(latencies),
-        "failed": len(errors),
-        "errors": errors[:5],
-        "round_trip": latency_summary(latencies) if latencies else None,
-        "burst_wall_s": [round(w, 3) for w in wall],
+        name: {
+            "model": model,
+            "k": k,
+            "concurrency": concurrency,
+            "rounds": rounds,
+            "succeeded": len(latencies[name]),
+            "failed": len(errors[name]),
+            "errors": errors[name][:5],
+            "round_trip": latency_summary(latencies[name]) if latencies[name] else None,
+            "burst_wall_s": [round(w, 3) for w in wall[name]],
+        }
+        for name in names
     }
 
 
-def concurrent_searches(
-    url: str, queries: list[Path], concurrency: int, rounds: int, model: str, k: int
-) -> dict:
-    """Bursts of simultaneous searches through the UI's endpoint (upload + queued
-    ``/search``), one connection per user."""
+@contextmanager
+def ui_searcher(url: str, queries: list[Path], concurrency: int, model: str, k: int):
+    """``search(i, r)`` through the UI's endpoint (upload + queued ``/search``), one
+    connection per user."""
     users = [HTTPUser(url) for _ in range(concurrency)]
-    for user in users[:3]:  # warm the server's code paths once
-        user.call("search", [user.upload(queries[0]), model_list(model), k])
-
-    def search(i: int, r: int) -> dict:
-        query = users[i].upload(queries[(i + r) % len(queries)])
-        return users[i].call("search", [query, model_list(model), k])[-1]
-
     try:
-        return search_bursts(search, concurrency, rounds, model, k)
+        for user in users[:3]:  # warm the server's code paths once
+            user.call("search", [user.upload(queries[0]), model_list(model), k])
+
+        def search(i: int, r: int) -> dict:
+            query = users[i].upload(queries[(i + r) % len(queries)])
+            return users[i].call("search", [query, model_list(model), k])[-1]
+
+        yield search
     finally:
         for user in users:
             user.close()
 
 
-def api_searches(
-    url: str, queries: list[Path], concurrency: int, rounds: int, model: str, k: int
-) -> dict:
-    """The same bursts against the plain JSON route ``POST /api/search`` (:mod:`app.rest`):
+@contextmanager
+def api_searcher(url: str, queries: list[Path], concurrency: int, model: str, k: int):
+    """``search(i, r)`` through the plain JSON route ``POST /api/search`` (:mod:`app.rest`):
     the image in the body, the answer in one round trip, one connection per user."""
     import httpx
 
@@ -238,10 +256,23 @@ def api_searches(
         return response.json()["results"]
 
     try:
-        return {"route": "POST /api/search", **search_bursts(search, concurrency, rounds, model, k)}
+        yield search
     finally:
         for client in clients:
             client.close()
+
+
+def paired_searches(
+    url: str, queries: list[Path], concurrency: int, rounds: int, model: str, k: int
+) -> tuple[dict, dict]:
+    """Bursts through the UI's endpoint and through ``POST /api/search``, taking turns
+    round by round (:func:`search_bursts`); returns (UI record, API record)."""
+    with (
+        ui_searcher(url, queries, concurrency, model, k) as ui,
+        api_searcher(url, queries, concurrency, model, k) as api,
+    ):
+        both = search_bursts({"ui": ui, "api": api}, concurrency, rounds, model, k)
+    return both["ui"], {"route": "POST /api/search", **both["api"]}
 
 
 def sequential_searches(url: str, queries: list[Path], repeats: int, model: str, k: int) -> dict:
@@ -375,13 +406,10 @@ def main(argv: list[str] | None = None) -> int:
         record["umap_warm"] = {"warm": warm, "waited_s": round(warm_s, 1)}
         print(f"UMAP warm: {warm} (waited {warm_s:.1f} s)", flush=True)
         queries = example_paths()
-        record["search"] = concurrent_searches(
+        record["search"], record["search_api"] = paired_searches(
             url, queries, args.concurrency, args.rounds, args.model, args.k
         )
         print("search:", json.dumps(record["search"]["round_trip"]), flush=True)
-        record["search_api"] = api_searches(
-            url, queries, args.concurrency, args.rounds, args.model, args.k
-        )
         print("search /api/search:", json.dumps(record["search_api"]["round_trip"]), flush=True)
         record["search_sequential"] = sequential_searches(url, queries, 100, args.model, args.k)
         print("search, one at a time:", json.dumps(record["search_sequential"]), flush=True)
