@@ -406,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
         record["umap_warm"] = {"warm": warm, "waited_s": round(warm_s, 1)}
         print(f"UMAP warm: {warm} (waited {warm_s:.1f} s)", flush=True)
         queries = example_paths()
+        record["search_schedule"] = (
+            "the UI's bursts and /api/search's take turns round by round, in alternating order"
+        )
         record["search"], record["search_api"] = paired_searches(
             url, queries, args.concurrency, args.rounds, args.model, args.k
         )

@@ -65,7 +65,9 @@ def loadcheck_block(record: dict) -> str:
         f"commit `{prov['commit'][:12]}`, "
         f"{prov['date']}, load average before {record['load_average_before'][0]:.2f}), "
         f"{search['concurrency']} concurrent searches × {search['rounds']} rounds, model "
-        f"`{search['model']}`, k = {search['k']}:",
+        f"`{search['model']}`, k = {search['k']}"
+        + (f" ({record['search_schedule']})" if record.get("search_schedule") else "")
+        + ":",
         "",
         "| request | succeeded | p50 | p95 | max | target |",
         "|---|---:|---:|---:|---:|---|",
