@@ -247,8 +247,29 @@ def test_fidelity_judges_each_baseline_within_the_bounds(tmp_path):
     (tmp_path / "nmi-procedure.json").write_text(
         json.dumps({"rows": {"vanilla": {"faiss_single_run_mean": 0.807}}})
     )
+
+    # hm's two seeds: one still climbing at the end, one level; act: too short a history
+    def history(*values):
+        return [{"epoch": i + 1, "val_recall@1": v, "val_nmi": v} for i, v in enumerate(values)]
+
+    (tmp_path / "train").mkdir()
+    for run, values in (
+        ("hm", (0.70, 0.70, 0.70, 0.70, 0.74, 0.74, 0.74, 0.74)),  # +0.04
+        ("hm-s1", (0.70,) * 8),  # +0.00
+        ("act", (0.70,) * 7),
+    ):
+        (tmp_path / "train" / f"{run}.json").write_text(
+            json.dumps({"train": {"history": history(*values)}})
+        )
+    seeded["hm"][0]["row"], seeded["hm"][1]["row"] = "hm", "hm-s1"
+    seeded["act"][0]["row"] = "act"
     rows = {line.split(" | ")[0].strip("| "): line for line in fidelity(tmp_path, seeded)[7:]}
     assert set(rows) == {"vanilla", "hm", "act"}
+    assert "| R@1 +0.020, NMI +0.020: still climbing |" in rows["hm"]
+    assert rows["act"].count("| — |") == 1 and rows["vanilla"].count("| — |") == 1
+    seeded["hm"][0]["row"] = "hm-s1"  # both level now
+    again = {line.split(" | ")[0].strip("| "): line for line in fidelity(tmp_path, seeded)[7:]}
+    assert "| R@1 +0.000, NMI +0.000: levelled off: not the training length |" in again["hm"]
     assert "(+0.062 ✗ [+0.029 ✓])" in rows["vanilla"] and "| faithful |" in rows["vanilla"]
     assert "| 2 |" in rows["hm"] and "(-5.9 ✗)" in rows["hm"]
     assert "not faithful: ERS" in rows["hm"] and "(-0.029 ✓)" in rows["hm"]
