@@ -308,3 +308,44 @@ def test_a_shorter_row_of_the_same_config_is_made_on_the_way(tmp_path, monkeypat
     on_its_own = load_file(str(alone / "runs" / "v-e1-s1" / "model.safetensors"))
     assert made_on_the_way.keys() == on_its_own.keys()
     assert all((made_on_the_way[k] == on_its_own[k]).all() for k in on_its_own)
+
+
+def test_the_report_shows_what_the_strong_worst_case_takes_and_the_gaps_under_it(tmp_path):
+    """Runs evaluated at both strengths get a standard → strong row with the drop; a pair of
+    them (EAT on HM against hm-reach) gets its gap at each strength; a run evaluated at the
+    standard strength only stays out of the section."""
+
+    def strengths(ers, ca):
+        return {"ers": ers, "headline": {"ca/p1": {"attacked": {"nmi": ca}}}}
+
+    def record(name, standard, strong=None):
+        cards = {"standard": strengths(*standard)}
+        robrank = {"standard/p1": {"nmi": standard[1]}, "standard/p0.1": {"nmi": standard[1]}}
+        if strong is not None:
+            cards["strong"] = strengths(*strong)
+            robrank |= {"strong/p1": {"nmi": strong[1]}, "strong/p0.1": {"nmi": strong[1]}}
+        return {
+            "row": name,
+            "clean_10k": {"recall@1": 0.8, "map@r": 0.5, "nmi": 0.7},
+            "card": {"strengths": cards},
+            "ca_at_robrank_eps": robrank,
+        }
+
+    for folder in ("train", "eval"):
+        (tmp_path / folder).mkdir()
+    runs = {
+        "hm-reach": record("hm-reach", (73.0, 0.66), (66.0, 0.56)),
+        "eat-hm-reach": record("eat-hm-reach", (72.0, 0.65), (67.5, 0.60)),
+        "pgd-at": record("pgd-at", (60.0, 0.50)),
+    }
+    for name, values in runs.items():
+        (tmp_path / "train" / f"{name}.json").write_text(
+            json.dumps({"train": {"history": [{}] * 16, "epochs": 16, "train_wall_s": 9.0}})
+        )
+        (tmp_path / "eval" / f"{name}.json").write_text(json.dumps(values))
+    text = rf.report(tmp_path).split("## The strong worst case")[1]
+    assert "| hm-reach | 73.0 → 66.0 (-7.0) | 0.660 → 0.560 (-0.100) |" in text
+    assert "| eat-hm-reach | 72.0 → 67.5 (-4.5) | 0.650 → 0.600 (-0.050) |" in text
+    assert "| pgd-at |" not in text
+    # behind by 1.0 at the standard strength, ahead by 1.5 under the strong worst case
+    assert "| eat-hm-reach − hm-reach | -1.0 / +1.5 | -0.010 / +0.040 |" in text
