@@ -735,9 +735,7 @@ def strong_summary(seeded: dict[str, list[dict]]) -> list[str]:
     strength → strong, and how much the stronger attack took away; then, where EAT's rows
     and the single-model defense they are weighed against both have it, the gap under the
     strong worst case beside the gap at the standard strength (same runs)."""
-    runs = [
-        e for records in seeded.values() for e in records if "strong" in e["card"]["strengths"]
-    ]
+    runs = [e for records in seeded.values() for e in records if "strong" in e["card"]["strengths"]]
     if not runs:
         return []
     lines = [
@@ -749,7 +747,8 @@ def strong_summary(seeded: dict[str, list[dict]]) -> list[str]:
         "is tuned per model. Standard → strong, and the drop. One training seed each (the run "
         "named).",
         "",
-        "| run | " + " | ".join(f"{label}: standard → strong (drop)" for label, _, _ in STRONG_METRICS)
+        "| run | "
+        + " | ".join(f"{label}: standard → strong (drop)" for label, _, _ in STRONG_METRICS)
         + " |",
         "|---|" + "---|" * len(STRONG_METRICS),
     ]
@@ -779,7 +778,8 @@ def strong_summary(seeded: dict[str, list[dict]]) -> list[str]:
             "stronger attack changes the order. Read them against the 2 sd of the pooled seed "
             "spread in the verdict tables above (standard strength).",
             "",
-            "| pair | " + " | ".join(f"{label}: standard / strong" for label, _, _ in STRONG_METRICS)
+            "| pair | "
+            + " | ".join(f"{label}: standard / strong" for label, _, _ in STRONG_METRICS)
             + " |",
             "|---|" + "---|" * len(STRONG_METRICS),
         ]
