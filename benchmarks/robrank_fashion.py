@@ -730,6 +730,12 @@ STRONG_METRICS = (
 )
 
 
+def _strong_head(first: str, cell: str) -> list[str]:
+    """The header and rule of a table with one column per :data:`STRONG_METRICS`."""
+    labels = [f"{label}: {cell}" for label, _, _ in STRONG_METRICS]
+    return [f"| {first} | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+
+
 def strong_summary(seeded: dict[str, list[dict]]) -> list[str]:
     """Every evaluated run with the strong worst case: each robust number at the standard
     strength → strong, and how much the stronger attack took away; then, where EAT's rows
@@ -747,10 +753,7 @@ def strong_summary(seeded: dict[str, list[dict]]) -> list[str]:
         "is tuned per model. Standard → strong, and the drop. One training seed each (the run "
         "named).",
         "",
-        "| run | "
-        + " | ".join(f"{label}: standard → strong (drop)" for label, _, _ in STRONG_METRICS)
-        + " |",
-        "|---|" + "---|" * len(STRONG_METRICS),
+        *_strong_head("run", "standard → strong (drop)"),
     ]
     by_run = {e["row"]: e for e in runs}
     for name, e in by_run.items():
@@ -778,10 +781,7 @@ def strong_summary(seeded: dict[str, list[dict]]) -> list[str]:
             "stronger attack changes the order. Read them against the 2 sd of the pooled seed "
             "spread in the verdict tables above (standard strength).",
             "",
-            "| pair | "
-            + " | ".join(f"{label}: standard / strong" for label, _, _ in STRONG_METRICS)
-            + " |",
-            "|---|" + "---|" * len(STRONG_METRICS),
+            *_strong_head("pair", "standard / strong"),
         ]
         for subject, against in pairs:
             a, b = by_run[subject], by_run[against]
