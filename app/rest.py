@@ -22,11 +22,9 @@ arrives, chunked or not: nothing over the limit is read or spooled); 405 for ano
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -41,8 +39,6 @@ from .services.uploads import MAX_FILE_BYTES, UploadError, decode_image
 log = logging.getLogger(__name__)
 
 SEARCH_PATH = "/api/search"
-#: requests that decode and embed at the same time (the UI's search queue allows 4 too)
-API_CONCURRENCY = 4
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -112,10 +108,11 @@ async def _read_body(request: Request) -> tuple[bytes, str]:
     return data, name
 
 
-def search_route(services: Services, concurrency: int = API_CONCURRENCY) -> Route:
-    """The ``POST /api/search`` route, bound to ``services``. At most ``concurrency``
-    requests decode and embed at once (like the UI's search queue); the others wait."""
-    limiter = asyncio.Semaphore(concurrency)
+def search_route(services: Services) -> Route:
+    """The ``POST /api/search`` route, bound to ``services``. It decodes and searches in
+    one of the server's search slots, shared with the UI
+    (:meth:`~app.services.search.SearchService.limited`), so at most that many searches
+    run at once, whichever way they came."""
 
     async def search(request: Request) -> JSONResponse:
         if request.method != "POST":
@@ -133,10 +130,9 @@ def search_route(services: Services, concurrency: int = API_CONCURRENCY) -> Rout
             return _error(422, str(exc))
         try:
             data, name = await _read_body(request)
-            async with limiter:
-                result = await run_in_threadpool(
-                    lambda: services.search.search(decode_image(data, name), model, k)
-                )
+            result = await services.search.limited(
+                lambda: services.search.search(decode_image(data, name), model, k)
+            )
         except OverflowError:
             return _error(413, f"The image is over the {MAX_FILE_BYTES // (1024 * 1024)} MB limit.")
         except (UploadError, ValueError) as exc:

@@ -217,18 +217,24 @@ def search_bursts(
     }
 
 
+def ui_search_data(query: dict, model: str, k: int) -> list:
+    """The search event's inputs as the browser sends them: the uploaded file, the picked
+    example (session state, ``None``), the models and k."""
+    return [query, None, model_list(model), k]
+
+
 @contextmanager
 def ui_searcher(url: str, queries: list[Path], concurrency: int, model: str, k: int):
-    """``search(i, r)`` through the UI's endpoint (upload + queued ``/search``), one
-    connection per user."""
+    """``search(i, r)`` through the UI's endpoint as the browser calls it (upload, then the
+    unqueued ``POST /gradio_api/run/search``), one connection per user."""
     users = [HTTPUser(url) for _ in range(concurrency)]
     try:
         for user in users[:3]:  # warm the server's code paths once
-            user.call("search", [user.upload(queries[0]), model_list(model), k])
+            user.run("search", ui_search_data(user.upload(queries[0]), model, k))
 
         def search(i: int, r: int) -> dict:
             query = users[i].upload(queries[(i + r) % len(queries)])
-            return users[i].call("search", [query, model_list(model), k])[-1]
+            return users[i].run("search", ui_search_data(query, model, k))[-1]
 
         yield search
     finally:
@@ -272,11 +278,12 @@ def paired_searches(
         api_searcher(url, queries, concurrency, model, k) as api,
     ):
         both = search_bursts({"ui": ui, "api": api}, concurrency, rounds, model, k)
-    return both["ui"], {"route": "POST /api/search", **both["api"]}
+    ui_route = "upload + unqueued POST /gradio_api/run/search, as the browser sends it"
+    return {"route": ui_route, **both["ui"]}, {"route": "POST /api/search", **both["api"]}
 
 
 def sequential_searches(url: str, queries: list[Path], repeats: int, model: str, k: int) -> dict:
-    """One search at a time, ``repeats`` of each: the UI endpoint (upload + queued
+    """One search at a time, ``repeats`` of each: the UI endpoint (upload + unqueued
     ``/search``) and ``POST /api/search``. With nothing else running, the difference is the
     per-request cost of Gradio's protocol, which a burst multiplies."""
     import httpx
@@ -288,7 +295,7 @@ def sequential_searches(url: str, queries: list[Path], repeats: int, model: str,
         for i in range(repeats):
             query = queries[i % len(queries)]
             t = time.perf_counter()
-            user.call("search", [user.upload(query), model_list(model), k])
+            user.run("search", ui_search_data(user.upload(query), model, k))
             ui.append(time.perf_counter() - t)
             t = time.perf_counter()
             response = client.post(

@@ -71,7 +71,8 @@ def loadcheck_block(record: dict) -> str:
         "",
         "| request | succeeded | p50 | p95 | max | target |",
         "|---|---:|---:|---:|---:|---|",
-        f"| search, UI endpoint (upload + queued `/search`) | {search['succeeded']}/"
+        f"| search, UI endpoint ({search.get('route', 'upload + queued /search')}) "
+        f"| {search['succeeded']}/"
         f"{search['succeeded'] + search['failed']} | {search['round_trip']['p50_ms']:.0f} ms "
         f"| {search['round_trip']['p95_ms']:.0f} ms | {search['round_trip']['max_ms']:.0f} ms "
         "| p95 < 300 ms |",

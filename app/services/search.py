@@ -7,9 +7,13 @@ carries that preprocessed image, so the user sees what the model saw.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+import anyio.to_thread
 import numpy as np
 from PIL import Image
 
@@ -27,6 +31,11 @@ DEFAULT_K = 8
 MAX_K = 24
 #: the model(s) a search uses unless told otherwise, in the UI and over HTTP alike
 DEFAULT_MODEL = "all"
+#: searches that decode and embed at the same time, the UI's and ``POST /api/search``'s
+#: together; the others wait for a slot without holding a thread
+SEARCH_CONCURRENCY = 4
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -182,8 +191,26 @@ class SearchService:
     """Top-k search of the gallery with any of the loaded models (vanilla, the single-model
     baseline, the EAT ensemble)."""
 
-    def __init__(self, resources: Resources) -> None:
+    def __init__(self, resources: Resources, concurrency: int = SEARCH_CONCURRENCY) -> None:
         self.resources = resources
+        self.concurrency = concurrency
+        self._slots = asyncio.Semaphore(concurrency)
+        self.running = 0  # searches holding a slot now
+        self.most_running = 0  # the most that ever held one at once
+
+    async def limited(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (decoding a query and searching with it) in a worker thread once
+        one of the server's :attr:`concurrency` search slots is free. Every way to search
+        (the UI's events, ``POST /api/search``) goes through here, so no route, queued or
+        not, can make more searches run at once; a caller waiting for a slot holds no
+        thread."""
+        async with self._slots:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            try:
+                return await anyio.to_thread.run_sync(work)
+            finally:
+                self.running -= 1
 
     def out_of_domain(self, key: str, tensor, top1: float) -> OODScore | None:
         """Model ``key``'s out-of-domain verdict on one model input ``[C, H, W]``."""

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import functools
 import html
+import inspect
 import logging
 import shutil
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -90,22 +93,42 @@ def error_for_people(message: str, title: str) -> gr.Error:
 def user_errors(action: str):
     """Turn bad input into a readable ``gr.Error``; log anything else, show a short note."""
 
+    def readable(exc: Exception) -> gr.Error:
+        if isinstance(exc, gr.Error):
+            return exc
+        if isinstance(exc, USER_ERRORS):
+            return error_for_people(str(exc), f"Cannot {action}")
+        log.exception("unexpected error while trying to %s", action)
+        return error_for_people(
+            f"Something went wrong while trying to {action}. The server logged the "
+            "details; please try another image or setting.",
+            f"Could not {action}",
+        )
+
     def decorate(fn):
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def waited(*args, **kwargs):
+                try:
+                    return await fn(*args, **kwargs)
+                except Exception as exc:
+                    error = readable(exc)
+                    if error is exc:
+                        raise
+                    raise error from None
+
+            return waited
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except USER_ERRORS as exc:
-                raise error_for_people(str(exc), f"Cannot {action}") from None
-            except Exception:
-                log.exception("unexpected error while trying to %s", action)
-                raise error_for_people(
-                    f"Something went wrong while trying to {action}. The server logged the "
-                    "details; please try another image or setting.",
-                    f"Could not {action}",
-                ) from None
+            except Exception as exc:
+                error = readable(exc)
+                if error is exc:
+                    raise
+                raise error from None
 
         return wrapper
 
@@ -186,12 +209,49 @@ def file_paths(value) -> list[str]:
 CACHE_SWEEP_S = 3600
 
 
+class ErrorNotes:
+    """The last error of an unqueued event, per browser session, until a queued follow-up
+    shows it. Gradio 6's page shows no toast for an error of an event outside the queue
+    (its client drops the error's ``visible`` flag), while an unqueued event answers in one
+    request; so the unqueued search raises as usual (callers of ``/run/search`` get the
+    message with its 500) and notes the error here, and its queued ``.failure`` follow-up,
+    which runs only when it failed, raises it again where the page does show it. Notes are
+    few and short (the oldest go past :attr:`limit`), and a note is shown at most once."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self._notes: OrderedDict[str, gr.Error] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def keep(self, request: gr.Request | None, error: gr.Error) -> None:
+        session = getattr(request, "session_hash", None)
+        if not session:
+            return
+        with self._lock:
+            self._notes[session] = error
+            self._notes.move_to_end(session)
+            while len(self._notes) > self.limit:
+                self._notes.popitem(last=False)
+
+    def show(self, request: gr.Request) -> None:
+        """The queued follow-up: raise the session's noted error (the page's toast)."""
+        with self._lock:
+            error = self._notes.pop(getattr(request, "session_hash", None) or "", None)
+        if error is not None:
+            raise error
+
+    def __len__(self) -> int:
+        return len(self._notes)
+
+
 @dataclass
 class UI:
     """What every tab builds from: the services and the gallery thumbnails as files."""
 
     services: Services
     thumbs: ThumbnailFiles
+    #: errors of the unqueued search, for its queued follow-up to show (:class:`ErrorNotes`)
+    error_notes: ErrorNotes = field(default_factory=ErrorNotes)
 
     @property
     def resources(self):

@@ -17,7 +17,6 @@ from . import common, present
 from .common import UI
 
 QUERY_SIDE = 256  # the uploaded image is shown at most this large, beside what the model saw
-SEARCH_QUEUE = "search"  # the search button and the example click share its 4 workers
 
 
 def _figure(caption: str, uri: str | None, elem_id: str) -> str:
@@ -94,8 +93,7 @@ def build(ui: UI) -> None:
                 )
                 search_json = common.raw_json("search")
 
-    @common.user_errors("search")
-    def search(file, example_index, models, k):
+    def run_search(file, example_index, models, k):
         started = time.perf_counter()
         path = common.file_path(file)
         if path is not None:
@@ -121,29 +119,51 @@ def build(ui: UI) -> None:
             result.to_dict(),
         )
 
+    @common.user_errors("search")
+    async def limited_search(file, example_index, models, k):
+        return await services.search.limited(lambda: run_search(file, example_index, models, k))
+
+    async def search(file, example_index, models, k, request: gr.Request):
+        # Not queued: one request answers it (no queue join, no event stream), the
+        # browser's as the JSON route's. The server's search slots, shared with
+        # POST /api/search, bound how many decode and search at once, whoever calls.
+        try:
+            return await limited_search(file, example_index, models, k)
+        except gr.Error as error:
+            ui.error_notes.keep(request, error)  # for the queued follow-up's toast
+            raise
+
     def pick_example(evt: gr.SelectData):
         return evt.index, None
 
     outputs = [query_view, search_info, results_view, search_json]
     inputs = [query_file, example_state, search_model, search_k]
     blank = [query_view, results_view, search_json]
-    gr.on(
-        [search_button.click, query_file.upload],
-        search,
-        inputs=inputs,
-        outputs=outputs,
-        api_name="search",
-        api_description="Top-k gallery items for an uploaded image: (file, models: a list "
-        f"of {', '.join(repr(k) for k in keys)}, k) -> (query HTML, summary Markdown, results "
-        "HTML, results as a dict: per model its hits with item id, class and cosine). "
-        "POST /api/search answers the same in one JSON round trip.",
-        concurrency_limit=4,
-        concurrency_id=SEARCH_QUEUE,
-    ).failure(
-        common.failed("search", len(blank)),
-        outputs=[search_info, *blank],
-        api_visibility="private",
-        queue=False,
+
+    def when_it_fails(searched) -> None:
+        """No stale result under the error, and the error's toast (a queued follow-up that
+        runs only after a failure: see :class:`~app.ui.common.ErrorNotes`)."""
+        searched.failure(
+            common.failed("search", len(blank)),
+            outputs=[search_info, *blank],
+            api_visibility="private",
+            queue=False,
+        )
+        searched.failure(ui.error_notes.show, api_visibility="private")
+
+    when_it_fails(
+        gr.on(
+            [search_button.click, query_file.upload],
+            search,
+            inputs=inputs,
+            outputs=outputs,
+            api_name="search",
+            api_description="Top-k gallery items for an uploaded image: (file, models: a "
+            f"list of {', '.join(repr(k) for k in keys)}, k) -> (query HTML, summary Markdown, "
+            "results HTML, results as a dict: per model its hits with item id, class and "
+            "cosine). POST /api/search answers the same in one JSON round trip.",
+            queue=False,
+        )
     )
     # Clearing the upload also forgets a previously picked example, so Search never
     # quietly runs on an image that is no longer shown.
@@ -159,15 +179,16 @@ def build(ui: UI) -> None:
         api_visibility="private",
         queue=False,
     )
-    example_gallery.select(
-        pick_example, outputs=[example_state, query_file], api_visibility="private", queue=False
-    ).then(
-        # queued with the search button: this event takes an uploaded file too, so running
-        # it outside the queue would let callers pass the queue's limits
-        search,
-        inputs=inputs,
-        outputs=outputs,
-        api_visibility="private",
-        concurrency_limit=4,
-        concurrency_id=SEARCH_QUEUE,
+    when_it_fails(
+        example_gallery.select(
+            pick_example, outputs=[example_state, query_file], api_visibility="private", queue=False
+        ).then(
+            # like the search button: this event takes an uploaded file too, and its search
+            # waits for one of the same slots
+            search,
+            inputs=inputs,
+            outputs=outputs,
+            api_visibility="private",
+            queue=False,
+        )
     )
