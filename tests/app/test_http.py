@@ -238,6 +238,40 @@ def test_concurrent_searches_all_succeed(client):
     assert not errors and len(results) == 8
 
 
+def test_twenty_raw_unqueued_searches_at_once_all_answer(server):
+    """The probe's bypass, now the search's own road: 20 parallel ``POST
+    /gradio_api/run/search`` calls with an uploaded file, each one request as the browser
+    sends it. Every one answers (the search slots make them wait their turn; in-process,
+    ``test_twenty_ui_searches_at_once_run_at_most_four_at_a_time`` counts the turns), and
+    a bad one answers 500 with its readable message."""
+    api = f"{server.rstrip('/')}/gradio_api"
+    with httpx.Client(timeout=120) as http:
+        with open(_example("bag"), "rb") as fh:
+            uploaded = http.post(f"{api}/upload", files={"files": ("bag.png", fh)})
+    assert uploaded.status_code == 200, uploaded.text
+    path = uploaded.json()[0]
+    query = {"path": path, "orig_name": "bag.png", "meta": {"_type": "gradio.FileData"}}
+    answers: list[httpx.Response] = []
+
+    def one(i: int) -> None:
+        body = {"data": [query, None, ["eat"], 3], "session_hash": f"probe{i}"}
+        with httpx.Client(timeout=120) as http:
+            answers.append(http.post(f"{api}/run/search", json=body))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    assert [a.status_code for a in answers] == [200] * 20
+    assert all(len(a.json()["data"][-1]["eat"]["hits"]) == 3 for a in answers)
+    with httpx.Client(timeout=60) as http:
+        empty = http.post(
+            f"{api}/run/search", json={"data": [None, None, ["eat"], 3], "session_hash": "x"}
+        )
+    assert empty.status_code == 500 and "No query image" in empty.json()["error"]
+
+
 def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
     big = tmp_path / "big.png"
     big.write_bytes(b"\x89PNG" + b"\0" * (11 * 1024 * 1024))
