@@ -195,6 +195,8 @@ def file_path(value) -> str | None:
         return None
     if isinstance(value, (list, tuple)):
         return file_path(value[0]) if value else None
+    if isinstance(value, dict):  # an event without preprocessing: the FileData as sent
+        return value.get("path") or None
     return getattr(value, "path", None) or str(value)
 
 

@@ -10,11 +10,20 @@ import gradio as gr
 from PIL import Image, ImageOps
 
 from ..services.display import data_uri
-from ..services.search import DEFAULT_K
+from ..services.search import DEFAULT_K, check_k
 from ..services.search import MAX_K as MAX_RESULTS
 from ..services.uploads import UploadError, load_image
 from . import common, present
 from .common import UI
+
+#: How the search runs: outside the queue, in one request (as /api/search), and without
+#: Gradio's per-component pre- and postprocessing. Each of those is a hop to a worker
+#: thread and back per input and per output, seven per search, which under 20 searches at
+#: once cost more than the search itself; the handler takes the values as sent (the
+#: upload's FileData: Gradio still checks that its file was uploaded and moves it into
+#: the cache) and returns values the page shows as they are (HTML, Markdown, a dict).
+#: The search service checks the models and k itself.
+RAW = {"queue": False, "preprocess": False, "postprocess": False}
 
 QUERY_SIDE = 256  # the uploaded image is shown at most this large, beside what the model saw
 
@@ -94,6 +103,7 @@ def build(ui: UI) -> None:
                 search_json = common.raw_json("search")
 
     def run_search(file, example_index, models, k):
+        k = check_k(k)  # the values arrive as sent (RAW): the cheap checks first
         started = time.perf_counter()
         path = common.file_path(file)
         if path is not None:
@@ -104,7 +114,7 @@ def build(ui: UI) -> None:
         else:
             raise UploadError("No query image: upload an image or pick an example.")
         read = time.perf_counter() - started if path is not None else 0.0
-        result = services.search.search(image, models, int(k))
+        result = services.search.search(image, models, k)
         result.read_seconds, result.query = read, query
         show = result.results
         big = max(image.size) > QUERY_SIDE
@@ -162,7 +172,7 @@ def build(ui: UI) -> None:
             f"list of {', '.join(repr(k) for k in keys)}, k) -> (query HTML, summary Markdown, "
             "results HTML, results as a dict: per model its hits with item id, class and "
             "cosine). POST /api/search answers the same in one JSON round trip.",
-            queue=False,
+            **RAW,
         )
     )
     # Clearing the upload also forgets a previously picked example, so Search never
@@ -189,6 +199,6 @@ def build(ui: UI) -> None:
             inputs=inputs,
             outputs=outputs,
             api_visibility="private",
-            queue=False,
+            **RAW,
         )
     )

@@ -272,6 +272,40 @@ def test_twenty_raw_unqueued_searches_at_once_all_answer(server):
     assert empty.status_code == 500 and "No query image" in empty.json()["error"]
 
 
+def test_the_raw_search_reads_only_uploaded_files_and_checks_its_values(server, tmp_path):
+    """The search skips Gradio's per-component preprocessing (for speed), so what that
+    would check must still hold: a path the caller names that was not uploaded is
+    refused (Gradio's upload-folder check runs before any preprocessing), and models and
+    k that the page's controls would never send get the service's readable errors."""
+    from PIL import Image
+
+    api = f"{server.rstrip('/')}/gradio_api"
+    elsewhere = tmp_path / "not-uploaded.png"
+    Image.new("L", (28, 28), 128).save(elsewhere)
+
+    def run(data: list) -> httpx.Response:
+        with httpx.Client(timeout=60) as http:
+            return http.post(f"{api}/run/search", json={"data": data, "session_hash": "raw"})
+
+    for path in (str(elsewhere), "/etc/passwd", "../../../../etc/passwd"):
+        named = {"path": path, "orig_name": "x.png", "meta": {"_type": "gradio.FileData"}}
+        answer = run([named, None, ["eat"], 3])
+        assert answer.status_code != 200, (path, answer.text[:300])
+        assert "hits" not in answer.text
+    with httpx.Client(timeout=60) as http, open(_example("bag"), "rb") as fh:
+        uploaded = http.post(f"{api}/upload", files={"files": ("bag.png", fh)}).json()[0]
+    query = {"path": uploaded, "orig_name": "bag.png", "meta": {"_type": "gradio.FileData"}}
+    for models, k, message in (
+        (["eat"], 1000, "between 1 and"),
+        (["eat"], "many", "whole number"),
+        (["nope"], 3, "nope"),
+        ([], 3, "at least one model"),
+    ):
+        answer = run([query, None, models, k])
+        assert answer.status_code == 500 and message in answer.json()["error"], answer.text
+    good = run([query, None, ["eat"], 3])
+    assert good.status_code == 200 and len(good.json()["data"][-1]["eat"]["hits"]) == 3
+
 def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
     big = tmp_path / "big.png"
     big.write_bytes(b"\x89PNG" + b"\0" * (11 * 1024 * 1024))
