@@ -306,6 +306,7 @@ def test_the_raw_search_reads_only_uploaded_files_and_checks_its_values(server, 
     good = run([query, None, ["eat"], 3])
     assert good.status_code == 200 and len(good.json()["data"][-1]["eat"]["hits"]) == 3
 
+
 def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
     big = tmp_path / "big.png"
     big.write_bytes(b"\x89PNG" + b"\0" * (11 * 1024 * 1024))
