@@ -521,7 +521,7 @@ FIDELITY_CAUSES = {
     "act": "the same short step (`adversary-reach`); act-reach, trained with a step that "
     "reaches ε, is faithful on R@1, NMI and ERS (measured)",
     "est": "the training adversary is stronger than RobRank's, not weaker: est-reach, whose "
-    "step reaches ε, rises further above (ERS 68.0 against 36.4); not the reach and not the "
+    "step reaches ε, rises further above RobRank's ERS (its row); not the reach and not the "
     "training length (levelled off); RobRank's EST starts from the clean image (`est.py`), "
     "ours from a random point, not yet run apart",
     "act-reach": "within every bound: the reach was ACT's gap",
