@@ -103,7 +103,8 @@ def test_clearing_an_upload_forgets_the_example_too(page):
     page.wait_for_function(
         "document.querySelector('#search-info').innerText.includes('Nothing to show')"
     )
-    assert "No query image" in page.content()
+    # the toast comes from the queued follow-up, a moment after the unqueued search's answer
+    page.get_by_text("No query image").first.wait_for()
     for close in page.locator(".toast-close").all():
         close.click()
 
