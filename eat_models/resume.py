@@ -30,6 +30,9 @@ from .files import atomic_write_bytes
 
 FORMAT_TAG = "eat-resume"
 FORMAT_VERSION = 1
+#: options added after runs were recorded, each with the value that trains as before it
+#: existed: a stored config without one continues a run that asks for that value
+ADDED_OPTIONS = {"hm_source": "random"}
 #: config fields that may differ between the invocations of one run
 RESUMABLE_CHANGES = frozenset({"resume", "stop_after", "threads", "workers", "out", "device"})
 
@@ -151,6 +154,9 @@ def load_resume_point(out: str | Path, config: dict) -> dict | None:
     for key, off in RETIRED_OPTIONS.items():  # recorded before EAT's term through F went
         if key in stored and key not in config and stored[key] == off:
             del stored[key]
+    for key, before in ADDED_OPTIONS.items():  # recorded before the option existed
+        if key not in stored and config.get(key) == before:
+            stored[key] = before
     resumable = set(RESUMABLE_CHANGES)
     if stored.get("schedule") == "constant" == config.get("schedule"):
         # a constant rate does not depend on the run's length: the run may continue to more

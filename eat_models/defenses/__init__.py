@@ -19,7 +19,7 @@ from .at_ensemble import ATEnsemble
 from .base import AdversarialDefense, AdversarialOptions, Batch, Defense, LossPart
 from .eat import EAT, MEMBER_ATTACKS, MEMBER_SPLITS, EATOptions
 from .est import EST
-from .hm import HM, HM_DESTINATIONS, HMOptions
+from .hm import HM, HM_DESTINATIONS, HM_SOURCES, HMOptions
 from .pgd_at import PGDAT
 from .trades import TRADES, TradesOptions
 from .vanilla import Vanilla
@@ -55,6 +55,7 @@ def build_defense(name: str, config) -> Defense:
 __all__ = [
     "DEFENSES",
     "HM_DESTINATIONS",
+    "HM_SOURCES",
     "MEMBER_ATTACKS",
     "MEMBER_SPLITS",
     "OPTION_GROUPS",

@@ -105,7 +105,7 @@ class EAT(AdversarialDefense):
     def __init__(self, config) -> None:
         super().__init__(config)
         self.adversary = (
-            GradualAdversary(config.hm_destination, self.budget)
+            GradualAdversary(config.hm_destination, self.budget, config.hm_source)
             if config.member_attack == "hm"
             else None
         )

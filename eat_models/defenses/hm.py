@@ -6,8 +6,12 @@ The hardness of a triplet (a, p, n) is ``H = d(a, p) − d(a, n)`` (Euclidean di
 L2-normalised embeddings; harder triplets have larger H, a violated one H > −margin).
 Per step:
 
-1. **Source triplets**: one random (anchor, positive, negative) per anchor of the batch
-   (RobRank's random source hardness), from the clean batch.
+1. **Source triplets** (``hm_source``), one (anchor, positive, negative) per anchor of the
+   clean batch: ``random`` (default; RobRank's source hardness ``r``), or ``softhard``
+   (RobRank's ``s``, the source of its published HM, ``ghmetsmi``): the negative among those
+   closer than the anchor's farthest positive, the positive among those farther than its
+   nearest negative, in the clean embeddings (eval mode). Soft-hard sources are often
+   already as hard as the destination; the manipulation leaves those triplets clean.
 2. **Destination hardness** H_D (``hm_destination``):
    * ``lga`` (default) — the *linear gradual adversary*: ``H_D = −m · clip(ℓ_{t−1}/m, 0, 1)``
      with m the triplet margin (0.2) and ℓ_{t−1} the previous step's triplet loss on the
@@ -42,9 +46,16 @@ from ..attacks import AttackBudget, Objective, perturb
 from ..losses import TRIPLET_MARGIN, MetricLoss
 from ..modes import eval_mode
 from .base import AdversarialDefense, Batch, Options, option
-from .triplets import hardness, random_triplets, split_triplets, triplet_loss
+from .triplets import (
+    hardness,
+    random_triplets,
+    softhard_triplets,
+    split_triplets,
+    triplet_loss,
+)
 
 HM_DESTINATIONS = ("lga", "semihard")
+HM_SOURCES = ("random", "softhard")
 
 
 @dataclass
@@ -57,6 +68,14 @@ class HMOptions(Options):
         "hardness of a semi-hard triplet of the same anchor)",
         default="lga",
         choices=HM_DESTINATIONS,
+    )
+    hm_source: str = option(
+        "source triplets of the hardness manipulation: 'random' (one random triplet per "
+        "anchor) or 'softhard' (RobRank's soft-hard miner, the source of its published HM "
+        "'ghmetsmi': negatives closer than the farthest positive, positives farther than "
+        "the nearest negative, in the clean embeddings)",
+        default="random",
+        choices=HM_SOURCES,
     )
     hm_ics_weight: float = option(
         "weight of the intra-class structure term (0: off; the HM&ICS paper uses 0.5)",
@@ -121,12 +140,15 @@ class GradualAdversary:
     #: triplet margin m of the hardness scale (RobRank's cosine/normalised margin, ours too)
     margin = TRIPLET_MARGIN
 
-    def __init__(self, destination: str, budget: AttackBudget) -> None:
+    def __init__(self, destination: str, budget: AttackBudget, source: str = "random") -> None:
         if destination not in HM_DESTINATIONS:
             raise ValueError(
                 f"unknown hm_destination {destination!r}; choose one of {HM_DESTINATIONS}"
             )
+        if source not in HM_SOURCES:
+            raise ValueError(f"unknown hm_source {source!r}; choose one of {HM_SOURCES}")
         self.kind = destination
+        self.source = source
         self.budget = budget.replace(random_start=False)  # from the clean images, as RobRank
         self.previous_loss: dict[int, float] = {}
 
@@ -137,13 +159,13 @@ class GradualAdversary:
         self.previous_loss = {int(k): float(v) for k, v in state.get("previous_loss", {}).items()}
 
     def destination(
-        self, member: int, net: nn.Module, batch: Batch, anchors, positives
+        self, member: int, clean: torch.Tensor | None, batch: Batch, anchors, positives
     ) -> torch.Tensor | float:
+        """H_D for the source triplets; ``clean`` (the batch's clean embeddings) is needed
+        by the ``semihard`` destination only."""
         if self.kind == "lga":
             previous = self.previous_loss.get(member, INITIAL_PREVIOUS_LOSS)
             return linear_gradual_destination(previous, self.margin)
-        with torch.no_grad(), eval_mode(net):
-            clean = net(batch.images)
         return semihard_destination(clean, batch.labels, anchors, positives, self.margin)
 
     def manipulate(
@@ -152,10 +174,17 @@ class GradualAdversary:
         """Steps 1–3 for one member: ``(triplet rows [a; p; n] of the batch, the manipulated
         images [ã; p̃; ñ], the destination)``, or None when the batch has no anchor with both
         a positive and a negative."""
-        anchor, positive, negative = random_triplets(batch.labels)
+        clean = None
+        if self.source == "softhard" or self.kind == "semihard":
+            with torch.no_grad(), eval_mode(net):
+                clean = net(batch.images)
+        if self.source == "softhard":
+            anchor, positive, negative = softhard_triplets(clean, batch.labels)
+        else:
+            anchor, positive, negative = random_triplets(batch.labels)
         if len(anchor) == 0:
             return None
-        destination = self.destination(member, net, batch, anchor, positive)
+        destination = self.destination(member, clean, batch, anchor, positive)
         rows = torch.cat([anchor, positive, negative])
         objective = hardness_manipulation_objective(destination)
         manipulated = perturb(net, batch.images[rows], objective, self.budget)
@@ -179,7 +208,7 @@ class HM(AdversarialDefense):
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.adversary = GradualAdversary(config.hm_destination, self.budget)
+        self.adversary = GradualAdversary(config.hm_destination, self.budget, config.hm_source)
 
     def state_dict(self) -> dict:
         """The gradual adversary's previous loss per member."""

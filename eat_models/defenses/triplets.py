@@ -40,6 +40,39 @@ def random_triplets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
     return anchors, pos, neg
 
 
+def softhard_triplets(
+    embeddings: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One soft-hard ``(anchor, positive, negative)`` per anchor that has both a positive
+    and a negative in the batch (RobRank's ``spc2-softhard`` miner, the source hardness
+    ``s`` of its published HM, ``ghmetsmi``), from the embeddings' Euclidean distances.
+
+    For anchor a: the negative is drawn uniformly among the negatives closer to a than its
+    farthest positive, the positive among the positives farther from a than its nearest
+    negative; where no such one exists, among all its negatives (positives). RobRank draws
+    one anchor per SPC-2 pair; every anchor of our class-balanced batches is one here.
+    Draws use torch's RNG."""
+    same = labels[:, None] == labels[None, :]
+    positives = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    negatives = ~same
+    anchors = torch.nonzero(positives.any(1) & negatives.any(1)).squeeze(1)
+    if len(anchors) == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=labels.device)
+        return empty, empty, empty
+    dist = torch.cdist(embeddings[anchors].detach(), embeddings.detach())  # [m, B]
+    pos, neg = positives[anchors], negatives[anchors]
+    inf = torch.tensor(float("inf"), device=dist.device)
+    farthest_positive = torch.where(pos, dist, -inf).max(1, keepdim=True).values
+    nearest_negative = torch.where(neg, dist, inf).min(1, keepdim=True).values
+    soft_neg = neg & (dist < farthest_positive)
+    soft_pos = pos & (dist > nearest_negative)
+    soft_neg = torch.where(soft_neg.any(1, keepdim=True), soft_neg, neg)
+    soft_pos = torch.where(soft_pos.any(1, keepdim=True), soft_pos, pos)
+    positive = torch.multinomial(soft_pos.float(), 1).squeeze(1)
+    negative = torch.multinomial(soft_neg.float(), 1).squeeze(1)
+    return anchors, positive, negative
+
+
 def hardness(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """``H = d(a, p) − d(a, n)`` per triplet (rows of the three ``[m, D]`` tensors).
 

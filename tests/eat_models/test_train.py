@@ -287,6 +287,24 @@ def test_a_resume_point_from_before_the_f_term_was_removed_still_resumes(tmp_pat
         load_resume_point(config.out, config.to_dict())
 
 
+def test_a_resume_point_from_before_an_option_was_added_still_resumes(tmp_path):
+    """A run recorded before ``hm_source`` existed trained with random sources: it resumes
+    when asked for ``random``, and is another config when asked for ``softhard``."""
+    from eat_models.resume import ResumeError, load_resume_point, save_resume_point
+
+    config = TrainConfig(epochs=2, max_train=200, width=8, embedding_dim=16, stop_after=1)
+    config.out = str(tmp_path / "r")
+    train(config, progress=False)
+    config.stop_after = None
+    state = load_resume_point(config.out, config.to_dict())
+    older = {k: v for k, v in state["config"].items() if k != "hm_source"}
+    save_resume_point(config.out, {**state, "config": older})
+    assert load_resume_point(config.out, config.to_dict())["epoch"] == 1
+    config.hm_source = "softhard"
+    with pytest.raises(ResumeError, match="hm_source"):
+        load_resume_point(config.out, config.to_dict())
+
+
 @pytest.mark.parametrize("total_steps", [5, 10, 11, 100])
 def test_the_one_cycle_schedule_runs_for_any_number_of_steps(total_steps):
     """10 steps once made torch's OneCycleLR divide by zero (a warm-up of exactly one

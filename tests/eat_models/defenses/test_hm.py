@@ -17,7 +17,7 @@ from eat_models.defenses.hm import (
     linear_gradual_destination,
     semihard_destination,
 )
-from eat_models.defenses.triplets import hardness, triplet_loss
+from eat_models.defenses.triplets import hardness, softhard_triplets, triplet_loss
 from eat_models.losses import MetricLoss
 from eat_models.networks import NetworkConfig, build_network
 from eat_models.train import TrainConfig
@@ -150,3 +150,63 @@ def test_hm_with_ics_adds_the_weighted_structure_term():
     )
     assert with_ics.item() == pytest.approx(plain.item() + 0.5 * logs_ics["loss_ics"], abs=1e-6)
     assert logs_plain["loss_adv"] == pytest.approx(logs_ics["loss_adv"], abs=1e-6)
+
+
+def test_softhard_triplets_match_a_naive_search():
+    """Every drawn negative is closer to its anchor than the anchor's farthest positive, and
+    every drawn positive farther than its nearest negative, wherever such exist (RobRank's
+    ``spc2-softhard``); otherwise any negative / positive. Over many draws each allowed
+    candidate shows up."""
+    g = torch.Generator().manual_seed(3)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3])  # class 3 has no positive
+    embeddings = F.normalize(torch.randn(9, 4, generator=g), dim=1)
+    dist = torch.cdist(embeddings, embeddings)
+    allowed_neg, allowed_pos = {}, {}
+    for a in range(9):
+        pos = [j for j in range(9) if j != a and labels[j] == labels[a]]
+        neg = [j for j in range(9) if labels[j] != labels[a]]
+        if not pos:
+            continue
+        far_p, near_n = max(dist[a, j] for j in pos), min(dist[a, j] for j in neg)
+        allowed_neg[a] = {j for j in neg if dist[a, j] < far_p} or set(neg)
+        allowed_pos[a] = {j for j in pos if dist[a, j] > near_n} or set(pos)
+    seen_neg = {a: set() for a in allowed_neg}
+    seen_pos = {a: set() for a in allowed_pos}
+    torch.manual_seed(0)
+    for _ in range(300):
+        anchor, positive, negative = softhard_triplets(embeddings, labels)
+        assert anchor.tolist() == sorted(allowed_neg)  # the anchor without a positive is out
+        for a, p, n in zip(anchor.tolist(), positive.tolist(), negative.tolist(), strict=True):
+            assert labels[p] == labels[a] and p != a and labels[n] != labels[a]
+            seen_neg[a].add(n)
+            seen_pos[a].add(p)
+    assert seen_neg == allowed_neg and seen_pos == allowed_pos
+
+
+def test_hm_with_softhard_sources_trains_on_harder_triplets_than_random_ones():
+    """The soft-hard source (RobRank's published HM) draws triplets from the clean
+    embeddings that are harder on average than random ones; the defense trains on them."""
+    torch.manual_seed(0)
+    net = build_network(NetworkConfig(width=4, embedding_dim=16)).eval()
+    batch = _tiny_batch()
+    with torch.no_grad():
+        clean = net(batch.images)
+    from eat_models.defenses.triplets import random_triplets
+
+    soft = [
+        hardness(*(clean[i] for i in softhard_triplets(clean, batch.labels))).mean()
+        for _ in range(20)
+    ]
+    rand = [hardness(*(clean[i] for i in random_triplets(batch.labels))).mean() for _ in range(20)]
+    assert sum(soft) / 20 > sum(rand) / 20
+    loss = MetricLoss("triplet", 4, 16)
+    defense = _hm(loss="triplet", hm_source="softhard", hm_ics_weight=0.5)
+    assert defense.adversary.source == "softhard"
+    value, logs = defense.training_loss([net.train()], [loss], [batch])
+    assert torch.isfinite(value) and "loss_ics" in logs
+    value.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    with pytest.raises(ValueError, match="hm_source"):
+        _hm(hm_source="hardest")
+    eat = build_defense("eat", TrainConfig(defense="eat", member_attack="hm", hm_source="softhard"))
+    assert eat.adversary.source == "softhard"  # EAT's members craft with HM's adversary
