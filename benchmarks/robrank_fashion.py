@@ -537,9 +537,14 @@ FIDELITY_CAUSES = {
     "ours from a random point, not yet run apart",
     "act-reach": "within every bound: the reach was ACT's gap",
     "est-reach": "a reaching adversary makes EST more robust still, away from RobRank's",
-    "hm-reach": "ERS: η 8 against RobRank's 32 and our 8 × 16 semi-hard batches, not yet "
-    "measured apart (hm-reach-eta16 is defined, not yet trained); clean quality below "
-    "RobRank's, and not from the network: our vanilla matches RobRank's clean R@1",
+    "hm-reach": "clean: the source triplets: RobRank's published HM (ghmetsmi) mines "
+    "soft-hard ones, hm-reach draws them at random; with soft-hard ones (hm-soft-reach) "
+    "clean R@1 reaches RobRank's, but ERS falls (its row); ERS: η 8 against RobRank's 32, "
+    "not yet measured apart (hm-reach-eta16 stopped at 4 of 16 epochs)",
+    "hm-soft-reach": "clean R@1 now RobRank's (the source was hm-reach's clean gap; NMI above "
+    "as vanilla's, by the k-means); ERS far below (a likely cause, not measured: soft-hard "
+    "triplets already as hard as the gradual destination train unperturbed); RobRank's pair of clean and "
+    "ERS is not reproduced by either source at η 8",
 }
 
 
