@@ -543,8 +543,8 @@ FIDELITY_CAUSES = {
     "not yet measured apart (hm-reach-eta16 stopped at 4 of 16 epochs)",
     "hm-soft-reach": "clean R@1 now RobRank's (the source was hm-reach's clean gap; NMI above "
     "as vanilla's, by the k-means); ERS far below (a likely cause, not measured: soft-hard "
-    "triplets already as hard as the gradual destination train unperturbed); RobRank's pair of clean and "
-    "ERS is not reproduced by either source at η 8",
+    "triplets already as hard as the gradual destination train unperturbed); RobRank's "
+    "pair of clean and ERS is not reproduced by either source at η 8",
 }
 
 
