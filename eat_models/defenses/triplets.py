@@ -19,6 +19,18 @@ from ..losses import TRIPLET_MARGIN
 DISTANCE = LpDistance(normalize_embeddings=False)
 
 
+def _anchor_masks(
+    labels: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(anchors, positives, negatives)``: the anchors that have both a positive and a
+    negative in the batch, and their rows of the positive and negative masks ``[m, B]``."""
+    same = labels[:, None] == labels[None, :]
+    positives = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    negatives = ~same
+    anchors = torch.nonzero(positives.any(1) & negatives.any(1)).squeeze(1)
+    return anchors, positives[anchors], negatives[anchors]
+
+
 def random_triplets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One ``(anchor, positive, negative)`` index triple per anchor that has both a
     positive and a negative in the batch, anchors in batch order (RobRank's random
@@ -28,15 +40,11 @@ def random_triplets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
     the same distribution, but class by class: using it would change every ACT and HM
     run's draws (and the restructure check's bit-identical rows) for no gain.
     """
-    same = labels[:, None] == labels[None, :]
-    positives = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    negatives = ~same
-    anchors = torch.nonzero(positives.any(1) & negatives.any(1)).squeeze(1)
+    anchors, positives, negatives = _anchor_masks(labels)
     if len(anchors) == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=labels.device)
-        return empty, empty, empty
-    pos = torch.multinomial(positives[anchors].float(), 1).squeeze(1)
-    neg = torch.multinomial(negatives[anchors].float(), 1).squeeze(1)
+        return anchors, anchors, anchors
+    pos = torch.multinomial(positives.float(), 1).squeeze(1)
+    neg = torch.multinomial(negatives.float(), 1).squeeze(1)
     return anchors, pos, neg
 
 
@@ -52,22 +60,17 @@ def softhard_triplets(
     negative; where no such one exists, among all its negatives (positives). RobRank draws
     one anchor per SPC-2 pair; every anchor of our class-balanced batches is one here.
     Draws use torch's RNG."""
-    same = labels[:, None] == labels[None, :]
-    positives = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    negatives = ~same
-    anchors = torch.nonzero(positives.any(1) & negatives.any(1)).squeeze(1)
+    anchors, positives, negatives = _anchor_masks(labels)
     if len(anchors) == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=labels.device)
-        return empty, empty, empty
+        return anchors, anchors, anchors
     dist = torch.cdist(embeddings[anchors].detach(), embeddings.detach())  # [m, B]
-    pos, neg = positives[anchors], negatives[anchors]
     inf = torch.tensor(float("inf"), device=dist.device)
-    farthest_positive = torch.where(pos, dist, -inf).max(1, keepdim=True).values
-    nearest_negative = torch.where(neg, dist, inf).min(1, keepdim=True).values
-    soft_neg = neg & (dist < farthest_positive)
-    soft_pos = pos & (dist > nearest_negative)
-    soft_neg = torch.where(soft_neg.any(1, keepdim=True), soft_neg, neg)
-    soft_pos = torch.where(soft_pos.any(1, keepdim=True), soft_pos, pos)
+    farthest_positive = torch.where(positives, dist, -inf).max(1, keepdim=True).values
+    nearest_negative = torch.where(negatives, dist, inf).min(1, keepdim=True).values
+    soft_neg = negatives & (dist < farthest_positive)
+    soft_pos = positives & (dist > nearest_negative)
+    soft_neg = torch.where(soft_neg.any(1, keepdim=True), soft_neg, negatives)
+    soft_pos = torch.where(soft_pos.any(1, keepdim=True), soft_pos, positives)
     positive = torch.multinomial(soft_pos.float(), 1).squeeze(1)
     negative = torch.multinomial(soft_neg.float(), 1).squeeze(1)
     return anchors, positive, negative
