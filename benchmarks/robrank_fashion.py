@@ -540,7 +540,7 @@ FIDELITY_CAUSES = {
     "hm-reach": "clean: the source triplets: RobRank's published HM (ghmetsmi) mines "
     "soft-hard ones, hm-reach draws them at random; with soft-hard ones (hm-soft-reach) "
     "clean R@1 reaches RobRank's, but ERS falls (its row); ERS: η 8 against RobRank's 32, "
-    "not yet measured apart (hm-reach-eta16 stopped at 4 of 16 epochs)",
+    "not yet measured apart (hm-reach-eta16 not yet trained to the end)",
     "hm-soft-reach": "clean R@1 now RobRank's (the source was hm-reach's clean gap; NMI above "
     "as vanilla's, by the k-means); ERS far below (a likely cause, not measured: soft-hard "
     "triplets already as hard as the gradual destination train unperturbed); RobRank's "
