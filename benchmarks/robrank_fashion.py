@@ -140,8 +140,8 @@ ROWS = (
         {"hm_ics_weight": 0.5, "train_steps": 16, "train_step_size": 2.5 * ROBRANK_EPS / 16},
     ),
     # RobRank's published HM (``ghmetsmi``) draws its source triplets with the soft-hard
-    # miner (``s``), not at random: many of them are already as hard as the gradual
-    # destination and train unperturbed. hm-reach with that source measures how much of
+    # miner (``s``), not at random (a triplet already as hard as the gradual destination
+    # trains unperturbed; how many are is not measured). hm-reach with that source measures how much of
     # the clean and ERS gaps to RobRank's HM the source hardness makes
     ProtocolRow(
         "hm-soft-reach",

@@ -10,8 +10,8 @@ Per step:
    clean batch: ``random`` (default; RobRank's source hardness ``r``), or ``softhard``
    (RobRank's ``s``, the source of its published HM, ``ghmetsmi``): the negative among those
    closer than the anchor's farthest positive, the positive among those farther than its
-   nearest negative, in the clean embeddings (eval mode). Soft-hard sources are often
-   already as hard as the destination; the manipulation leaves those triplets clean.
+   nearest negative, in the clean embeddings (eval mode). A source triplet already as hard
+   as the destination has no shortfall, so the manipulation leaves it clean.
 2. **Destination hardness** H_D (``hm_destination``):
    * ``lga`` (default) — the *linear gradual adversary*: ``H_D = −m · clip(ℓ_{t−1}/m, 0, 1)``
      with m the triplet margin (0.2) and ℓ_{t−1} the previous step's triplet loss on the
