@@ -141,7 +141,8 @@ ROWS = (
     ),
     # RobRank's published HM (``ghmetsmi``) draws its source triplets with the soft-hard
     # miner (``s``), not at random (a triplet already as hard as the gradual destination
-    # trains unperturbed; how many are is not measured). hm-reach with that source measures how much of
+    # trains unperturbed; how many are is not measured). hm-reach with that source
+    # measures how much of
     # the clean and ERS gaps to RobRank's HM the source hardness makes
     ProtocolRow(
         "hm-soft-reach",
