@@ -1073,6 +1073,97 @@ def adversary_reach(out: Path, rows: list[str], images: int = 500, threads: int 
     return record
 
 
+#: the HM source triplets compared by ``manipulation``
+HM_SOURCE_NAMES = ("random", "softhard")
+
+
+def manipulation(out: Path, rows: list[str], batches: int = 20, threads: int = 2) -> dict:
+    """What HM's gradual adversary does to its source triplets on trained HM rows, for
+    each source (random, soft-hard): the share of triplets already at least as hard as the
+    destination (no shortfall, so PGD leaves them clean), the mean L∞ of the manipulated
+    images, and the mean hardness H = d(a, p) − d(a, n) and triplet loss before and after
+    PGD, on ``batches`` class-balanced training batches (8 × 16, seed 0). Each row's own
+    training budget and its own destination are used: the gradual destination of its last
+    epoch's mean manipulated-triplet loss (the history's ``loss_adv``), as in training."""
+    import numpy as np
+    import torch
+
+    from eat_models.attacks.budget import AttackBudget
+    from eat_models.checkpoint import load_model
+    from eat_models.data import load_fashion_mnist
+    from eat_models.data.samplers import ClassBalancedBatchSampler
+    from eat_models.defenses.base import Batch
+    from eat_models.defenses.hm import GradualAdversary
+    from eat_models.defenses.triplets import hardness, split_triplets, triplet_loss
+
+    started = time.perf_counter()
+    torch.set_num_threads(threads)
+    train_set, _ = load_fashion_mnist("standard")
+    labels = np.asarray(train_set.labels)
+    sampler = ClassBalancedBatchSampler(labels, 8, 16, num_batches=batches, seed=0)
+    index_batches = list(sampler)
+    results = {}
+    for row in rows:
+        run = out / "runs" / row
+        trained = json.loads((run / "config.json").read_text())["train"]
+        if trained.get("defense") != "hm":
+            raise ValueError(f"{row} is not an HM run (defense {trained.get('defense')!r})")
+        previous = float(trained["history"][-1]["loss_adv"])
+        budget = AttackBudget(
+            float(trained["train_eps"]), int(trained["train_steps"]), trained["train_step_size"]
+        )
+        model = load_model(run).eval()
+        measured = {}
+        for source in HM_SOURCE_NAMES:
+            adversary = GradualAdversary("lga", budget, source)
+            adversary.previous_loss[0] = previous
+            torch.manual_seed(0)
+            totals: dict[str, list[float]] = {
+                k: [] for k in ("clean", "linf", "h_before", "h_after", "l_before", "l_after")
+            }
+            for indices in index_batches:
+                rows_ = torch.as_tensor(indices)
+                batch = Batch(
+                    train_set.images[rows_].float().div(255).unsqueeze(1),
+                    torch.as_tensor(labels[indices]),
+                )
+                rows_t, manipulated, destination = adversary.manipulate(0, model, batch)
+                with torch.no_grad():
+                    before = split_triplets(model(batch.images[rows_t]))
+                    after = split_triplets(model(manipulated))
+                    h_before, h_after = hardness(*before), hardness(*after)
+                    m = len(h_before)
+                    linf = (manipulated - batch.images[rows_t]).abs().flatten(1).amax(1)
+                    totals["clean"] += (h_before >= destination).float().tolist()
+                    totals["linf"] += linf.view(3, m).amax(0).tolist()
+                    totals["h_before"] += h_before.tolist()
+                    totals["h_after"] += h_after.tolist()
+                    totals["l_before"].append(float(triplet_loss(*before, adversary.margin)))
+                    totals["l_after"].append(float(triplet_loss(*after, adversary.margin)))
+            measured[source] = {
+                "destination": round(float(destination), 4),
+                "share_at_destination_unperturbed": round(float(np.mean(totals["clean"])), 4),
+                "triplet_linf_mean": round(float(np.mean(totals["linf"])), 4),
+                "hardness_before": round(float(np.mean(totals["h_before"])), 4),
+                "hardness_after": round(float(np.mean(totals["h_after"])), 4),
+                "triplet_loss_before": round(float(np.mean(totals["l_before"])), 4),
+                "triplet_loss_after": round(float(np.mean(totals["l_after"])), 4),
+            }
+            log.info("%s, %s sources: %s", row, source, measured[source])
+        results[row] = {"last_epoch_loss_adv": round(previous, 4), "sources": measured}
+    record = {
+        "rows": results,
+        "batches": batches,
+        "batch": "8 classes × 16, training set, sampler seed 0",
+        "device": "cpu",
+        "wall_s": round(time.perf_counter() - started, 1),
+        "command": " ".join(sys.argv),
+        "provenance": provenance(),
+    }
+    write_json(out / "manipulation.json", record)
+    return record
+
+
 #: RobRank's NMI: one faiss k-means run (its default 25 iterations) with this seed
 ROBRANK_KMEANS_SEED = 123
 
@@ -1220,6 +1311,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=500, help="training images (default 500)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p = sub.add_parser(
+        "manipulation",
+        help="what HM's gradual adversary does to random and soft-hard source triplets on "
+        "trained HM rows: share left unperturbed, L∞, hardness before and after "
+        "(manipulation.json)",
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=["hm-reach", "hm-soft-reach"],
+        help="trained HM rows (default: hm-reach hm-soft-reach)",
+    )
+    p.add_argument("--batches", type=int, default=20, help="training batches of 128 (default 20)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p = sub.add_parser(
         "nmi-procedure",
         help="clean NMI by our k-means (best of 5 inits) and by RobRank's (one faiss run, "
         "seed 123), with the spread of single runs over seeds (nmi-procedure.json)",
@@ -1239,6 +1345,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.command == "nmi-procedure":
         record = nmi_procedure(args.out, args.rows, args.repeats, args.threads)
+        print(json.dumps(record["rows"], indent=2))
+        return 0
+    if args.command == "manipulation":
+        _check_rows(parser, args.rows)
+        record = manipulation(args.out, args.rows, args.batches, args.threads)
         print(json.dumps(record["rows"], indent=2))
         return 0
     if args.command == "adversary-reach":

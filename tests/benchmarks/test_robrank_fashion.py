@@ -349,3 +349,22 @@ def test_the_report_shows_what_the_strong_worst_case_takes_and_the_gaps_under_it
     assert "| pgd-at |" not in text
     # behind by 1.0 at the standard strength, ahead by 1.5 under the strong worst case
     assert "| eat-hm-reach − hm-reach | -1.0 / +1.5 | -0.010 / +0.040 |" in text
+
+
+def test_manipulation_leaves_triplets_at_the_destination_clean(tmp_path):
+    """``manipulation``: for each source, the triplets already as hard as the destination
+    are counted, and soft-hard sources start harder than random ones on the same model."""
+    _tiny_run(tmp_path, "hm", "hm", train_eps=0.3, train_step_size=0.1)
+    record = rf.manipulation(tmp_path, ["hm"], batches=2, threads=1)
+    sources = record["rows"]["hm"]["sources"]
+    assert set(sources) == {"random", "softhard"}
+    for measured in sources.values():
+        assert 0.0 <= measured["share_at_destination_unperturbed"] <= 1.0
+        assert 0.0 <= measured["triplet_linf_mean"] <= 0.3 + 1e-6
+        # PGD raises hardness towards the destination, never lowers it on average
+        assert measured["hardness_after"] >= measured["hardness_before"] - 1e-6
+    assert sources["softhard"]["hardness_before"] > sources["random"]["hardness_before"]
+    assert (tmp_path / "manipulation.json").is_file()
+    _tiny_run(tmp_path, "vanilla", "vanilla")
+    with pytest.raises(ValueError, match="not an HM run"):
+        rf.manipulation(tmp_path, ["vanilla"], batches=1, threads=1)
