@@ -141,9 +141,8 @@ ROWS = (
     ),
     # RobRank's published HM (``ghmetsmi``) draws its source triplets with the soft-hard
     # miner (``s``), not at random (a triplet already as hard as the gradual destination
-    # trains unperturbed; how many are is not measured). hm-reach with that source
-    # measures how much of
-    # the clean and ERS gaps to RobRank's HM the source hardness makes
+    # trains unperturbed: ``manipulation`` counts them). hm-reach with that source
+    # measures how much of the clean and ERS gaps to RobRank's HM the source hardness makes
     ProtocolRow(
         "hm-soft-reach",
         "hm",
@@ -543,9 +542,11 @@ FIDELITY_CAUSES = {
     "clean R@1 reaches RobRank's, but ERS falls (its row); ERS: η 8 against RobRank's 32, "
     "not yet measured apart (hm-reach-eta16 not yet trained to the end)",
     "hm-soft-reach": "clean R@1 now RobRank's (the source was hm-reach's clean gap; NMI above "
-    "as vanilla's, by the k-means); ERS far below (a likely cause, not measured: soft-hard "
-    "triplets already as hard as the gradual destination train unperturbed); RobRank's "
-    "pair of clean and ERS is not reproduced by either source at η 8",
+    "as vanilla's, by the k-means); ERS far below, measured (`manipulation`): 60% of its "
+    "soft-hard source triplets are already as hard as the gradual destination and train "
+    "unperturbed (random sources: 9%), and their high loss keeps the destination easy "
+    "(−0.16 against hm-reach's −0.06); RobRank's pair of clean and ERS is reproduced by "
+    "neither source at η 8",
 }
 
 
