@@ -1123,9 +1123,8 @@ def manipulation(out: Path, rows: list[str], batches: int = 20, threads: int = 2
                 k: [] for k in ("clean", "linf", "h_before", "h_after", "l_before", "l_after")
             }
             for indices in index_batches:
-                rows_ = torch.as_tensor(indices)
                 batch = Batch(
-                    train_set.images[rows_].float().div(255).unsqueeze(1),
+                    train_set.images[torch.as_tensor(indices)].float().div(255).unsqueeze(1),
                     torch.as_tensor(labels[indices]),
                 )
                 rows_t, manipulated, destination = adversary.manipulate(0, model, batch)
@@ -1152,16 +1151,26 @@ def manipulation(out: Path, rows: list[str], batches: int = 20, threads: int = 2
             }
             log.info("%s, %s sources: %s", row, source, measured[source])
         results[row] = {"last_epoch_loss_adv": round(previous, 4), "sources": measured}
+    return _write_measurement(
+        out / "manipulation.json",
+        started,
+        rows=results,
+        batches=batches,
+        batch="8 classes × 16, training set, sampler seed 0",
+    )
+
+
+def _write_measurement(path: Path, started: float, **fields) -> dict:
+    """Write a CPU measurement's record to ``path`` with its wall time since ``started``,
+    the command line and the provenance; return it."""
     record = {
-        "rows": results,
-        "batches": batches,
-        "batch": "8 classes × 16, training set, sampler seed 0",
+        **fields,
         "device": "cpu",
         "wall_s": round(time.perf_counter() - started, 1),
         "command": " ".join(sys.argv),
         "provenance": provenance(),
     }
-    write_json(out / "manipulation.json", record)
+    write_json(path, record)
     return record
 
 
@@ -1214,16 +1223,7 @@ def nmi_procedure(out: Path, rows: list[str], repeats: int = 10, threads: int = 
             "faiss_single_run_min_max": [round(min(single), 4), round(max(single), 4)],
         }
         log.info("%s: %s", row, results[row])
-    record = {
-        "rows": results,
-        "repeats": repeats,
-        "device": "cpu",
-        "wall_s": round(time.perf_counter() - started, 1),
-        "command": " ".join(sys.argv),
-        "provenance": provenance(),
-    }
-    write_json(out / "nmi-procedure.json", record)
-    return record
+    return _write_measurement(out / "nmi-procedure.json", started, rows=results, repeats=repeats)
 
 
 def _check_rows(parser: argparse.ArgumentParser, names: list[str]) -> None:
