@@ -539,8 +539,11 @@ FIDELITY_CAUSES = {
     "est-reach": "a reaching adversary makes EST more robust still, away from RobRank's",
     "hm-reach": "clean: the source triplets: RobRank's published HM (ghmetsmi) mines "
     "soft-hard ones, hm-reach draws them at random; with soft-hard ones (hm-soft-reach) "
-    "clean R@1 reaches RobRank's, but ERS falls (its row); ERS: η 8 against RobRank's 32, "
-    "not yet measured apart (hm-reach-eta16 not yet trained to the end)",
+    "clean R@1 reaches RobRank's, but ERS falls (its row); ERS: not η: η 16 at the same "
+    "reach (hm-reach-eta16) gives 73.6 against 73.5 (seed sd 0.3); still unexplained (not "
+    "run apart: rc2f2, SPC-2 batches, η 32 with its saturation stop)",
+    "hm-reach-eta16": "twice hm-reach's steps at the same reach: ERS 73.6 against 73.5 (seed "
+    "sd 0.3), clean R@1 0.007 lower: the η 8 is not hm-reach's ERS gap",
     "hm-soft-reach": "clean R@1 now RobRank's (the source was hm-reach's clean gap; NMI above "
     "as vanilla's, by the k-means); ERS far below, measured (`manipulation`): 60% of its "
     "soft-hard source triplets are already as hard as the gradual destination and train "
