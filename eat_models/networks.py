@@ -17,6 +17,8 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 ARCHITECTURES = ("small-cnn", "rc2f2", "resnet18")
+#: small-cnn's normalisation layers: BatchNorm after each conv, or none (as RobRank's rc2f2)
+NORMS = ("batch", "none")
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -33,6 +35,8 @@ class NetworkConfig:
     mean: tuple[float, ...] = FASHION_MNIST_MEAN
     std: tuple[float, ...] = FASHION_MNIST_STD
     imagenet_weights: str | None = field(default=None)
+    #: small-cnn only (see :data:`NORMS`); checkpoints from before it existed are "batch"
+    norm: str = "batch"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,24 +65,32 @@ class Normalize(nn.Module):
 class SmallCNN(nn.Module):
     """A small conv net for 28×28 inputs, sized to be fast on two CPU cores.
 
-    conv5×5/2(w) → conv3×3/2(2w) → conv3×3(4w), each with BatchNorm and ReLU, then the
-    concatenated global average and max pools → linear embedding head. Stride-2 stems keep
-    the cost near 3 M multiply-adds an image at width 32 (~20k images/s forward here).
+    conv5×5/2(w) → conv3×3/2(2w) → conv3×3(4w), each with BatchNorm (``norm="batch"``;
+    ``"none"``: biased convs without it, as RobRank's rc2f2) and ReLU, then the concatenated
+    global average and max pools → linear embedding head. Stride-2 stems keep the cost near
+    3 M multiply-adds an image at width 32 (~20k images/s forward here).
     """
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
-        w, c = config.width, config.in_channels
+        if config.norm not in NORMS:
+            raise ValueError(f"unknown norm {config.norm!r}; choose one of {NORMS}")
+        w, c, batch_norm = config.width, config.in_channels, config.norm == "batch"
+
+        def norm(channels: int) -> nn.Module:
+            # Identity keeps the layer indices, so both variants share state-dict keys
+            return nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
+
         self.normalize = Normalize(config.mean, config.std)
         self.features = nn.Sequential(
-            nn.Conv2d(c, w, 5, stride=2, padding=2, bias=False),
-            nn.BatchNorm2d(w),
+            nn.Conv2d(c, w, 5, stride=2, padding=2, bias=not batch_norm),
+            norm(w),
             nn.ReLU(inplace=True),
-            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(2 * w),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1, bias=not batch_norm),
+            norm(2 * w),
             nn.ReLU(inplace=True),
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1, bias=False),
-            nn.BatchNorm2d(4 * w),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1, bias=not batch_norm),
+            norm(4 * w),
             nn.ReLU(inplace=True),
         )
         self.head = nn.Linear(8 * w, config.embedding_dim)
@@ -152,6 +164,10 @@ class ResNetEmbedding(nn.Module):
 
 def build_network(config: NetworkConfig) -> nn.Module:
     """Instantiate the embedding network a :class:`NetworkConfig` describes."""
+    if config.norm != "batch" and config.arch != "small-cnn":
+        raise ValueError(
+            f"norm {config.norm!r} applies to small-cnn only ({config.arch} has its own layers)"
+        )
     if config.arch == "small-cnn":
         return SmallCNN(config)
     if config.arch == "rc2f2":

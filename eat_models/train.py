@@ -35,7 +35,7 @@ from .ensemble import AveragedEmbedding
 from .evaluate import clustering_metrics, embed, retrieval_metrics
 from .losses import LOSSES, MetricLoss
 from .modes import eval_mode
-from .networks import NetworkConfig, build_network, default_network_config
+from .networks import NORMS, NetworkConfig, build_network, default_network_config
 from .provenance import provenance
 from .resume import (
     load_resume_point,
@@ -136,6 +136,12 @@ class RunOptions(Options):
         minimum=1,
     )
     embedding_dim: int = option("embedding size D", default=128, minimum=2)
+    norm: str = option(
+        "small-cnn's normalisation: 'batch' (BatchNorm after each conv) or 'none' (biased "
+        "convs without it, as RobRank's rc2f2)",
+        default="batch",
+        choices=NORMS,
+    )
     image_size: int = option(
         "side length images of an image folder are resized to", default=224, minimum=8
     )
@@ -226,6 +232,7 @@ def network_config_for(config: TrainConfig, dataset: ImageDataset) -> NetworkCon
         width=config.width,
         embedding_dim=config.embedding_dim,
         imagenet_weights=config.imagenet_weights,
+        norm=config.norm,
     )
 
 

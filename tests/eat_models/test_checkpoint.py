@@ -114,3 +114,22 @@ def test_wrong_input_shape_and_type(tmp_path):
         model(torch.rand(28, 28))
     with pytest.raises(TypeError, match="float tensor"):
         model(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+
+
+def test_norm_round_trips_and_older_checkpoints_load_with_batchnorm(tmp_path):
+    """A BatchNorm-free small-cnn saves and loads as such; a checkpoint written before the
+    ``norm`` field existed (no key) loads as the BatchNorm network it was."""
+    torch.manual_seed(0)
+    config = NetworkConfig(width=8, embedding_dim=16, norm="none")
+    net = build_network(config).eval()
+    save_checkpoint(tmp_path / "plain", [net], [config], META)
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(load_model(tmp_path / "plain")(x), net(x))
+    nets, configs = small_nets(1)
+    save_checkpoint(tmp_path / "old", nets, configs, META)
+    path = tmp_path / "old" / "config.json"
+    stored = json.loads(path.read_text())
+    for member in stored["members"]:
+        del member["network"]["norm"]
+    path.write_text(json.dumps(stored))
+    torch.testing.assert_close(load_model(tmp_path / "old")(x), nets[0](x))

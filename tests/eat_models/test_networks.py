@@ -49,3 +49,35 @@ def test_normalisation_lives_inside_the_network():
     torch.testing.assert_close(seen["input"], (x - 0.25) / 0.5)
     (grad,) = torch.autograd.grad(out.sum(), x)
     assert grad.abs().sum() > 0  # gradients reach the pixels through the normalisation
+
+
+def test_small_cnn_without_batchnorm_has_no_batch_effects():
+    """``norm="none"`` (RobRank's rc2f2 has no BatchNorm): no BatchNorm module, biased
+    convs, so an image's embedding does not depend on its batch or on train/eval mode;
+    the default keeps BatchNorm, and both variants share every other state-dict key."""
+    torch.manual_seed(0)
+    plain = build_network(NetworkConfig(width=8, norm="none"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert all(
+        conv.bias is not None for conv in plain.features if isinstance(conv, torch.nn.Conv2d)
+    )
+    x = torch.rand(6, 1, 28, 28)
+    in_batch = plain.train()(x)
+    torch.testing.assert_close(plain(x[:2]), in_batch[:2])
+    torch.testing.assert_close(plain.eval()(x), in_batch)
+    batch = build_network(NetworkConfig(width=8))
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in batch.modules()) == 3
+    bn_keys = {
+        k for k in batch.state_dict() if k.startswith(("features.1.", "features.4.", "features.7."))
+    }
+    conv_bias = {f"features.{i}.bias" for i in (0, 3, 6)}
+    assert set(plain.state_dict()) == (set(batch.state_dict()) - bn_keys) | conv_bias
+
+
+def test_unknown_or_misplaced_norm_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown norm 'layer'"):
+        build_network(NetworkConfig(width=8, norm="layer"))
+    with pytest.raises(ValueError, match="small-cnn only"):
+        build_network(NetworkConfig(arch="rc2f2", width=8, norm="none"))

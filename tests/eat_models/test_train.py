@@ -287,21 +287,24 @@ def test_a_resume_point_from_before_the_f_term_was_removed_still_resumes(tmp_pat
         load_resume_point(config.out, config.to_dict())
 
 
-def test_a_resume_point_from_before_an_option_was_added_still_resumes(tmp_path):
-    """A run recorded before ``hm_source`` existed trained with random sources: it resumes
-    when asked for ``random``, and is another config when asked for ``softhard``."""
-    from eat_models.resume import ResumeError, load_resume_point, save_resume_point
+@pytest.mark.parametrize(("option", "other"), [("hm_source", "softhard"), ("norm", "none")])
+def test_a_resume_point_from_before_an_option_was_added_still_resumes(tmp_path, option, other):
+    """A run recorded before an option existed (``hm_source``: random sources; ``norm``:
+    BatchNorm) trained with the value that keeps the old behaviour: it resumes when asked
+    for that value, and is another config when asked for another."""
+    from eat_models.resume import ADDED_OPTIONS, ResumeError, load_resume_point, save_resume_point
 
     config = TrainConfig(epochs=2, max_train=200, width=8, embedding_dim=16, stop_after=1)
     config.out = str(tmp_path / "r")
     train(config, progress=False)
     config.stop_after = None
     state = load_resume_point(config.out, config.to_dict())
-    older = {k: v for k, v in state["config"].items() if k != "hm_source"}
+    older = {k: v for k, v in state["config"].items() if k != option}
     save_resume_point(config.out, {**state, "config": older})
+    assert getattr(config, option) == ADDED_OPTIONS[option]
     assert load_resume_point(config.out, config.to_dict())["epoch"] == 1
-    config.hm_source = "softhard"
-    with pytest.raises(ResumeError, match="hm_source"):
+    setattr(config, option, other)
+    with pytest.raises(ResumeError, match=option):
         load_resume_point(config.out, config.to_dict())
 
 
