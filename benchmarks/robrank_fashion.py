@@ -551,10 +551,14 @@ FIDELITY_CAUSES = {
     "hm-reach": "clean: the source triplets: RobRank's published HM (ghmetsmi) mines "
     "soft-hard ones, hm-reach draws them at random; with soft-hard ones (hm-soft-reach) "
     "clean R@1 reaches RobRank's, but ERS falls (its row); ERS: not η: η 16 at the same "
-    "reach (hm-reach-eta16) gives 73.6 against 73.5 (seed sd 0.3); still unexplained (not "
-    "run apart: rc2f2, SPC-2 batches, η 32 with its saturation stop)",
+    "reach (hm-reach-eta16) gives 73.6 against 73.5 (seed sd 0.3); not BatchNorm: without "
+    "it (hm-reach-nobn) 73.7; still unexplained (not run apart: rc2f2's width and 512-d, "
+    "SPC-2 batches, η 32 with its saturation stop)",
     "hm-reach-eta16": "twice hm-reach's steps at the same reach: ERS 73.6 against 73.5 (seed "
     "sd 0.3), clean R@1 0.007 lower: the η 8 is not hm-reach's ERS gap",
+    "hm-reach-nobn": "hm-reach without BatchNorm (rc2f2 has none): ERS 73.7 against 73.5 "
+    "(seed sd 0.3), clean R@1 0.792 against 0.788: BatchNorm is not hm-reach's ERS gap; "
+    "NMI 0.706 against 0.684 (sd 0.007) is a little higher without it",
     "hm-soft-reach": "clean R@1 now RobRank's (the source was hm-reach's clean gap; NMI above "
     "as vanilla's, by the k-means); ERS far below, measured (`manipulation`): 60% of its "
     "soft-hard source triplets are already as hard as the gradual destination and train "
