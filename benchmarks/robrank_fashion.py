@@ -231,9 +231,9 @@ PUBLISHED = {
     "hm": {"recall@1": 0.880, "map": 0.856, "nmi": 0.772, "ers": 83.9},
 }
 PUBLISHED["hm-reach"], PUBLISHED["act-reach"] = PUBLISHED["hm"], PUBLISHED["act"]
-for _name in ("hm-reach-eta16", "hm-soft-reach", "hm-reach-nobn", "hm-reach-rc2f2"):
-    PUBLISHED[_name] = PUBLISHED["hm"]
-del _name
+PUBLISHED |= dict.fromkeys(
+    ("hm-reach-eta16", "hm-soft-reach", "hm-reach-nobn", "hm-reach-rc2f2"), PUBLISHED["hm"]
+)
 PUBLISHED["est-reach"] = PUBLISHED["est"]
 #: rows evaluated under the strong worst case too (vanilla is broken by the standard run):
 #: the first decisive rows, and the pair that decides now (the strongest defense, hm-reach,
