@@ -32,7 +32,12 @@ FORMAT_TAG = "eat-resume"
 FORMAT_VERSION = 1
 #: options added after runs were recorded, each with the value that trains as before it
 #: existed: a stored config without one continues a run that asks for that value
-ADDED_OPTIONS = {"hm_source": "random", "norm": "batch"}
+ADDED_OPTIONS = {
+    "hm_source": "random",
+    "norm": "batch",
+    "sampler": "class-balanced",
+    "pairs_per_batch": 128,
+}
 #: config fields that may differ between the invocations of one run
 RESUMABLE_CHANGES = frozenset({"resume", "stop_after", "threads", "workers", "out", "device"})
 

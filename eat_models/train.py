@@ -24,6 +24,7 @@ from .data import (
     SPLIT_KINDS,
     ClassBalancedBatchSampler,
     ImageDataset,
+    PairBatchSampler,
     dataset_entry,
     dataset_names,
     load_dataset,
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("onecycle", "constant")
+SAMPLERS = ("class-balanced", "spc2")
 
 
 @dataclass
@@ -106,6 +108,20 @@ class RunOptions(Options):
     classes_per_batch: int = option("P: classes in each batch", default=10, minimum=2)
     samples_per_class: int = option(
         "M: images per class in each batch (batch = P×M)", default=16, minimum=2
+    )
+    sampler: str = option(
+        "how batches are drawn: 'class-balanced' (P classes × M images, one pass over the "
+        "data per epoch) or 'spc2' (RobRank's SPC-2: --pairs-per-batch (anchor, random "
+        "positive of its class) pairs, every row an anchor once per epoch, so an epoch sees "
+        "twice the images; HM and ACT take one triplet per pair; RobRank trains 8 such "
+        "epochs where it trains 16 of the other)",
+        default="class-balanced",
+        choices=SAMPLERS,
+    )
+    pairs_per_batch: int = option(
+        "spc2 only: (anchor, positive) pairs in each batch (2× images; RobRank's batch 128)",
+        default=128,
+        minimum=1,
     )
     lr: float | None = option(
         "AdamW learning rate of the networks (proxies get ×100); default: the defense's own, "
@@ -289,7 +305,9 @@ def member_samplers(
     classes_per_batch: int,
     samples_per_class: int,
     seed: int,
-) -> list[ClassBalancedBatchSampler]:
+    sampler: str = "class-balanced",
+    pairs_per_batch: int = 128,
+) -> list[ClassBalancedBatchSampler] | list[PairBatchSampler]:
     """One class-balanced sampler per member over its own rows, all of one length.
 
     An epoch is one pass of the *ensemble* over the training set: member k passes over
@@ -299,6 +317,14 @@ def member_samplers(
     one PGD-AT epoch of attack work (DESIGN.md §2 step 4).
     """
     labels = np.asarray(labels)
+    if sampler == "spc2":
+        steps = max(1, min(len(rows) for rows in member_rows) // pairs_per_batch)
+        return [
+            PairBatchSampler(labels[rows], pairs_per_batch, num_batches=steps, seed=seed + 1000 * k)
+            for k, rows in enumerate(member_rows)
+        ]
+    if sampler != "class-balanced":
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     num_classes = len(np.unique(labels))
     p = min(classes_per_batch, num_classes)
     batch_size = p * samples_per_class
@@ -370,6 +396,11 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     ctx = distributed.context(config.device)
+    if ctx.distributed and config.sampler == "spc2":
+        raise ValueError(
+            "--sampler spc2 does not run under torchrun yet: a rank's share of a batch "
+            "(every world_size-th row) would split its (anchor, positive) pairs"
+        )
     train_set, _ = load_dataset(
         config.dataset, config.split, config.data_dir, config.download, image_size=config.image_size
     )
@@ -406,13 +437,16 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
         config.classes_per_batch,
         config.samples_per_class,
         config.seed,
+        config.sampler,
+        config.pairs_per_batch,
     )
     steps_per_epoch = len(samplers[0])
     total_steps = steps_per_epoch * config.epochs
     scheduler = build_schedule(config, optimiser, groups, total_steps)
     labels_tensor = torch.as_tensor(train_set.labels)
     average = WeightAverage(members, config.ema_decay) if config.ema_decay > 0 else None
-    global_batch = samplers[0].p * samplers[0].m  # per member, summed over the ranks
+    global_batch = samplers[0].batch_size  # per member, summed over the ranks
+    pairs = config.sampler == "spc2"  # the defenses' triplets: one anchor per pair
     log.info(
         "training %s × %d on %d images (%d classes), %d steps%s",
         config.defense,
@@ -475,7 +509,7 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
             if max_steps is not None and steps_done >= max_steps:
                 break
             steps_done += 1
-            batches = [Batch(x.to(device), y.to(device)) for x, y in step_batches]
+            batches = [Batch(x.to(device), y.to(device), pairs) for x, y in step_batches]
             step_started = time.perf_counter()
             loss, logs = defense.training_loss(members, losses, batches)
             optimiser.zero_grad(set_to_none=True)

@@ -39,7 +39,7 @@ from .registry import (
     register,
     source_spec_help,
 )
-from .samplers import ClassBalancedBatchSampler
+from .samplers import ClassBalancedBatchSampler, PairBatchSampler
 from .splits import (
     SPLIT_KINDS,
     balanced_rows,
@@ -58,6 +58,7 @@ __all__ = [
     "PARTS",
     "SPLIT_KINDS",
     "ClassBalancedBatchSampler",
+    "PairBatchSampler",
     "DataRequest",
     "DatasetEntry",
     "DatasetNotFoundError",

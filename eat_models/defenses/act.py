@@ -47,7 +47,7 @@ class ACT(AdversarialDefense):
     def member_loss(
         self, k: int, net: nn.Module, loss: MetricLoss, batch: Batch
     ) -> tuple[torch.Tensor | None, dict[str, float]]:
-        anchor, positive, negative = random_triplets(batch.labels)
+        anchor, positive, negative = random_triplets(batch.labels, batch.pairs)
         m = len(anchor)
         if m == 0:  # no anchor with both a positive and a negative
             return None, {}

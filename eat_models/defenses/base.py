@@ -86,10 +86,15 @@ class AdversarialOptions(Options):
 
 @dataclass
 class Batch:
-    """One member's batch: images ``[B, C, H, W]`` in [0, 1] and labels ``[B]``."""
+    """One member's batch: images ``[B, C, H, W]`` in [0, 1] and labels ``[B]``.
+
+    ``pairs``: the rows are SPC-2 pairs ``[a0, p0, a1, p1, …]`` (``--sampler spc2``); the
+    defenses that build their own triplets then take one per pair, anchored at its even row,
+    as RobRank's ``spc2-*`` miners do."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    pairs: bool = False
 
 
 @dataclass

@@ -179,9 +179,9 @@ class GradualAdversary:
             with torch.no_grad(), eval_mode(net):
                 clean = net(batch.images)
         if self.source == "softhard":
-            anchor, positive, negative = softhard_triplets(clean, batch.labels)
+            anchor, positive, negative = softhard_triplets(clean, batch.labels, batch.pairs)
         else:
-            anchor, positive, negative = random_triplets(batch.labels)
+            anchor, positive, negative = random_triplets(batch.labels, batch.pairs)
         if len(anchor) == 0:
             return None
         destination = self.destination(member, clean, batch, anchor, positive)

@@ -11,6 +11,7 @@ from eat_models.data import (
     ClassBalancedBatchSampler,
     DatasetNotFoundError,
     IDXFormatError,
+    PairBatchSampler,
     class_disjoint_parts,
     class_disjoint_split,
     find_fashion_mnist,
@@ -190,6 +191,38 @@ def test_class_balanced_sampler_shape_and_determinism():
     assert list(sampler) != batches
     small = ClassBalancedBatchSampler(np.array([0, 0, 1, 1, 1, 1]), 2, 4, num_batches=2)
     assert all(len(b) == 8 for b in small)
+
+
+def test_pair_batch_sampler_draws_robrank_spc2_pairs():
+    """SPC-2: batches ``[a0, p0, a1, p1, …]``, each positive another row of its anchor's
+    class, every row an anchor once per epoch (len // pairs batches), deterministic per seed
+    and epoch; a class of one row pairs that row with itself."""
+    labels = np.repeat(np.arange(10), 50)[np.random.default_rng(0).permutation(500)]
+    sampler = PairBatchSampler(labels, pairs_per_batch=25, seed=3)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 500 // 25 and sampler.batch_size == 50
+    anchors = []
+    for batch in batches:
+        batch = np.asarray(batch)
+        assert len(batch) == 50
+        a, p = batch[0::2], batch[1::2]
+        assert (labels[a] == labels[p]).all() and (a != p).all()
+        anchors += a.tolist()
+    assert sorted(anchors) == list(range(500))  # each row an anchor once in the epoch
+    assert batches == list(PairBatchSampler(labels, 25, seed=3))
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+    positives = np.concatenate([np.asarray(b)[1::2] for b in batches])
+    assert len(set(positives.tolist())) > 250  # positives drawn at random, not fixed
+    lone = PairBatchSampler(np.array([0, 1, 1, 1]), pairs_per_batch=4, num_batches=3)
+    for batch in lone:
+        batch = np.asarray(batch)
+        assert len(batch) == 8
+        pairs = batch.reshape(-1, 2)
+        assert all(p == a for a, p in pairs if a == 0)
+        assert all(p != a and p in (1, 2, 3) for a, p in pairs if a != 0)
+    with pytest.raises(ValueError, match="pairs_per_batch"):
+        PairBatchSampler(labels, 0)
 
 
 def test_real_fashion_mnist_standard_split(fmnist):

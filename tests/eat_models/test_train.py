@@ -206,8 +206,15 @@ def _weights(out):
     [
         {"defense": "hm", "loss": "triplet", "hm_ics_weight": 0.5, "train_steps": 2},
         {"defense": "eat", "members": 2, "train_steps": 2, "ema_decay": 0.9},
+        {
+            "defense": "hm",
+            "loss": "triplet",
+            "train_steps": 2,
+            "sampler": "spc2",
+            "pairs_per_batch": 16,
+        },
     ],
-    ids=["hm", "eat-ema"],
+    ids=["hm", "eat-ema", "hm-spc2"],
 )
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, overrides):
     """Stopped after each epoch and resumed (weights, Adam moments, schedule, RNG, the
@@ -287,7 +294,10 @@ def test_a_resume_point_from_before_the_f_term_was_removed_still_resumes(tmp_pat
         load_resume_point(config.out, config.to_dict())
 
 
-@pytest.mark.parametrize(("option", "other"), [("hm_source", "softhard"), ("norm", "none")])
+@pytest.mark.parametrize(
+    ("option", "other"),
+    [("hm_source", "softhard"), ("norm", "none"), ("sampler", "spc2"), ("pairs_per_batch", 64)],
+)
 def test_a_resume_point_from_before_an_option_was_added_still_resumes(tmp_path, option, other):
     """A run recorded before an option existed (``hm_source``: random sources; ``norm``:
     BatchNorm) trained with the value that keeps the old behaviour: it resumes when asked

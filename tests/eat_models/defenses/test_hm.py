@@ -17,7 +17,12 @@ from eat_models.defenses.hm import (
     linear_gradual_destination,
     semihard_destination,
 )
-from eat_models.defenses.triplets import hardness, softhard_triplets, triplet_loss
+from eat_models.defenses.triplets import (
+    hardness,
+    random_triplets,
+    softhard_triplets,
+    triplet_loss,
+)
 from eat_models.losses import MetricLoss
 from eat_models.networks import NetworkConfig, build_network
 from eat_models.train import TrainConfig
@@ -183,6 +188,34 @@ def test_softhard_triplets_match_a_naive_search():
     assert seen_neg == allowed_neg and seen_pos == allowed_pos
 
 
+def test_pair_batches_take_one_triplet_per_pair():
+    """On SPC-2 rows ``[a0, p0, a1, p1, …]`` (``Batch.pairs``) the anchors are the even
+    rows: random triplets take the pair's other row as positive (RobRank's
+    ``spc2-random``), soft-hard ones any allowed positive of the batch (``spc2-softhard``);
+    every negative is of another class. HM then manipulates one triplet per pair."""
+    labels = torch.tensor([0, 0, 1, 1, 0, 0, 2, 2, 1, 1])
+    g = torch.Generator().manual_seed(1)
+    embeddings = F.normalize(torch.randn(10, 4, generator=g), dim=1)
+    torch.manual_seed(0)
+    for _ in range(50):
+        anchor, positive, negative = random_triplets(labels, pairs=True)
+        assert anchor.tolist() == [0, 2, 4, 6, 8] and positive.tolist() == [1, 3, 5, 7, 9]
+        assert (labels[negative] != labels[anchor]).all()
+        anchor, positive, negative = softhard_triplets(embeddings, labels, pairs=True)
+        assert anchor.tolist() == [0, 2, 4, 6, 8]
+        assert (labels[positive] == labels[anchor]).all() and (positive != anchor).all()
+        assert (labels[negative] != labels[anchor]).all()
+    assert len(random_triplets(labels)[0]) == 10  # without pairs every row anchors one
+    torch.manual_seed(0)
+    net = build_network(NetworkConfig(width=4, embedding_dim=16)).eval()
+    tiny = _tiny_batch()
+    paired = Batch(tiny.images, tiny.labels, pairs=True)
+    made = _hm(loss="triplet").adversary.manipulate(0, net, paired)
+    rows = made[0]
+    assert len(rows) == 3 * (len(tiny.labels) // 2)  # one triplet per pair
+    assert (rows[: len(rows) // 3] % 2 == 0).all()
+
+
 def test_hm_with_softhard_sources_trains_on_harder_triplets_than_random_ones():
     """The soft-hard source (RobRank's published HM) draws triplets from the clean
     embeddings that are harder on average than random ones; the defense trains on them."""
@@ -191,8 +224,6 @@ def test_hm_with_softhard_sources_trains_on_harder_triplets_than_random_ones():
     batch = _tiny_batch()
     with torch.no_grad():
         clean = net(batch.images)
-    from eat_models.defenses.triplets import random_triplets
-
     soft = [
         hardness(*(clean[i] for i in softhard_triplets(clean, batch.labels))).mean()
         for _ in range(20)
