@@ -105,9 +105,13 @@ class RunOptions(Options):
         minimum=1,
     )
     epochs: int = option("passes over the training set", default=8, minimum=1)
-    classes_per_batch: int = option("P: classes in each batch", default=10, minimum=2)
+    classes_per_batch: int = option(
+        "P: classes in each batch (the class-balanced sampler)", default=10, minimum=2
+    )
     samples_per_class: int = option(
-        "M: images per class in each batch (batch = P×M)", default=16, minimum=2
+        "M: images per class in each batch (batch = P×M; the class-balanced sampler)",
+        default=16,
+        minimum=2,
     )
     sampler: str = option(
         "how batches are drawn: 'class-balanced' (P classes × M images, one pass over the "
@@ -308,7 +312,8 @@ def member_samplers(
     sampler: str = "class-balanced",
     pairs_per_batch: int = 128,
 ) -> list[ClassBalancedBatchSampler] | list[PairBatchSampler]:
-    """One class-balanced sampler per member over its own rows, all of one length.
+    """One class-balanced sampler (or, with ``sampler='spc2'``, one SPC-2 pair sampler of
+    ``pairs_per_batch`` pairs) per member over its own rows, all of one length.
 
     An epoch is one pass of the *ensemble* over the training set: member k passes over
     its own part once, so a step count of ``min_k |rows_k| // batch``. For a single

@@ -35,6 +35,8 @@ def test_every_row_trains_in_robranks_setting(tmp_path):
         config = rf.row_config(row, tmp_path, threads=1)
         assert (config.loss, config.optimizer, config.schedule) == ("triplet", "adam", "constant")
         assert config.classes_per_batch * config.samples_per_class == 128
+        if config.sampler == "spc2":  # RobRank's 8 epochs of 128 pairs: 16 epochs' images
+            assert (config.pairs_per_batch, config.epochs) == (128, 8)
         epochs = row.overrides.get("epochs", 16)
         assert config.epochs == epochs and config.resume and config.val_images == 2000
         steps = row.overrides.get("train_steps", 8)
