@@ -191,6 +191,23 @@ ROWS = (
             "epochs": 8,
         },
     ),
+    # RobRank's published HM (ghmetsmi) on its own batches: soft-hard sources mined from
+    # SPC-2 pairs (hm-soft-reach mined them from 8 × 16 batches; hm-reach-spc2 drew them at
+    # random): the sampling of RobRank's HM entire, at η 8 with the reaching step
+    ProtocolRow(
+        "hm-soft-reach-spc2",
+        "hm",
+        "hm-soft-reach on RobRank's SPC-2 batches (8 epochs of 128 pairs): its published HM's "
+        "sources and batches together",
+        {
+            "hm_ics_weight": 0.5,
+            "train_step_size": REACHING_STEP,
+            "hm_source": "softhard",
+            "sampler": "spc2",
+            "pairs_per_batch": 128,
+            "epochs": 8,
+        },
+    ),
     ProtocolRow(
         "act-reach",
         "act",
@@ -250,7 +267,14 @@ PUBLISHED = {
 }
 PUBLISHED["hm-reach"], PUBLISHED["act-reach"] = PUBLISHED["hm"], PUBLISHED["act"]
 PUBLISHED |= dict.fromkeys(
-    ("hm-reach-eta16", "hm-soft-reach", "hm-reach-nobn", "hm-reach-rc2f2", "hm-reach-spc2"),
+    (
+        "hm-reach-eta16",
+        "hm-soft-reach",
+        "hm-reach-nobn",
+        "hm-reach-rc2f2",
+        "hm-reach-spc2",
+        "hm-soft-reach-spc2",
+    ),
     PUBLISHED["hm"],
 )
 PUBLISHED["est-reach"] = PUBLISHED["est"]
