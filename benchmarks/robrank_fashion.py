@@ -611,7 +611,7 @@ FIDELITY_CAUSES = {
     "reach (hm-reach-eta16) gives 73.6 against 73.5 (seed sd 0.3); not BatchNorm: without "
     "it (hm-reach-nobn) 73.7; not the SPC-2 batches: on them (hm-reach-spc2) 71.9; still "
     "unexplained (not run apart: rc2f2's width and 512-d (hm-reach-rc2f2, in training), "
-    "soft-hard sources on SPC-2 batches together (hm-soft-reach-spc2), η 32)",
+    "soft-hard sources on SPC-2 batches together (hm-soft-reach-spc2, in training), η 32)",
     "hm-reach-eta16": "twice hm-reach's steps at the same reach: ERS 73.6 against 73.5 (seed "
     "sd 0.3), clean R@1 0.007 lower: the η 8 is not hm-reach's ERS gap",
     "hm-reach-nobn": "hm-reach without BatchNorm (rc2f2 has none): ERS 73.7 against 73.5 "
