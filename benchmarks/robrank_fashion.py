@@ -1167,14 +1167,16 @@ def manipulation(out: Path, rows: list[str], batches: int = 20, threads: int = 2
     images, and the mean hardness H = d(a, p) − d(a, n) and triplet loss before and after
     PGD, on ``batches`` class-balanced training batches (8 × 16, seed 0). Each row's own
     training budget and its own destination are used: the gradual destination of its last
-    epoch's mean manipulated-triplet loss (the history's ``loss_adv``), as in training."""
+    epoch's mean manipulated-triplet loss (the history's ``loss_adv``), as in training. A
+    row trained on SPC-2 batches (``--sampler spc2``) is measured on ``batches`` SPC-2
+    batches of its own pair count (seed 0), one triplet per pair, as it trained."""
     import numpy as np
     import torch
 
     from eat_models.attacks.budget import AttackBudget
     from eat_models.checkpoint import load_model
     from eat_models.data import load_fashion_mnist
-    from eat_models.data.samplers import ClassBalancedBatchSampler
+    from eat_models.data.samplers import ClassBalancedBatchSampler, PairBatchSampler
     from eat_models.defenses.base import Batch
     from eat_models.defenses.hm import GradualAdversary
     from eat_models.defenses.triplets import hardness, split_triplets, triplet_loss
@@ -1183,8 +1185,7 @@ def manipulation(out: Path, rows: list[str], batches: int = 20, threads: int = 2
     torch.set_num_threads(threads)
     train_set, _ = load_fashion_mnist("standard")
     labels = np.asarray(train_set.labels)
-    sampler = ClassBalancedBatchSampler(labels, 8, 16, num_batches=batches, seed=0)
-    index_batches = list(sampler)
+    balanced = list(ClassBalancedBatchSampler(labels, 8, 16, num_batches=batches, seed=0))
     results = {}
     for row in rows:
         run = out / "runs" / row
@@ -1195,6 +1196,14 @@ def manipulation(out: Path, rows: list[str], batches: int = 20, threads: int = 2
         budget = AttackBudget(
             float(trained["train_eps"]), int(trained["train_steps"]), trained["train_step_size"]
         )
+        pairs = trained.get("sampler") == "spc2"
+        if pairs:
+            per_batch = int(trained.get("pairs_per_batch", 128))
+            index_batches = list(PairBatchSampler(labels, per_batch, num_batches=batches, seed=0))
+            batch_kind = f"SPC-2, {per_batch} pairs, training set, sampler seed 0"
+        else:
+            index_batches = balanced
+            batch_kind = "8 classes × 16, training set, sampler seed 0"
         model = load_model(run).eval()
         measured = {}
         for source in HM_SOURCE_NAMES:
@@ -1208,6 +1217,7 @@ def manipulation(out: Path, rows: list[str], batches: int = 20, threads: int = 2
                 batch = Batch(
                     train_set.images[torch.as_tensor(indices)].float().div(255).unsqueeze(1),
                     torch.as_tensor(labels[indices]),
+                    pairs,
                 )
                 rows_t, manipulated, destination = adversary.manipulate(0, model, batch)
                 with torch.no_grad():
@@ -1232,13 +1242,17 @@ def manipulation(out: Path, rows: list[str], batches: int = 20, threads: int = 2
                 "triplet_loss_after": round(float(np.mean(totals["l_after"])), 4),
             }
             log.info("%s, %s sources: %s", row, source, measured[source])
-        results[row] = {"last_epoch_loss_adv": round(previous, 4), "sources": measured}
+        results[row] = {
+            "last_epoch_loss_adv": round(previous, 4),
+            "batches": batch_kind,
+            "sources": measured,
+        }
     return _write_measurement(
         out / "manipulation.json",
         started,
         rows=results,
         batches=batches,
-        batch="8 classes × 16, training set, sampler seed 0",
+        batch="each row's own batches (the row's `batches`)",
     )
 
 

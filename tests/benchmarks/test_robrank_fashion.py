@@ -367,6 +367,22 @@ def test_manipulation_leaves_triplets_at_the_destination_clean(tmp_path):
         assert measured["hardness_after"] >= measured["hardness_before"] - 1e-6
     assert sources["softhard"]["hardness_before"] > sources["random"]["hardness_before"]
     assert (tmp_path / "manipulation.json").is_file()
+    assert record["rows"]["hm"]["batches"].startswith("8 classes × 16")
+    # a row trained on SPC-2 batches is measured on SPC-2 batches of its own pair count
+    _tiny_run(
+        tmp_path,
+        "hm-spc2",
+        "hm",
+        train_eps=0.3,
+        train_step_size=0.1,
+        sampler="spc2",
+        pairs_per_batch=16,
+    )
+    record = rf.manipulation(tmp_path, ["hm", "hm-spc2"], batches=2, threads=1)
+    assert record["rows"]["hm-spc2"]["batches"].startswith("SPC-2, 16 pairs")
+    for measured in record["rows"]["hm-spc2"]["sources"].values():
+        assert 0.0 <= measured["share_at_destination_unperturbed"] <= 1.0
+        assert measured["hardness_after"] >= measured["hardness_before"] - 1e-6
     _tiny_run(tmp_path, "vanilla", "vanilla")
     with pytest.raises(ValueError, match="not an HM run"):
         rf.manipulation(tmp_path, ["vanilla"], batches=1, threads=1)
