@@ -611,7 +611,8 @@ FIDELITY_CAUSES = {
     "reach (hm-reach-eta16) gives 73.6 against 73.5 (seed sd 0.3); not BatchNorm: without "
     "it (hm-reach-nobn) 73.7; not the SPC-2 batches: on them (hm-reach-spc2) 71.9; still "
     "unexplained (not run apart: rc2f2's width and 512-d (hm-reach-rc2f2, in training), "
-    "soft-hard sources on SPC-2 batches together (hm-soft-reach-spc2, in training), η 32)",
+    "η 32); RobRank's sampling in full, soft-hard sources on SPC-2 batches "
+    "(hm-soft-reach-spc2), gives its clean R@1 and NMI but ERS 39.2 (its row)",
     "hm-reach-eta16": "twice hm-reach's steps at the same reach: ERS 73.6 against 73.5 (seed "
     "sd 0.3), clean R@1 0.007 lower: the η 8 is not hm-reach's ERS gap",
     "hm-reach-nobn": "hm-reach without BatchNorm (rc2f2 has none): ERS 73.7 against 73.5 "
@@ -623,6 +624,13 @@ FIDELITY_CAUSES = {
     "against 0.788 (sd 0.002): the batches are not hm-reach's ERS gap. Its curve's window is 8 of "
     "hm-reach's epochs in images, over which hm-reach rose as much (epochs 9–16 against 1–8: "
     "R@1 +0.008 to +0.014, NMI +0.045 to +0.051 over its 3 seeds); 8 epochs are RobRank's",
+    "hm-soft-reach-spc2": "RobRank's HM sampling in full (soft-hard sources mined from "
+    "SPC-2 pairs, 8 epochs): clean R@1 and NMI within the bounds, ERS far below, as "
+    "hm-soft-reach's (31.9): measured (`manipulation`, on its own SPC-2 batches), 66% of its "
+    "soft-hard source triplets are already at the destination and train unperturbed (mean "
+    "L∞ 0.078 of 0.302), and their loss (0.18 in its last epoch) keeps the destination at "
+    "−0.18, the easy end. Its curve still climbs (R@1 +0.033), but hm-soft-reach, with the "
+    "same sources over twice the steps, ended at R@1 0.884 and ERS 31.9",
     "hm-soft-reach": "clean R@1 now RobRank's (the source was hm-reach's clean gap; NMI above "
     "as vanilla's, by the k-means); ERS far below, measured (`manipulation`): 60% of its "
     "soft-hard source triplets are already as hard as the gradual destination and train "
