@@ -1425,10 +1425,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--rows",
         nargs="+",
-        default=["hm-reach", "hm-soft-reach"],
-        help="trained HM rows (default: hm-reach hm-soft-reach)",
+        default=["hm-reach", "hm-soft-reach", "hm-reach-spc2", "hm-soft-reach-spc2"],
+        help="trained HM rows, each measured on its own kind of batches (default: hm-reach "
+        "hm-soft-reach hm-reach-spc2 hm-soft-reach-spc2)",
     )
-    p.add_argument("--batches", type=int, default=20, help="training batches of 128 (default 20)")
+    p.add_argument(
+        "--batches",
+        type=int,
+        default=20,
+        help="training batches of 128 triplets (8 × 16 images, or 128 SPC-2 pairs) (default 20)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p = sub.add_parser(
         "nmi-procedure",
