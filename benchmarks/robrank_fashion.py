@@ -610,7 +610,8 @@ FIDELITY_CAUSES = {
     "clean R@1 reaches RobRank's, but ERS falls (its row); ERS: not η: η 16 at the same "
     "reach (hm-reach-eta16) gives 73.6 against 73.5 (seed sd 0.3); not BatchNorm: without "
     "it (hm-reach-nobn) 73.7; not the SPC-2 batches: on them (hm-reach-spc2) 71.9; still "
-    "unexplained (not run apart: rc2f2's width and 512-d (hm-reach-rc2f2, in training), "
+    "unexplained (not run apart: rc2f2's width and 512-d (hm-reach-rc2f2, trained, ERS not "
+    "yet measured), "
     "η 32); RobRank's sampling in full, soft-hard sources on SPC-2 batches "
     "(hm-soft-reach-spc2), gives its clean R@1 and NMI but ERS 39.2 (its row)",
     "hm-reach-eta16": "twice hm-reach's steps at the same reach: ERS 73.6 against 73.5 (seed "
