@@ -37,6 +37,7 @@ ADDED_OPTIONS = {
     "norm": "batch",
     "sampler": "class-balanced",
     "pairs_per_batch": 128,
+    "est_start": "random",
 }
 #: config fields that may differ between the invocations of one run
 RESUMABLE_CHANGES = frozenset({"resume", "stop_after", "threads", "workers", "out", "device"})

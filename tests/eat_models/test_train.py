@@ -296,7 +296,13 @@ def test_a_resume_point_from_before_the_f_term_was_removed_still_resumes(tmp_pat
 
 @pytest.mark.parametrize(
     ("option", "other"),
-    [("hm_source", "softhard"), ("norm", "none"), ("sampler", "spc2"), ("pairs_per_batch", 64)],
+    [
+        ("hm_source", "softhard"),
+        ("norm", "none"),
+        ("sampler", "spc2"),
+        ("pairs_per_batch", 64),
+        ("est_start", "clean"),
+    ],
 )
 def test_a_resume_point_from_before_an_option_was_added_still_resumes(tmp_path, option, other):
     """A run recorded before an option existed (``hm_source``: random sources; ``norm``:

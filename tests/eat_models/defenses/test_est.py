@@ -12,6 +12,7 @@ import torch
 from eat_models.defenses.est import EST
 from tests import oracles
 from tests.eat_models.defenses.shift_checks import (
+    EPS,
     check_embedding_shift_examples,
     shift_defense,
     squared_shift_of,
@@ -61,3 +62,26 @@ def test_est_crafts_a_label_free_embedding_shift_in_the_eps_ball(pool, training)
         return step(shift_defense("est"), copy.deepcopy(pristine), loss, b)[2]
 
     check_embedding_shift_examples(pristine, batch, craft(batch), craft)
+
+
+def test_est_from_the_clean_image_starts_there(pool):
+    """``est_start`` 'clean' (RobRank's ``embShift``): no random start, so the examples do
+    not depend on the RNG and lie within steps × step of the clean images, and they still
+    move (the ES objective's gradient is not zero at x); 'random' ones start anywhere."""
+    net, loss, batch = tiny_member(pool, training=False)
+    pristine = copy.deepcopy(net)
+    reach = 5 * EPS / 20  # PGD-5 at a step of ε/20
+
+    def craft(start, seed):
+        defense = shift_defense("est", est_start=start, train_step_size=EPS / 20)
+        return step(defense, copy.deepcopy(pristine), loss, batch, seed=seed)[2]
+
+    clean = craft("clean", 0)
+    assert torch.equal(clean, craft("clean", 1))
+    assert float((clean - batch.images).abs().max()) <= reach + 1e-6
+    assert float(squared_shift_of(pristine, batch.images, clean).min()) > 0
+    random = craft("random", 0)
+    assert not torch.equal(random, craft("random", 1))
+    assert float((random - batch.images).abs().max()) > reach
+    with pytest.raises(ValueError, match="est_start"):
+        shift_defense("est", est_start="middle")
