@@ -620,16 +620,22 @@ FIDELITY_CAUSES = {
     "soft-hard ones, hm-reach draws them at random; with soft-hard ones (hm-soft-reach) "
     "clean R@1 reaches RobRank's, but ERS falls (its row); ERS: not η: η 16 at the same "
     "reach (hm-reach-eta16) gives 73.6 against 73.5 (seed sd 0.3); not BatchNorm: without "
-    "it (hm-reach-nobn) 73.7; not the SPC-2 batches: on them (hm-reach-spc2) 71.9; still "
-    "unexplained (not run apart: rc2f2's width and 512-d (hm-reach-rc2f2, trained, ERS not "
-    "yet measured), "
-    "η 32); RobRank's sampling in full, soft-hard sources on SPC-2 batches "
+    "it (hm-reach-nobn) 73.7; not the SPC-2 batches: on them (hm-reach-spc2) 71.9; not "
+    "rc2f2's capacity: on RobRank's own network (hm-reach-rc2f2) ERS falls to 64.0 while "
+    "clean R@1 and NMI rise (its row); still unexplained (not run apart: η 32); RobRank's "
+    "sampling in full, soft-hard sources on SPC-2 batches "
     "(hm-soft-reach-spc2), gives its clean R@1 and NMI but ERS 39.2 (its row)",
     "hm-reach-eta16": "twice hm-reach's steps at the same reach: ERS 73.6 against 73.5 (seed "
     "sd 0.3), clean R@1 0.007 lower: the η 8 is not hm-reach's ERS gap",
     "hm-reach-nobn": "hm-reach without BatchNorm (rc2f2 has none): ERS 73.7 against 73.5 "
     "(seed sd 0.3), clean R@1 0.792 against 0.788: BatchNorm is not hm-reach's ERS gap; "
     "NMI 0.706 against 0.684 (sd 0.007) is a little higher without it",
+    "hm-reach-rc2f2": "hm-reach on RobRank's rc2f2 (FC 3136→1024, 512-d, no BatchNorm): "
+    "clean R@1 0.823 and NMI 0.757 above hm-reach's (0.788 / 0.684; NMI within the bound), "
+    "but ERS 64.0 against 73.5 (−9.5, pooled 2 sd 1.7): every ERS term but TMA lower, GTT "
+    "most (10.8 against hm-reach's 33.5–37.0 over its seeds), CA+ 71.5 against 87.8–88.7: "
+    "RobRank's network does not close HM's ERS gap but widens it; its curve still climbs "
+    "(R@1 +0.013 over the last 4 epochs)",
     "hm-reach-spc2": "hm-reach on RobRank's SPC-2 batches (8 epochs of 128 pairs, all "
     "classes as they fall, one triplet per pair: half hm-reach's steps and manipulated "
     "triplets): ERS 71.9 against 73.5 (−1.6, within the pooled 2 sd of 1.7), clean R@1 0.779 "
