@@ -228,6 +228,10 @@ OPTIONAL_BLOCKS = {
         "results/robrank-fashion/results.md",
         lambda text: section_tables(text, "Fidelity"),
     ),
+    "robrank-stronger": (
+        "results/robrank-fashion/results.md",
+        lambda text: section_tables(text, "ERS had LTM and GTM done nothing"),
+    ),
 }
 
 

@@ -386,3 +386,33 @@ def test_manipulation_leaves_triplets_at_the_destination_clean(tmp_path):
     _tiny_run(tmp_path, "vanilla", "vanilla")
     with pytest.raises(ValueError, match="not an HM run"):
         rf.manipulation(tmp_path, ["vanilla"], batches=1, threads=1)
+
+
+def test_the_ers_had_the_two_stronger_attacks_done_nothing(tmp_path):
+    """LTM and GTM at the clean R@1 of the attacked images: the ERS rises by their shortfall
+    over ten terms, and the gap to RobRank's ERS is judged against that bound."""
+    from benchmarks.robrank_fashion import stronger_terms, unattacked_ers
+
+    def record(ers, ltm, gtm, clean):
+        terms = {f"t{i}": 50.0 for i in range(8)} | {"LTM": ltm, "GTM": gtm}
+        attacks = {a: {"clean": {"recall@1": clean}} for a in ("ltm", "gtm")}
+        return {
+            "card": {
+                "strengths": {"standard": {"ers": ers, "terms": terms, "ers_attacks": attacks}}
+            }
+        }
+
+    # (80 − 60 + 80 − 40) / 10 = +6
+    assert unattacked_ers(record(70.0, 60.0, 40.0, 0.8)) == pytest.approx(76.0)
+    seeded = {
+        "hm": [record(70.0, 60.0, 40.0, 0.8), record(72.0, 60.0, 40.0, 0.8)],  # 71 → 77
+        "act": [record(60.0, 30.0, 30.0, 0.8)],  # 60 → 70, within 5 of 67.7
+        "est": [record(48.8, 52.0, 24.0, 0.78)],  # above RobRank's 36.4
+        "vanilla": [{"card": {"strengths": {"standard": {"ers": 3.0, "terms": {}}}}}],
+    }
+    rows = {line.split(" | ")[0].strip("| "): line for line in stronger_terms(seeded)[7:]}
+    assert set(rows) == {"hm", "act", "est"}  # vanilla's record has no per-attack scores
+    assert "| hm | 2 | 71.0 | 60.0 / 80.0; 40.0 / 80.0 | 77.0 | 83.9 |" in rows["hm"]
+    assert rows["hm"].endswith("| no: even unattacked, 6.9 short |")
+    assert rows["act"].endswith("| 70.0 | 67.7 | possibly: unattacked, within the bound |")
+    assert rows["est"].endswith("| no: ours is above RobRank's already |")
