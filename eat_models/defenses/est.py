@@ -43,6 +43,5 @@ class EST(AdversarialDefense):
     options = ESTOptions
 
     def craft_for_member(self, net: nn.Module, loss: MetricLoss, batch: Batch) -> torch.Tensor:
-        if self.config.est_start == "random":
-            return self.craft_embedding_shift(net, batch.images)
-        return embedding_shift_attack(net, batch.images, self.budget.replace(random_start=False))
+        start = self.budget.replace(random_start=self.config.est_start == "random")
+        return embedding_shift_attack(net, batch.images, start)
