@@ -274,6 +274,15 @@ ROWS = (
         "eat-hm-reach at 9 epochs: hm-reach's training compute",
         {**EAT_HM_REACH, "epochs": 9},
     ),
+    # the plain EAT (PGD on the triplet loss) at hm-reach's training compute: 16 × 2.48 /
+    # 1.39 = 28.5 of its epochs (row-cost.json), the nearest whole number 29 (40.3 PGD-AT
+    # epochs against hm-reach's 39.7)
+    ProtocolRow(
+        "eat-e29",
+        "eat",
+        "EAT as eat, for 29 epochs: hm-reach's training compute",
+        {"members": 3, "lr": None, "epochs": 29},
+    ),
 )
 
 
@@ -605,6 +614,7 @@ def report(out: Path) -> str:
     lines += seed_verdict(seeded, "eat-reach", REACH_ROWS)
     lines += seed_verdict(seeded, "eat-hm-reach", REACH_ROWS)
     lines += seed_verdict(seeded, "eat-hm-reach-e9", REACH_ROWS, equal="compute (hm-reach's)")
+    lines += seed_verdict(seeded, "eat-e29", ("hm-reach",), equal="compute (hm-reach's)")
     lines += strong_summary(seeded)
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
@@ -1066,6 +1076,7 @@ NOT_BASELINES = (
     "eat-reach",
     "eat-hm-reach",
     "eat-hm-reach-e9",
+    "eat-e29",
     "vanilla",
     "vanilla-rc2f2",
 )
