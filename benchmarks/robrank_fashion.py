@@ -793,14 +793,23 @@ def fidelity(out: Path, seeded: dict[str, list[dict]]) -> list[str]:
 STRONGER_TERMS = {"LTM": "ltm", "GTM": "gtm"}
 
 
+def _stronger_pairs(standard: dict) -> dict[str, tuple[float, float]]:
+    """Each of the :data:`STRONGER_TERMS`' ERS term in a standard-strength card, with the
+    attacked images' clean R@1 (in %) beside it: ``{term: (attacked, clean)}``."""
+    return {
+        term: (
+            float(standard["terms"][term]),
+            100.0 * standard["ers_attacks"][attack]["clean"]["recall@1"],
+        )
+        for term, attack in STRONGER_TERMS.items()
+    }
+
+
 def unattacked_ers(record: dict) -> float:
     """A record's standard ERS with the :data:`STRONGER_TERMS` at the attacked images' clean
     R@1: the ERS if those two attacks did nothing at all."""
     standard = record["card"]["strengths"]["standard"]
-    lift = 0.0
-    for term, attack in STRONGER_TERMS.items():
-        clean = 100.0 * standard["ers_attacks"][attack]["clean"]["recall@1"]
-        lift += clean - standard["terms"][term]
+    lift = sum(clean - attacked for attacked, clean in _stronger_pairs(standard).values())
     return standard["ers"] + lift / len(standard["terms"])
 
 
@@ -842,13 +851,11 @@ def stronger_terms(seeded: dict[str, list[dict]]) -> list[str]:
         standards = [r["card"]["strengths"]["standard"] for r in records]
         ers = float(np.mean([s["ers"] for s in standards]))
         bound = float(np.mean([unattacked_ers(r) for r in records]))
-        cells = []
-        for term, attack in STRONGER_TERMS.items():
-            attacked = np.mean([s["terms"][term] for s in standards])
-            clean = np.mean(
-                [100 * s["ers_attacks"][attack]["clean"]["recall@1"] for s in standards]
-            )
-            cells.append(f"{attacked:.1f} / {clean:.1f}")
+        pairs = [_stronger_pairs(s) for s in standards]
+        cells = [
+            "{:.1f} / {:.1f}".format(*np.mean([p[term] for p in pairs], axis=0))
+            for term in STRONGER_TERMS
+        ]
         gap = published["ers"] - ers
         if abs(gap) <= FIDELITY_BOUNDS["ers"]:
             verdict = "no gap"
