@@ -140,8 +140,8 @@ ROWS = (
         {"hm_ics_weight": 0.5, "train_steps": 16, "train_step_size": 2.5 * ROBRANK_EPS / 16},
     ),
     # RobRank's own training adversary: η 32 steps of 3/255 (reach 96/255, past ε). η 16 at
-    # hm-reach's reach did not move ERS; this is the last of RobRank's HM training settings
-    # not run apart (about twice hm-reach-eta16's cost: hours; resumable)
+    # hm-reach's reach did not move ERS; this was the last of RobRank's HM training settings
+    # not run apart (17,724 s here over three sessions; ERS 70.1, below hm-reach's 73.5)
     ProtocolRow(
         "hm-eta32",
         "hm",
@@ -634,7 +634,8 @@ FIDELITY_CAUSES = {
     "est": "the training adversary is stronger than RobRank's, not weaker: est-reach, whose "
     "step reaches ε, rises further above RobRank's ERS (its row); not the reach and not the "
     "training length (levelled off); nor the start: from the clean image, as RobRank's "
-    "(est-clean-reach), ERS 59.2, still 22.8 above RobRank's; not run apart: η 32",
+    "(est-clean-reach), ERS 59.2, still 22.8 above RobRank's; not run apart: η 32 (for HM, "
+    "RobRank's η 32 lowered ERS: hm-eta32)",
     "act-reach": "within every bound: the reach was ACT's gap",
     "est-reach": "a reaching adversary makes EST more robust still, away from RobRank's",
     "est-clean-reach": "est-reach from the clean image, as RobRank's EST starts (`embShift`): "
@@ -649,11 +650,17 @@ FIDELITY_CAUSES = {
     "it (hm-reach-nobn) 73.7; not the SPC-2 batches: on them (hm-reach-spc2) 71.9; not "
     "rc2f2's capacity: on RobRank's own network (hm-reach-rc2f2) ERS falls to 64.0 while "
     "clean R@1 and NMI rise (its row); not our two stronger attacks: had LTM and GTM done "
-    "nothing, 76.3 (below); still unexplained (not run apart: η 32); RobRank's "
+    "nothing, 76.3 (below); not η 32: RobRank's own adversary (hm-eta32) gives 70.1, lower; "
+    "still unexplained; RobRank's "
     "sampling in full, soft-hard sources on SPC-2 batches "
     "(hm-soft-reach-spc2), gives its clean R@1 and NMI but ERS 39.2 (its row)",
     "hm-reach-eta16": "twice hm-reach's steps at the same reach: ERS 73.6 against 73.5 (seed "
     "sd 0.3), clean R@1 0.007 lower: the η 8 is not hm-reach's ERS gap",
+    "hm-eta32": "RobRank's own training adversary (η 32 × 3/255 from the clean image, "
+    "reach 96/255): ERS 70.1 against hm-reach's 73.5 (−3.4, pooled 2 sd 1.7), CA-clu NMI "
+    "0.607 at ε 77/255 against 0.665, clean R@1 0.785 against 0.788 (sd 0.002): η 32 does "
+    "not close HM's ERS gap but widens it; the last of RobRank's HM training settings, so "
+    "the gap stays unexplained",
     "hm-reach-nobn": "hm-reach without BatchNorm (rc2f2 has none): ERS 73.7 against 73.5 "
     "(seed sd 0.3), clean R@1 0.792 against 0.788: BatchNorm is not hm-reach's ERS gap; "
     "NMI 0.706 against 0.684 (sd 0.007) is a little higher without it",
