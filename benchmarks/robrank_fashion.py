@@ -252,6 +252,26 @@ ROWS = (
         "(reach 96/255)",
         {"train_steps": 32, "train_step_size": ROBRANK_STEP, "est_start": "clean"},
     ),
+    # RobRank's EST trains its ptripletN loss (``model.lossfunc``) on the shifted batch: one
+    # random triplet per SPC-2 pair (``spc2-random``), the mean over all of them, easy ones
+    # included; every other row mines semi-hard triplets from 8 × 16 batches. est-eta32 on
+    # RobRank's batches with its triplets is RobRank's EST in full but the network
+    ProtocolRow(
+        "est-eta32-spc2",
+        "est",
+        "est-eta32 with RobRank's sampling: 8 epochs of SPC-2 batches (128 pairs) and its "
+        "loss's random triplets, one per pair (spc2-random; est-eta32 mines semi-hard ones "
+        "from 8 × 16 batches): RobRank's EST in full but the network",
+        {
+            "train_steps": 32,
+            "train_step_size": ROBRANK_STEP,
+            "est_start": "clean",
+            "sampler": "spc2",
+            "pairs_per_batch": 128,
+            "epochs": 8,
+            "triplet_miner": "random",
+        },
+    ),
     # the decisive pair at the same reaching step, so that EAT and PGD-AT meet hm-reach
     # with an adversary of the same reach
     ProtocolRow(
@@ -319,6 +339,7 @@ PUBLISHED["est-reach"] = PUBLISHED["est"]
 PUBLISHED["est-clean-reach"] = PUBLISHED["est"]
 PUBLISHED["hm-eta32"] = PUBLISHED["hm"]
 PUBLISHED["est-eta32"] = PUBLISHED["est"]
+PUBLISHED["est-eta32-spc2"] = PUBLISHED["est"]
 #: rows evaluated under the strong worst case too (vanilla is broken by the standard run):
 #: the first decisive rows, and the pair that decides now (the strongest defense, hm-reach,
 #: and EAT built on it, at equal epochs and at equal compute)

@@ -38,6 +38,7 @@ ADDED_OPTIONS = {
     "sampler": "class-balanced",
     "pairs_per_batch": 128,
     "est_start": "random",
+    "triplet_miner": "semihard",
 }
 #: config fields that may differ between the invocations of one run
 RESUMABLE_CHANGES = frozenset({"resume", "stop_after", "threads", "workers", "out", "device"})

@@ -34,7 +34,7 @@ from .defenses import DEFENSES, OPTION_GROUPS, Batch, build_defense
 from .defenses.base import Options, option
 from .ensemble import AveragedEmbedding
 from .evaluate import clustering_metrics, embed, retrieval_metrics
-from .losses import LOSSES, MetricLoss
+from .losses import LOSSES, TRIPLET_MINERS, MetricLoss
 from .modes import eval_mode
 from .networks import NORMS, NetworkConfig, build_network, default_network_config
 from .provenance import provenance
@@ -85,9 +85,18 @@ class RunOptions(Options):
         choices=SPLIT_KINDS,
     )
     loss: str = option(
-        "metric loss: 'proxy-anchor' (the paper's) or 'triplet' (margin 0.2, semi-hard miner)",
+        "metric loss: 'proxy-anchor' (the paper's) or 'triplet' (margin 0.2, on the triplets "
+        "--triplet-miner picks)",
         default="proxy-anchor",
         choices=LOSSES,
+    )
+    triplet_miner: str = option(
+        "triplet loss only: the triplets of each batch it trains on: 'semihard' "
+        "(pytorch-metric-learning's semi-hard miner) or 'random' (one random triplet per "
+        "anchor, the mean over all of them; on --sampler spc2 batches one per pair: "
+        "RobRank's spc2-random miner of its ptripletN loss)",
+        default="semihard",
+        choices=TRIPLET_MINERS,
     )
     defense: str = option(
         "training defense: vanilla (no defense), pgd-at (Madry AT on the metric loss), "
@@ -422,9 +431,13 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
         torch.manual_seed(config.seed + k)
         members.append(build_network(net_config).to(device))
         losses.append(
-            MetricLoss(config.loss, int(train_set.labels.max()) + 1, config.embedding_dim).to(
-                device
-            )
+            MetricLoss(
+                config.loss,
+                int(train_set.labels.max()) + 1,
+                config.embedding_dim,
+                miner=config.triplet_miner,
+                pairs=config.sampler == "spc2",
+            ).to(device)
         )
     distributed.broadcast_parameters([*members, *losses], ctx)
     if ctx.distributed:  # the ranks' random starts differ (their shards do too)

@@ -1,5 +1,7 @@
 """Triplets, shared by the defenses that build their own (ACT, HM, and EAT with HM's
-adversary): random sampling of one triplet per anchor, the hardness, and the triplet loss
+adversary): random sampling of one triplet per anchor (:func:`random_triplets`, kept with
+the losses, whose ``random`` miner draws it too), soft-hard sampling, the hardness, and the
+triplet loss
 on given triplets (pytorch-metric-learning's triplet margin loss with explicit triplets and
 its ``LpDistance``), with the one triplet margin of the project
 (:data:`eat_models.losses.TRIPLET_MARGIN`).
@@ -13,52 +15,11 @@ from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.losses import TripletMarginLoss
 from pytorch_metric_learning.reducers import MeanReducer
 
-from ..losses import TRIPLET_MARGIN
+from ..losses import TRIPLET_MARGIN, anchor_masks
+from ..losses import random_triplets as random_triplets  # the defenses draw it from here
 
 #: Euclidean distance of embeddings that the networks have already L2-normalised
 DISTANCE = LpDistance(normalize_embeddings=False)
-
-
-def _anchor_masks(
-    labels: torch.Tensor, pairs: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(anchors, positives, negatives)``: the anchors that have both a positive and a
-    negative in the batch, and their rows of the positive and negative masks ``[m, B]``.
-    With ``pairs`` (SPC-2 rows ``[a0, p0, a1, p1, …]``) only the even rows are anchors."""
-    same = labels[:, None] == labels[None, :]
-    positives = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    negatives = ~same
-    usable = positives.any(1) & negatives.any(1)
-    if pairs:
-        usable[1::2] = False
-    anchors = torch.nonzero(usable).squeeze(1)
-    return anchors, positives[anchors], negatives[anchors]
-
-
-def random_triplets(
-    labels: torch.Tensor, pairs: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One ``(anchor, positive, negative)`` index triple per anchor that has both a
-    positive and a negative in the batch, anchors in batch order (RobRank's random
-    triplets; torch's RNG).
-
-    With ``pairs`` (SPC-2 batches, ``[a0, p0, a1, p1, …]``): one triplet per pair, its
-    anchor the even row, its positive the pair's other row and a random negative
-    (RobRank's ``spc2-random`` miner).
-
-    pytorch-metric-learning's ``get_random_triplet_indices(labels, t_per_anchor=1)`` draws
-    the same distribution, but class by class: using it would change every ACT and HM
-    run's draws (and the restructure check's bit-identical rows) for no gain.
-    """
-    anchors, positives, negatives = _anchor_masks(labels, pairs)
-    if len(anchors) == 0:
-        return anchors, anchors, anchors
-    if pairs:
-        pos = anchors + 1
-    else:
-        pos = torch.multinomial(positives.float(), 1).squeeze(1)
-    neg = torch.multinomial(negatives.float(), 1).squeeze(1)
-    return anchors, pos, neg
 
 
 def softhard_triplets(
@@ -73,7 +34,7 @@ def softhard_triplets(
     negative; where no such one exists, among all its negatives (positives). RobRank draws
     one anchor per SPC-2 pair (``pairs``: the even rows); without ``pairs`` every anchor of
     our class-balanced batches is one. Draws use torch's RNG."""
-    anchors, positives, negatives = _anchor_masks(labels, pairs)
+    anchors, positives, negatives = anchor_masks(labels, pairs)
     if len(anchors) == 0:
         return anchors, anchors, anchors
     dist = torch.cdist(embeddings[anchors].detach(), embeddings.detach())  # [m, B]

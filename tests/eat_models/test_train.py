@@ -213,8 +213,16 @@ def _weights(out):
             "sampler": "spc2",
             "pairs_per_batch": 16,
         },
+        {
+            "defense": "est",
+            "loss": "triplet",
+            "triplet_miner": "random",
+            "train_steps": 2,
+            "sampler": "spc2",
+            "pairs_per_batch": 16,
+        },
     ],
-    ids=["hm", "eat-ema", "hm-spc2"],
+    ids=["hm", "eat-ema", "hm-spc2", "est-spc2-random"],
 )
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, overrides):
     """Stopped after each epoch and resumed (weights, Adam moments, schedule, RNG, the
@@ -302,6 +310,7 @@ def test_a_resume_point_from_before_the_f_term_was_removed_still_resumes(tmp_pat
         ("sampler", "spc2"),
         ("pairs_per_batch", 64),
         ("est_start", "clean"),
+        ("triplet_miner", "random"),
     ],
 )
 def test_a_resume_point_from_before_an_option_was_added_still_resumes(tmp_path, option, other):
