@@ -243,8 +243,8 @@ ROWS = (
         {"train_step_size": REACHING_STEP, "est_start": "clean"},
     ),
     # est-clean-reach is still above RobRank's ERS (59.2 against 36.4); RobRank's own EST
-    # adversary, η 32 steps of 3/255 from the clean image (reach 96/255), is the last of
-    # its EST training settings not run apart (η 32 lowered HM's ERS: hm-eta32)
+    # adversary, η 32 steps of 3/255 from the clean image (reach 96/255), run apart (η 32
+    # lowered HM's ERS: hm-eta32). 3,989 s here; ERS 58.3, as est-clean-reach's
     ProtocolRow(
         "est-eta32",
         "est",
@@ -666,8 +666,9 @@ FIDELITY_CAUSES = {
     "est": "the training adversary is stronger than RobRank's, not weaker: est-reach, whose "
     "step reaches ε, rises further above RobRank's ERS (its row); not the reach and not the "
     "training length (levelled off); nor the start: from the clean image, as RobRank's "
-    "(est-clean-reach), ERS 59.2, still 22.8 above RobRank's; not run apart: η 32 (for HM, "
-    "RobRank's η 32 lowered ERS: hm-eta32)",
+    "(est-clean-reach), ERS 59.2, still 22.8 above RobRank's; nor η 32: RobRank's own "
+    "adversary (est-eta32) gives 58.3; not run apart: RobRank's loss sampling (one random "
+    "triplet per SPC-2 pair, where ours mines semi-hard ones: est-eta32-spc2) and its network",
     "act-reach": "within every bound: the reach was ACT's gap",
     "est-reach": "a reaching adversary makes EST more robust still, away from RobRank's",
     "est-clean-reach": "est-reach from the clean image, as RobRank's EST starts (`embShift`): "
@@ -693,6 +694,10 @@ FIDELITY_CAUSES = {
     "0.607 at ε 77/255 against 0.665, clean R@1 0.785 against 0.788 (sd 0.002): η 32 does "
     "not close HM's ERS gap but widens it; the last of RobRank's HM training settings, so "
     "the gap stays unexplained",
+    "est-eta32": "RobRank's own EST adversary (η 32 × 3/255 from the clean image, reach "
+    "96/255): ERS 58.3 against est-clean-reach's 59.2 (−0.9, within the pooled 2 sd 1.7), "
+    "clean R@1 0.786, RobRank's own: η 32 does not bring EST's ERS down to RobRank's 36.4 "
+    "(still 21.9 above); CA-clu NMI 0.507 at ε 77/255 against 0.556 (beyond 0.022)",
     "hm-reach-nobn": "hm-reach without BatchNorm (rc2f2 has none): ERS 73.7 against 73.5 "
     "(seed sd 0.3), clean R@1 0.792 against 0.788: BatchNorm is not hm-reach's ERS gap; "
     "NMI 0.706 against 0.684 (sd 0.007) is a little higher without it",
