@@ -63,7 +63,7 @@ class StepTimer:
         for k in range(self.defense.num_members):
             torch.manual_seed(seed + k)
             self.members.append(build_network(net_config))
-            self.losses.append(MetricLoss(self.config.loss, 10, self.config.embedding_dim))
+            self.losses.append(MetricLoss.for_run(self.config, 10))
         groups = [{"params": [p for m in self.members for p in m.parameters()]}]
         for loss in self.losses:
             groups += loss.parameter_groups(self.defense.learning_rate)

@@ -126,6 +126,18 @@ class MetricLoss(nn.Module):
         self.name = name
         self.margin = margin
 
+    @classmethod
+    def for_run(cls, config, num_classes: int) -> MetricLoss:
+        """The loss a training run's config asks for (``loss``, ``embedding_dim``,
+        ``triplet_miner``; SPC-2 pairs when ``sampler`` is ``spc2``)."""
+        return cls(
+            config.loss,
+            num_classes,
+            config.embedding_dim,
+            miner=config.triplet_miner,
+            pairs=config.sampler == "spc2",
+        )
+
     @property
     def takes_triplets(self) -> bool:
         """Whether the loss is defined on triplets (the defenses that build their own

@@ -430,15 +430,7 @@ def train(config: TrainConfig, progress: bool = True, max_steps: int | None = No
     for k in range(defense.num_members):
         torch.manual_seed(config.seed + k)
         members.append(build_network(net_config).to(device))
-        losses.append(
-            MetricLoss(
-                config.loss,
-                int(train_set.labels.max()) + 1,
-                config.embedding_dim,
-                miner=config.triplet_miner,
-                pairs=config.sampler == "spc2",
-            ).to(device)
-        )
+        losses.append(MetricLoss.for_run(config, int(train_set.labels.max()) + 1).to(device))
     distributed.broadcast_parameters([*members, *losses], ctx)
     if ctx.distributed:  # the ranks' random starts differ (their shards do too)
         torch.manual_seed(config.seed + 7919 * ctx.rank)

@@ -1,9 +1,8 @@
 """Triplets, shared by the defenses that build their own (ACT, HM, and EAT with HM's
 adversary): random sampling of one triplet per anchor (:func:`random_triplets`, kept with
 the losses, whose ``random`` miner draws it too), soft-hard sampling, the hardness, and the
-triplet loss
-on given triplets (pytorch-metric-learning's triplet margin loss with explicit triplets and
-its ``LpDistance``), with the one triplet margin of the project
+triplet loss on given triplets (pytorch-metric-learning's triplet margin loss with explicit
+triplets and its ``LpDistance``), with the one triplet margin of the project
 (:data:`eat_models.losses.TRIPLET_MARGIN`).
 """
 

@@ -74,3 +74,16 @@ def test_a_miner_is_checked_when_the_loss_is_built():
         MetricLoss("triplet", 4, 8, miner="hard")
     with pytest.raises(ValueError, match="applies to the triplet loss"):
         MetricLoss("proxy-anchor", 4, 8, miner="random")
+
+
+def test_a_run_on_spc2_batches_gets_the_random_miner_of_pairs():
+    from eat_models.train import TrainConfig
+
+    embeddings, labels = _batch(n=20)  # not laid out as pairs
+    config = TrainConfig(loss="triplet", triplet_miner="random", sampler="spc2")
+    with pytest.raises(ValueError, match="SPC-2"):
+        MetricLoss.for_run(config, 4)(embeddings, labels)
+    config.sampler = "class-balanced"
+    assert MetricLoss.for_run(config, 4)(embeddings, labels) > 0
+    with pytest.raises(ValueError, match="applies to the triplet loss"):
+        MetricLoss.for_run(TrainConfig(loss="proxy-anchor", triplet_miner="random"), 4)
