@@ -272,6 +272,26 @@ ROWS = (
             "triplet_miner": "random",
         },
     ),
+    # RobRank's published HM (ghmetsmi) in full but the network: its soft-hard sources on
+    # its SPC-2 batches (hm-soft-reach-spc2) with its own adversary, η 32 steps of 3/255 from
+    # the clean image (hm-soft-reach-spc2 took η 8 × 2.5ε/8): each setting was run apart from
+    # hm-reach, this row runs them together (about 3 h here; resumable)
+    ProtocolRow(
+        "hm-soft-eta32-spc2",
+        "hm",
+        "RobRank's published HM in full but the network: soft-hard sources on SPC-2 batches "
+        "(8 epochs of 128 pairs) with η 32 steps of 3/255 (hm-soft-reach-spc2 with RobRank's "
+        "own adversary)",
+        {
+            "hm_ics_weight": 0.5,
+            "train_steps": 32,
+            "train_step_size": ROBRANK_STEP,
+            "hm_source": "softhard",
+            "sampler": "spc2",
+            "pairs_per_batch": 128,
+            "epochs": 8,
+        },
+    ),
     # the decisive pair at the same reaching step, so that EAT and PGD-AT meet hm-reach
     # with an adversary of the same reach
     ProtocolRow(
@@ -340,6 +360,7 @@ PUBLISHED["est-clean-reach"] = PUBLISHED["est"]
 PUBLISHED["hm-eta32"] = PUBLISHED["hm"]
 PUBLISHED["est-eta32"] = PUBLISHED["est"]
 PUBLISHED["est-eta32-spc2"] = PUBLISHED["est"]
+PUBLISHED["hm-soft-eta32-spc2"] = PUBLISHED["hm"]
 #: rows evaluated under the strong worst case too (vanilla is broken by the standard run):
 #: the first decisive rows, and the pair that decides now (the strongest defense, hm-reach,
 #: and EAT built on it, at equal epochs and at equal compute)
