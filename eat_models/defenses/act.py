@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from ..attacks import Objective
-from ..losses import MetricLoss
+from ..losses import MetricLoss, random_triplets
 from .base import AdversarialDefense, Batch
-from .triplets import random_triplets, split_triplets, triplet_loss
+from .triplets import split_triplets, triplet_loss
 
 
 def collapse_objective(num_pairs: int) -> Objective:

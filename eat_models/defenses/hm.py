@@ -43,12 +43,11 @@ import torch
 from torch import nn
 
 from ..attacks import AttackBudget, Objective, perturb
-from ..losses import TRIPLET_MARGIN, MetricLoss
+from ..losses import TRIPLET_MARGIN, MetricLoss, random_triplets
 from ..modes import eval_mode
 from .base import AdversarialDefense, Batch, Options, option
 from .triplets import (
     hardness,
-    random_triplets,
     softhard_triplets,
     split_triplets,
     triplet_loss,

@@ -1,9 +1,9 @@
 """Triplets, shared by the defenses that build their own (ACT, HM, and EAT with HM's
-adversary): random sampling of one triplet per anchor (:func:`random_triplets`, kept with
-the losses, whose ``random`` miner draws it too), soft-hard sampling, the hardness, and the
-triplet loss on given triplets (pytorch-metric-learning's triplet margin loss with explicit
-triplets and its ``LpDistance``), with the one triplet margin of the project
-(:data:`eat_models.losses.TRIPLET_MARGIN`).
+adversary): soft-hard sampling, the hardness, and the triplet loss on given triplets
+(pytorch-metric-learning's triplet margin loss with explicit triplets and its
+``LpDistance``), with the one triplet margin of the project
+(:data:`eat_models.losses.TRIPLET_MARGIN`). Random sampling, one triplet per anchor, is
+:func:`eat_models.losses.random_triplets`, with the losses whose ``random`` miner draws it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pytorch_metric_learning.losses import TripletMarginLoss
 from pytorch_metric_learning.reducers import MeanReducer
 
 from ..losses import TRIPLET_MARGIN, anchor_masks
-from ..losses import random_triplets as random_triplets  # the defenses draw it from here
 
 #: Euclidean distance of embeddings that the networks have already L2-normalised
 DISTANCE = LpDistance(normalize_embeddings=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from eat_models.defenses.act import collapse_objective
-from eat_models.defenses.triplets import random_triplets
+from eat_models.losses import random_triplets
 
 
 def test_act_collapses_positive_and_negative():

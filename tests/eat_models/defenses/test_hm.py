@@ -19,11 +19,10 @@ from eat_models.defenses.hm import (
 )
 from eat_models.defenses.triplets import (
     hardness,
-    random_triplets,
     softhard_triplets,
     triplet_loss,
 )
-from eat_models.losses import MetricLoss
+from eat_models.losses import MetricLoss, random_triplets
 from eat_models.networks import NetworkConfig, build_network
 from eat_models.train import TrainConfig
 
