@@ -723,7 +723,8 @@ FIDELITY_CAUSES = {
     "nothing, 76.3 (below); not η 32: RobRank's own adversary (hm-eta32) gives 70.1, lower; "
     "still unexplained; RobRank's "
     "sampling in full, soft-hard sources on SPC-2 batches "
-    "(hm-soft-reach-spc2), gives its clean R@1 and NMI but ERS 39.2 (its row)",
+    "(hm-soft-reach-spc2), gives its clean R@1 and NMI but ERS 39.2 (its row), and with "
+    "RobRank's η 32 too (hm-soft-eta32-spc2, its HM in full but the network) 40.8",
     "hm-reach-eta16": "twice hm-reach's steps at the same reach: ERS 73.6 against 73.5 (seed "
     "sd 0.3), clean R@1 0.007 lower: the η 8 is not hm-reach's ERS gap",
     "hm-eta32": "RobRank's own training adversary (η 32 × 3/255 from the clean image, "
@@ -743,6 +744,13 @@ FIDELITY_CAUSES = {
     "attacks (LTM, GTM) done nothing, within the bound (below): the rest may be those two "
     "attacks; the batches and the triplets changed together (not run apart); its curve "
     "still climbs, but 8 epochs are RobRank's",
+    "hm-soft-eta32-spc2": "RobRank's published HM in full but the network (soft-hard "
+    "sources on SPC-2 batches, η 32 × 3/255 from the clean image): ERS 40.8 against "
+    "hm-soft-reach-spc2's 39.2 at η 8 × 2.5ε/8 (+1.6, within the pooled 2 sd 1.7), clean R@1 "
+    "0.847 against 0.872, CA-clu NMI 0.115 at ε 77/255: η 32 does not change what RobRank's "
+    "sampling makes on our network; the gradual destination stayed at the easy end (−0.17 "
+    "to −0.18 in every epoch), as hm-soft-reach-spc2's. What is left: RobRank's recipe on "
+    "rc2f2 together (not run)",
     "hm-reach-nobn": "hm-reach without BatchNorm (rc2f2 has none): ERS 73.7 against 73.5 "
     "(seed sd 0.3), clean R@1 0.792 against 0.788: BatchNorm is not hm-reach's ERS gap; "
     "NMI 0.706 against 0.684 (sd 0.007) is a little higher without it",
