@@ -93,6 +93,9 @@ PROTOCOL = {
 }
 
 #: EAT whose members are each an HM model at the reaching step
+#: RobRank's own EST adversary: η 32 steps of 3/255 on the embedding shift from the clean
+#: image (the est-eta32 rows share it)
+EST_ETA32 = {"train_steps": 32, "train_step_size": ROBRANK_STEP, "est_start": "clean"}
 EAT_HM_REACH = {
     "members": 3,
     "lr": None,
@@ -250,7 +253,7 @@ ROWS = (
         "est",
         "EST with RobRank's own training adversary: η 32 steps of 3/255 from the clean image "
         "(reach 96/255)",
-        {"train_steps": 32, "train_step_size": ROBRANK_STEP, "est_start": "clean"},
+        EST_ETA32,
     ),
     # RobRank's EST trains its ptripletN loss (``model.lossfunc``) on the shifted batch: one
     # random triplet per SPC-2 pair (``spc2-random``), the mean over all of them, easy ones
@@ -263,9 +266,7 @@ ROWS = (
         "loss's random triplets, one per pair (spc2-random; est-eta32 mines semi-hard ones "
         "from 8 × 16 batches): RobRank's EST in full but the network",
         {
-            "train_steps": 32,
-            "train_step_size": ROBRANK_STEP,
-            "est_start": "clean",
+            **EST_ETA32,
             "sampler": "spc2",
             "pairs_per_batch": 128,
             "epochs": 8,
@@ -281,9 +282,7 @@ ROWS = (
         "est-eta32 with RobRank's random triplets (one per anchor, the mean over all) on our "
         "8 × 16 batches: est-eta32-spc2's triplets without its SPC-2 batches",
         {
-            "train_steps": 32,
-            "train_step_size": ROBRANK_STEP,
-            "est_start": "clean",
+            **EST_ETA32,
             "triplet_miner": "random",
         },
     ),
