@@ -777,7 +777,7 @@ FIDELITY_CAUSES = {
     "0.847 against 0.872, CA-clu NMI 0.115 at ε 77/255: η 32 does not change what RobRank's "
     "sampling makes on our network; the gradual destination stayed at the easy end (−0.17 "
     "to −0.18 in every epoch), as hm-soft-reach-spc2's. What is left: RobRank's recipe on "
-    "rc2f2 together (hm-soft-eta32-spc2-rc2f2, not yet trained)",
+    "rc2f2 together (hm-soft-eta32-spc2-rc2f2, training: not yet measured)",
     "hm-reach-nobn": "hm-reach without BatchNorm (rc2f2 has none): ERS 73.7 against 73.5 "
     "(seed sd 0.3), clean R@1 0.792 against 0.788: BatchNorm is not hm-reach's ERS gap; "
     "NMI 0.706 against 0.684 (sd 0.007) is a little higher without it",
